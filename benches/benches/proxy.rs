@@ -1,0 +1,3 @@
+//! Criterion benches of the proxy path (written next).
+
+fn main() {}

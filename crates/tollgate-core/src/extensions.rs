@@ -1,0 +1,230 @@
+use std::{fmt, net::IpAddr, net::SocketAddr, sync::Arc};
+
+use http::HeaderValue;
+
+/// The id of one request, set by the request-id layer and echoed everywhere:
+/// logs, problem bodies, the upstream request and the response.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(HeaderValue);
+
+/// The address of the client, resolved once per request from the peer
+/// address and the trusted proxies. Nothing else parses `X-Forwarded-For`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIp(pub IpAddr);
+
+/// What the server knows about the connection a request came in on.
+///
+/// `tollgate::serve` inserts it into every request. When the gateway runs
+/// under another server, the facade copies it from axum's `ConnectInfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The peer's address (the previous hop, not necessarily the client).
+    pub remote: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub secure: bool,
+}
+
+/// The name of the route that matched, for metrics labels and logs.
+///
+/// It is the route's configured name, never the raw path, so label
+/// cardinality stays bounded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteName(Arc<str>);
+
+/// Who is calling, as established by an auth layer.
+///
+/// Later layers read it: scope checks, rate-limit keys and plans, header
+/// transforms (`X-User-Id`), composition.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The subject (`sub` of a JWT, the user of an introspected token).
+    pub subject: Option<Arc<str>>,
+    /// The consumer (the application or API key owner).
+    pub consumer: Option<Arc<str>>,
+    /// The rate-limit plan, e.g. `free` or `standard`.
+    pub plan: Option<Arc<str>>,
+    /// Granted scopes.
+    pub scopes: Arc<[Arc<str>]>,
+    /// The verified claims, when the credential carried any.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+// === impl RequestId ===
+
+impl RequestId {
+    /// A request id from a header value.
+    #[must_use]
+    pub fn new(value: HeaderValue) -> Self {
+        Self(value)
+    }
+
+    /// A request id from a static string.
+    ///
+    /// # Panics
+    ///
+    /// When `id` is not a valid header value; meant for constants.
+    #[must_use]
+    pub const fn from_static(id: &'static str) -> Self {
+        Self(HeaderValue::from_static(id))
+    }
+
+    /// The id as a header value.
+    #[must_use]
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// The id as text, when it is visible ASCII.
+    #[must_use]
+    pub fn as_str(&self) -> Option<&str> {
+        self.0.to_str().ok()
+    }
+
+    /// The header value.
+    #[must_use]
+    pub fn into_header_value(self) -> HeaderValue {
+        self.0
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RequestId").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str().unwrap_or("<non-ascii>"))
+    }
+}
+
+// === impl ClientIp ===
+
+impl fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// === impl ConnectionInfo ===
+
+impl ConnectionInfo {
+    /// Info for a connection from `remote`.
+    #[must_use]
+    pub fn new(remote: SocketAddr) -> Self {
+        Self {
+            remote,
+            local: None,
+            secure: false,
+        }
+    }
+
+    /// Sets the local address.
+    #[must_use]
+    pub fn with_local(mut self, local: SocketAddr) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Marks the connection as TLS.
+    #[must_use]
+    pub fn with_secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+}
+
+// === impl RouteName ===
+
+impl RouteName {
+    /// A route name.
+    #[must_use]
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// An identity for `subject`.
+    #[must_use]
+    pub fn subject(subject: impl Into<Arc<str>>) -> Self {
+        Self {
+            subject: Some(subject.into()),
+            ..Self::default()
+        }
+    }
+
+    /// An identity for a consumer (e.g. the owner of an API key).
+    #[must_use]
+    pub fn consumer(consumer: impl Into<Arc<str>>) -> Self {
+        Self {
+            consumer: Some(consumer.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the plan.
+    #[must_use]
+    pub fn with_plan(mut self, plan: impl Into<Arc<str>>) -> Self {
+        self.plan = Some(plan.into());
+        self
+    }
+
+    /// Sets the scopes.
+    #[must_use]
+    pub fn with_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the identity holds `scope`.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| &**s == scope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_scopes() {
+        let id = Identity::subject("42")
+            .with_plan("free")
+            .with_scopes(["read", "write"]);
+        assert!(id.has_scope("read"));
+        assert!(!id.has_scope("admin"));
+        assert_eq!(id.plan.as_deref(), Some("free"));
+    }
+
+    #[test]
+    fn request_id_display() {
+        assert_eq!(RequestId::from_static("abc").to_string(), "abc");
+        let raw = RequestId::new(HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(raw.to_string(), "<non-ascii>");
+    }
+}

@@ -1,0 +1,253 @@
+//! Endpoints of an upstream and how one is picked for each request.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
+
+use http::{
+    HeaderValue,
+    uri::{Authority, Scheme},
+};
+use tokio::time::{Duration, Instant};
+
+/// How an [`Upstream`](crate::Upstream) picks an endpoint for a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Balance {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// Power of two choices: pick two endpoints at random, send to the one
+    /// with fewer outstanding requests. The default.
+    #[default]
+    LeastRequest,
+}
+
+/// One endpoint of an upstream: where to connect, how busy it is, and
+/// whether it is cooling off after refusing a connection.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
+    /// The `Host` header value, computed once.
+    pub(crate) host: HeaderValue,
+    /// `scheme://authority`, for logs.
+    pub(crate) label: Arc<str>,
+    outstanding: AtomicUsize,
+    /// Milliseconds since `Endpoints::epoch` until which the endpoint is out;
+    /// 0 when it is in.
+    down_until_ms: AtomicU64,
+}
+
+/// The endpoints of one upstream and the balancing state.
+#[derive(Debug)]
+pub(crate) struct Endpoints {
+    list: Box<[Endpoint]>,
+    balance: Balance,
+    next: AtomicUsize,
+    cooloff: Duration,
+    epoch: Instant,
+}
+
+/// Counts a request as outstanding on an endpoint until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    endpoints: Arc<Endpoints>,
+    index: usize,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    pub(crate) fn new(scheme: Scheme, authority: Authority, host: HeaderValue) -> Self {
+        let label = format!("{scheme}://{authority}").into();
+        Self {
+            scheme,
+            authority,
+            host,
+            label,
+            outstanding: AtomicUsize::new(0),
+            down_until_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+// === impl Endpoints ===
+
+impl Endpoints {
+    pub(crate) fn new(list: Vec<Endpoint>, balance: Balance, cooloff: Duration) -> Self {
+        Self {
+            list: list.into_boxed_slice(),
+            balance,
+            next: AtomicUsize::new(0),
+            cooloff,
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &Endpoint {
+        &self.list[index]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_up(&self, index: usize, now_ms: u64) -> bool {
+        self.list[index].down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Whether at least one endpoint is not cooling off.
+    pub(crate) fn any_up(&self) -> bool {
+        let now = self.now_ms();
+        (0..self.list.len()).any(|i| self.is_up(i, now))
+    }
+
+    /// Takes an endpoint out for the cool-off period.
+    pub(crate) fn mark_down(&self, index: usize) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.cooloff.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
+        self.list[index]
+            .down_until_ms
+            .store(until, Ordering::Relaxed);
+    }
+
+    /// Picks an endpoint. Endpoints cooling off are skipped unless every
+    /// endpoint is, in which case they are all tried as if up.
+    pub(crate) fn pick(self: &Arc<Self>) -> InFlight {
+        let index = match self.list.len() {
+            1 => 0,
+            len => {
+                let now = self.now_ms();
+                let any_down = (0..len).any(|i| !self.is_up(i, now));
+                let up = |i: usize| !any_down || self.is_up(i, now);
+                match self.balance {
+                    Balance::RoundRobin => self.pick_round_robin(len, up),
+                    Balance::LeastRequest => self.pick_p2c(len, up),
+                }
+            }
+        };
+        self.list[index].outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoints: Arc::clone(self),
+            index,
+        }
+    }
+
+    fn pick_round_robin(&self, len: usize, up: impl Fn(usize) -> bool) -> usize {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|k| start.wrapping_add(k) % len)
+            .find(|&i| up(i))
+            .unwrap_or(start % len)
+    }
+
+    fn pick_p2c(&self, len: usize, up: impl Fn(usize) -> bool) -> usize {
+        let a = fastrand::usize(..len);
+        let mut b = fastrand::usize(..len - 1);
+        if b >= a {
+            b += 1;
+        }
+        let load = |i: usize| self.list[i].outstanding.load(Ordering::Relaxed);
+        match (up(a), up(b)) {
+            (true, true) => {
+                if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+            (true, false) => a,
+            (false, true) => b,
+            // Both cooling off: fall back to the first endpoint that is up.
+            (false, false) => (0..len).find(|&i| up(i)).unwrap_or(a),
+        }
+    }
+}
+
+// === impl InFlight ===
+
+impl InFlight {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.endpoints.get(self.index)
+    }
+
+    pub(crate) fn mark_down(&self) {
+        self.endpoints.mark_down(self.index);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoints.list[self.index]
+            .outstanding
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: usize, balance: Balance) -> Arc<Endpoints> {
+        let list = (0..n)
+            .map(|i| {
+                let authority = format!("127.0.0.1:{}", 9000 + i);
+                Endpoint::new(
+                    Scheme::HTTP,
+                    Authority::try_from(authority.as_str()).unwrap(),
+                    HeaderValue::from_str(&authority).unwrap(),
+                )
+            })
+            .collect();
+        Arc::new(Endpoints::new(list, balance, Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_in_turn() {
+        let eps = endpoints(3, Balance::RoundRobin);
+        let picks: Vec<usize> = (0..6).map(|_| eps.pick().index).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_endpoint() {
+        let eps = endpoints(2, Balance::LeastRequest);
+        let held: Vec<InFlight> = (0..5).map(|_| eps.pick()).collect();
+        let busy = held.iter().filter(|f| f.index == 0).count();
+        // With two endpoints, P2C always compares both: loads never differ by more than one.
+        assert!(busy == 2 || busy == 3, "{busy}");
+        drop(held);
+        assert_eq!(eps.list[0].outstanding.load(Ordering::Relaxed), 0);
+        assert_eq!(eps.list[1].outstanding.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_cooling_off_are_skipped_then_return() {
+        let eps = endpoints(2, Balance::RoundRobin);
+        eps.mark_down(0);
+        for _ in 0..4 {
+            assert_eq!(eps.pick().index, 1);
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let picks: Vec<usize> = (0..4).map(|_| eps.pick().index).collect();
+        assert!(picks.contains(&0), "{picks:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_down_still_picks_one() {
+        let eps = endpoints(2, Balance::LeastRequest);
+        eps.mark_down(0);
+        eps.mark_down(1);
+        assert!(!eps.any_up());
+        let _ = eps.pick();
+    }
+}

@@ -1,0 +1,668 @@
+//! [`Upstream`]: a tower `Service` for one named backend.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderValue, Request, Response, StatusCode, Uri, Version,
+    header::HOST,
+    uri::{Authority, PathAndQuery, Scheme},
+};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use tokio::time::Duration;
+use tollgate_core::{
+    BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, RequestId, body::ResponseBody,
+};
+use tower::Service;
+
+use crate::{
+    balance::{Balance, Endpoint, Endpoints},
+    error::{UpstreamErrorKind, classify},
+    headers::{self, ForwardedHeaders},
+};
+
+/// The HTTP version spoken to an upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.1 to `http://` endpoints; ALPN offers `h2` and `http/1.1` to
+    /// `https://` endpoints. The default.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: prior knowledge (h2c) for `http://`, ALPN `h2` for `https://`.
+    Http2,
+}
+
+/// The plain-data configuration of an [`Upstream`].
+///
+/// [`Upstream::try_from`] runs the same checks as [`UpstreamBuilder::build`].
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct UpstreamConfig {
+    /// The upstream's name, used by routes, logs and metrics.
+    pub name: String,
+    /// Endpoint base URLs: `http://host:port` or `https://host:port`.
+    pub endpoints: Vec<String>,
+    /// How an endpoint is picked.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub balance: Balance,
+    /// The HTTP version spoken to the endpoints.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub protocol: Protocol,
+    /// The longest a TCP (and TLS) connect may take. Default 5 s.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::connect_timeout"))]
+    pub connect_timeout: Duration,
+    /// The longest to wait for the response headers once the request is
+    /// sent. `None` waits forever. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::response_timeout"))]
+    pub response_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept. Default 90 s.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::idle_timeout"))]
+    pub idle_timeout: Duration,
+    /// How long an endpoint that refused a connection is left out. Default 5 s.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::cooloff"))]
+    pub cooloff: Duration,
+    /// The most idle connections kept per endpoint. Default 1024.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::max_idle_per_endpoint"))]
+    pub max_idle_per_endpoint: usize,
+    /// Which forwarding headers are written.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub forwarded: ForwardedHeaders,
+}
+
+mod defaults {
+    use tokio::time::Duration;
+
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn response_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(30))
+    }
+    pub(super) fn idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub(super) fn cooloff() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn max_idle_per_endpoint() -> usize {
+        1024
+    }
+}
+
+/// Builds an [`Upstream`]; see [`Upstream::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct UpstreamBuilder {
+    config: UpstreamConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A tower `Service` for one named backend with one or more endpoints.
+///
+/// It forwards each request to an endpoint picked by the [`Balance`]
+/// policy, through a pooled keep-alive client (hyper-util's), with both
+/// bodies streaming. It removes hop-by-hop headers in both directions,
+/// writes the forwarding headers, tunnels upgrades (WebSocket and any other
+/// `Upgrade`) as raw bytes, and turns failures into problems: 502 when the
+/// upstream refuses, resets or sends garbage, 504 when it is too slow. Its
+/// error type is therefore [`Infallible`].
+///
+/// The request's path and query go to the upstream byte for byte; rewrite
+/// them before with [`RewritePath`](crate::RewritePath).
+///
+/// See the [crate docs](crate) for an example.
+pub struct Upstream<B> {
+    shared: Arc<Shared<B>>,
+}
+
+struct Shared<B> {
+    name: Arc<str>,
+    endpoints: Arc<Endpoints>,
+    client: Client<HttpsConnector<HttpConnector>, B>,
+    version: Version,
+    response_timeout: Option<Duration>,
+    forwarded: ForwardedHeaders,
+}
+
+/// The future of [`Upstream`].
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Incoming>>, Infallible>> + Send>>;
+
+// === impl UpstreamConfig ===
+
+impl UpstreamConfig {
+    /// A configuration with the defaults and no endpoints.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            endpoints: Vec::new(),
+            balance: Balance::default(),
+            protocol: Protocol::default(),
+            connect_timeout: defaults::connect_timeout(),
+            response_timeout: defaults::response_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            cooloff: defaults::cooloff(),
+            max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
+            forwarded: ForwardedHeaders::default(),
+        }
+    }
+}
+
+// === impl UpstreamBuilder ===
+
+impl UpstreamBuilder {
+    /// Adds an endpoint base URL, `http://host:port` or `https://host:port`.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.config.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds several endpoints.
+    pub fn endpoints<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config
+            .endpoints
+            .extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the balancing policy (default: [`Balance::LeastRequest`]).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.config.balance = balance;
+        self
+    }
+
+    /// Sets the HTTP version spoken to the endpoints.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.config.protocol = protocol;
+        self
+    }
+
+    /// Sets the connect timeout (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the response-header timeout (default 30 s); `None` waits forever.
+    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.response_timeout = timeout;
+        self
+    }
+
+    /// Sets how long idle pooled connections are kept (default 90 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how long an endpoint that refused a connection is left out.
+    pub fn cooloff(mut self, cooloff: Duration) -> Self {
+        self.config.cooloff = cooloff;
+        self
+    }
+
+    /// Sets the most idle connections kept per endpoint.
+    pub fn max_idle_per_endpoint(mut self, max: usize) -> Self {
+        self.config.max_idle_per_endpoint = max;
+        self
+    }
+
+    /// Sets which forwarding headers are written.
+    pub fn forwarded(mut self, forwarded: ForwardedHeaders) -> Self {
+        self.config.forwarded = forwarded;
+        self
+    }
+
+    /// Keeps the client's `Host` header instead of the endpoint's authority.
+    pub fn preserve_host(mut self, preserve: bool) -> Self {
+        self.config.forwarded.preserve_host = preserve;
+        self
+    }
+
+    /// Uses this rustls configuration for `https://` endpoints, e.g. with a
+    /// private CA. The default trusts the Mozilla roots (webpki-roots).
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Checks the configuration and builds the upstream.
+    ///
+    /// # Errors
+    ///
+    /// When there is no endpoint, an endpoint URL is not an absolute
+    /// `http`/`https` URL without path and query, or the name is empty.
+    pub fn build<B>(self) -> Result<Upstream<B>, ConfigError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Upstream::from_parts(self.config, self.tls)
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream<()> {
+    /// A builder for an upstream called `name`.
+    ///
+    /// ```
+    /// # use tollgate_proxy::{Balance, Upstream};
+    /// # fn main() -> Result<(), tollgate_core::ConfigError> {
+    /// let users = Upstream::builder("users")
+    ///     .endpoint("http://127.0.0.1:9001")
+    ///     .endpoint("http://127.0.0.1:9002")
+    ///     .balance(Balance::RoundRobin)
+    ///     .build::<tollgate_core::body::BoxBody>()?;
+    /// assert_eq!(users.name(), "users");
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(name: impl Into<String>) -> UpstreamBuilder {
+        UpstreamBuilder {
+            config: UpstreamConfig::new(name),
+            tls: None,
+        }
+    }
+}
+
+impl<B> Upstream<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn from_parts(
+        config: UpstreamConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ConfigError> {
+        let place = format!("upstream \"{}\"", config.name);
+        if config.name.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::Missing,
+                "an upstream needs a name",
+            ));
+        }
+        if config.endpoints.is_empty() {
+            return Err(
+                ConfigError::new(ConfigErrorKind::Missing, "has no endpoint").context(place),
+            );
+        }
+        let mut list = Vec::with_capacity(config.endpoints.len());
+        for url in &config.endpoints {
+            let (scheme, authority) = parse_endpoint(url).map_err(|e| e.context(&place))?;
+            let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+                ConfigError::new(ConfigErrorKind::InvalidUrl, format!("bad host in {url:?}"))
+                    .context(&place)
+            })?;
+            list.push(Endpoint::new(scheme, authority, host));
+        }
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let tls = match tls {
+            Some(tls) => (*tls).clone(),
+            None => default_tls_config(),
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let https = match config.protocol {
+            Protocol::Auto => https.enable_all_versions().wrap_connector(http),
+            Protocol::Http1 => https.enable_http1().wrap_connector(http),
+            Protocol::Http2 => https.enable_http2().wrap_connector(http),
+        };
+
+        let mut client = Client::builder(TokioExecutor::new());
+        client
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .http2_only(config.protocol == Protocol::Http2)
+            // A stale pooled connection that the upstream closed is retried
+            // on a fresh one when the request was not sent at all.
+            .retry_canceled_requests(true)
+            .set_host(false);
+        let client = client.build(https);
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                name: config.name.into(),
+                endpoints: Arc::new(Endpoints::new(list, config.balance, config.cooloff)),
+                client,
+                version: if config.protocol == Protocol::Http2 {
+                    Version::HTTP_2
+                } else {
+                    Version::HTTP_11
+                },
+                response_timeout: config.response_timeout,
+                forwarded: config.forwarded,
+            }),
+        })
+    }
+
+    /// The upstream's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether at least one endpoint is not cooling off after a refused
+    /// connection (for readiness checks).
+    #[must_use]
+    pub fn is_healthy(&self) -> bool {
+        self.shared.endpoints.any_up()
+    }
+
+    /// The number of endpoints.
+    #[must_use]
+    pub fn endpoint_count(&self) -> usize {
+        self.shared.endpoints.len()
+    }
+}
+
+impl<B> TryFrom<UpstreamConfig> for Upstream<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Error = ConfigError;
+
+    fn try_from(config: UpstreamConfig) -> Result<Self, Self::Error> {
+        Self::from_parts(config, None)
+    }
+}
+
+impl<B> Clone for Upstream<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Upstream<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.shared.name)
+            .field("endpoints", &self.shared.endpoints)
+            .field("version", &self.shared.version)
+            .field("response_timeout", &self.shared.response_timeout)
+            .field("forwarded", &self.shared.forwarded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for Upstream<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<Incoming>>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pooled client has no back-pressure of its own: it connects on
+        // demand.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Box::pin(Arc::clone(&self.shared).forward(req))
+    }
+}
+
+impl<B> Shared<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn forward(
+        self: Arc<Self>,
+        mut req: Request<B>,
+    ) -> Result<Response<ResponseBody<Incoming>>, Infallible> {
+        let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let path = req.uri().path_and_query().cloned();
+        let request_id = req.extensions().get::<RequestId>().cloned();
+
+        let in_flight = self.endpoints.pick();
+        let endpoint = in_flight.endpoint();
+        self.prepare(&mut req, endpoint, upgrade);
+
+        let sent = self.client.request(req);
+        let result = match self.response_timeout {
+            Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
+            None => Some(sent.await),
+        };
+        let error = match result {
+            Some(Ok(mut res)) => {
+                drop(in_flight);
+                let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                headers::remove_hop_by_hop(res.headers_mut(), upgraded && upgrade);
+                if let (true, Some(client)) = (upgraded, client_upgrade) {
+                    spawn_tunnel(client, hyper::upgrade::on(&mut res), Arc::clone(&self.name));
+                }
+                return Ok(res.map(ResponseBody::inner));
+            }
+            Some(Err(err)) => {
+                let kind = classify(&err);
+                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, error = %err, %kind, "upstream request failed");
+                if err.is_connect() {
+                    in_flight.mark_down();
+                }
+                kind
+            }
+            None => {
+                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, "upstream response timed out");
+                UpstreamErrorKind::Timeout
+            }
+        };
+        let mut problem = error.problem(&self.name).request_id(request_id.as_ref());
+        if let Some(path) = path {
+            problem = problem.instance(path.path());
+        }
+        let mut res = problem.into_response();
+        res.extensions_mut().insert(error);
+        Ok(res)
+    }
+
+    /// Points the request at `endpoint` and rewrites its headers.
+    fn prepare(&self, req: &mut Request<B>, endpoint: &Endpoint, upgrade: bool) {
+        let client_host = req.headers().get(HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let peer = req.extensions().get::<ConnectionInfo>().copied();
+        let client_ip = req
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or(peer.map(|p| p.remote.ip()));
+        let proto = if peer.is_some_and(|p| p.secure) || req.uri().scheme() == Some(&Scheme::HTTPS)
+        {
+            "https"
+        } else {
+            "http"
+        };
+
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(endpoint.scheme.clone());
+        parts.authority = Some(endpoint.authority.clone());
+        parts.path_and_query = Some(path);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = self.version;
+
+        let fwd = self.forwarded;
+        let headers = req.headers_mut();
+        headers::remove_hop_by_hop(headers, upgrade);
+        if fwd.x_forwarded_for
+            && let Some(ip) = client_ip
+        {
+            headers::append_x_forwarded_for(headers, ip);
+        }
+        if fwd.x_forwarded_proto {
+            headers.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+        if fwd.x_forwarded_host {
+            match &client_host {
+                Some(h) => headers.insert(headers::X_FORWARDED_HOST, h.clone()),
+                None => headers.remove(headers::X_FORWARDED_HOST),
+            };
+        }
+        if fwd.forwarded {
+            headers::append_forwarded(headers, client_ip, proto, client_host.as_ref());
+        }
+        match (fwd.preserve_host, &client_host) {
+            (true, Some(h)) => {
+                headers.insert(HOST, h.clone());
+            }
+            _ if self.version == Version::HTTP_2 => {
+                // HTTP/2 carries the authority in the URI (`:authority`).
+                headers.remove(HOST);
+            }
+            _ => {
+                headers.insert(HOST, endpoint.host.clone());
+            }
+        }
+    }
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded
+/// connections until either side closes.
+fn spawn_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    name: Arc<str>,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::debug!(upstream = %name, error = %err, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(upstream = %name, error = %err, "upgraded connection ended with an error");
+        }
+    });
+}
+
+fn parse_endpoint(url: &str) -> Result<(Scheme, Authority), ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::new(
+            ConfigErrorKind::InvalidUrl,
+            format!("endpoint {url:?}: {why}"),
+        )
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("not a valid URL"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| bad("relative URL without a scheme"))?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(bad("user info is not allowed"));
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str() != "/" && !pq.as_str().is_empty())
+    {
+        return Err(bad(
+            "an endpoint has no path or query; rewrite the path on the route",
+        ));
+    }
+    Ok((scheme, authority))
+}
+
+fn default_tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_are_checked() {
+        assert!(parse_endpoint("http://127.0.0.1:9000").is_ok());
+        assert!(parse_endpoint("https://example.com/").is_ok());
+        for bad in [
+            "127.0.0.1:9000",
+            "/relative",
+            "ftp://example.com",
+            "http://example.com/base",
+            "http://example.com?q=1",
+            "http://user:pw@example.com",
+            "not a url",
+        ] {
+            let err = parse_endpoint(bad).unwrap_err();
+            assert_eq!(err.kind(), ConfigErrorKind::InvalidUrl, "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_names_the_upstream_in_errors() {
+        let err = Upstream::builder("users")
+            .endpoint("users.internal")
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("upstream \"users\": endpoint"),
+            "{err}"
+        );
+        let err = Upstream::builder("orders")
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "upstream \"orders\": has no endpoint");
+    }
+}

@@ -1,0 +1,418 @@
+//! [`Gateway::builder`]: upstreams by name, routes by prefix, host, method
+//! and header, compiled into an `axum::Router`.
+
+use std::{collections::HashMap, convert::Infallible};
+
+use axum::{Router, body::Body};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use tollgate_core::{ConfigError, ConfigErrorKind, RouteName};
+use tollgate_proxy::{
+    PathRewrite, RewritePath, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter,
+};
+use tower::{ServiceExt, util::BoxCloneSyncService};
+
+use crate::routing::{CompiledRoute, Matcher, RouteService, RouteTable};
+
+/// The entry point: `Gateway::builder()`.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Debug, Clone, Copy)]
+pub struct Gateway;
+
+/// Registers upstreams and routes, then builds an `axum::Router`.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct GatewayBuilder {
+    upstreams: Vec<UpstreamBuilder>,
+    routes: Vec<Route>,
+}
+
+/// One route: what it matches and where it sends the request.
+///
+/// A route matches a path prefix at a segment boundary (`/api/users`
+/// matches `/api/users/42`, not `/api/usersX`); among the routes that
+/// match, the longest prefix wins, then the one with more conditions (host,
+/// method, header). API versions go by prefix (`/api/v2`) or by header
+/// (`.header("x-api-version", "2")`).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Route {
+    name: Option<String>,
+    prefix: String,
+    hosts: Vec<String>,
+    methods: Vec<Method>,
+    headers: Vec<(String, Option<String>)>,
+    target: Target,
+    rewrite: PathRewrite,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    None,
+    Upstream(String),
+    Split {
+        backends: Vec<(String, u32)>,
+        override_header: Option<String>,
+    },
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// A new, empty builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+}
+
+// === impl GatewayBuilder ===
+
+impl GatewayBuilder {
+    /// Registers an upstream; routes refer to it by name.
+    pub fn upstream(mut self, upstream: UpstreamBuilder) -> Self {
+        self.upstreams.push(upstream);
+        self
+    }
+
+    /// Adds a route.
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Checks everything and builds the router.
+    ///
+    /// Unmatched requests get a 404 problem; a path matched but not its
+    /// method, a 405 with `Allow`. Merge the result with your own handlers
+    /// (`Router::merge`), which take precedence over the gateway's routes.
+    ///
+    /// # Errors
+    ///
+    /// An upstream with a bad URL or no endpoint, two upstreams with one
+    /// name, a route to an unknown upstream, two routes that match the same
+    /// requests, or a bad prefix, header or rewrite. The message names the
+    /// route or upstream.
+    pub fn build(self) -> Result<Router, ConfigError> {
+        let table = self.build_table()?;
+        Ok(Router::new().fallback_service(table))
+    }
+
+    fn build_table(self) -> Result<RouteTable, ConfigError> {
+        let mut upstreams: HashMap<String, Upstream<Body>> = HashMap::new();
+        for builder in self.upstreams {
+            let upstream = builder.build::<Body>()?;
+            let name = upstream.name().to_owned();
+            if upstreams.insert(name.clone(), upstream).is_some() {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Duplicate,
+                    format!("upstream \"{name}\" is registered twice"),
+                ));
+            }
+        }
+        let mut compiled: Vec<CompiledRoute> = Vec::with_capacity(self.routes.len());
+        for route in self.routes {
+            let place = route.place();
+            let built = route.compile(&upstreams).map_err(|e| e.context(&place))?;
+            if let Some(other) = compiled.iter().find(|c| c.matcher.same_as(&built.matcher)) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Duplicate,
+                    format!("matches the same requests as route \"{}\"", other.name),
+                )
+                .context(&place));
+            }
+            compiled.push(built);
+        }
+        Ok(RouteTable::new(compiled))
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// A route for every path below `prefix` (at a segment boundary).
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            name: None,
+            prefix: prefix.into(),
+            hosts: Vec::new(),
+            methods: Vec::new(),
+            headers: Vec::new(),
+            target: Target::None,
+            rewrite: PathRewrite::Keep,
+        }
+    }
+
+    /// Names the route for logs, metrics and errors (default: the prefix).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sends matching requests to the upstream called `upstream`.
+    pub fn to(mut self, upstream: impl Into<String>) -> Self {
+        self.target = Target::Upstream(upstream.into());
+        self
+    }
+
+    /// Splits matching requests between upstreams by weight (a canary:
+    /// `[("users", 95), ("users-canary", 5)]`).
+    pub fn split<I, S>(mut self, backends: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        let override_header = match self.target {
+            Target::Split {
+                override_header, ..
+            } => override_header,
+            _ => None,
+        };
+        self.target = Target::Split {
+            backends: backends.into_iter().map(|(n, w)| (n.into(), w)).collect(),
+            override_header,
+        };
+        self
+    }
+
+    /// With [`Route::split`]: a request header whose value names the
+    /// upstream to use, for testing a canary.
+    pub fn split_override_header(mut self, header: impl Into<String>) -> Self {
+        if let Target::Split {
+            override_header, ..
+        } = &mut self.target
+        {
+            *override_header = Some(header.into());
+        } else {
+            self.target = Target::Split {
+                backends: Vec::new(),
+                override_header: Some(header.into()),
+            };
+        }
+        self
+    }
+
+    /// Matches only this host (`Host` header, port ignored, case
+    /// insensitive). `*.example.com` matches any subdomain. May be repeated.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.hosts.push(host.into());
+        self
+    }
+
+    /// Matches only this method. May be repeated.
+    pub fn method(mut self, method: Method) -> Self {
+        self.methods.push(method);
+        self
+    }
+
+    /// Matches only requests with this header and value.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), Some(value.into())));
+        self
+    }
+
+    /// Matches only requests that carry this header, whatever its value.
+    pub fn header_present(mut self, name: impl Into<String>) -> Self {
+        self.headers.push((name.into(), None));
+        self
+    }
+
+    /// Rewrites the path before it goes upstream.
+    pub fn rewrite(mut self, rewrite: PathRewrite) -> Self {
+        self.rewrite = rewrite;
+        self
+    }
+
+    /// Removes the prefix: `/api/users/42` → `/42`.
+    pub fn strip_prefix(self) -> Self {
+        self.rewrite(PathRewrite::StripPrefix)
+    }
+
+    /// Replaces the prefix: with `/users`, `/api/users/42` → `/users/42`.
+    pub fn replace_prefix(self, with: impl Into<String>) -> Self {
+        self.rewrite(PathRewrite::ReplacePrefix(with.into()))
+    }
+
+    fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.prefix)
+    }
+
+    fn place(&self) -> String {
+        match &self.name {
+            Some(name) => format!("route \"{name}\" ({})", self.prefix),
+            None => format!("route \"{}\"", self.prefix),
+        }
+    }
+
+    fn compile(
+        self,
+        upstreams: &HashMap<String, Upstream<Body>>,
+    ) -> Result<CompiledRoute, ConfigError> {
+        let invalid = |msg: String| ConfigError::new(ConfigErrorKind::InvalidValue, msg);
+        let rewriter = Rewriter::new(&self.prefix, &self.rewrite)?;
+        let lookup = |name: &str| {
+            upstreams.get(name).cloned().ok_or_else(|| {
+                ConfigError::new(
+                    ConfigErrorKind::UnknownUpstream,
+                    format!("unknown upstream \"{name}\""),
+                )
+            })
+        };
+        let service: RouteService = match &self.target {
+            Target::None => {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Missing,
+                    "has no target: call .to(upstream) or .split(..)",
+                ));
+            }
+            Target::Upstream(name) => boxed(RewritePath::new(lookup(name)?, rewriter)),
+            Target::Split {
+                backends,
+                override_header,
+            } => {
+                let mut services = Vec::with_capacity(backends.len());
+                for (name, weight) in backends {
+                    services.push((name.as_str(), *weight, lookup(name)?));
+                }
+                let mut split = WeightedSplit::new(services)?;
+                if let Some(header) = override_header {
+                    let header = HeaderName::try_from(header.as_str())
+                        .map_err(|_| invalid(format!("bad header name {header:?}")))?;
+                    split = split.override_header(header);
+                }
+                boxed(RewritePath::new(split, rewriter))
+            }
+        };
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| invalid(format!("bad header name {name:?}")))?;
+            let value = value
+                .as_deref()
+                .map(HeaderValue::try_from)
+                .transpose()
+                .map_err(|_| invalid(format!("bad value for header {name}")))?;
+            headers.push((name, value));
+        }
+        for host in &self.hosts {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if bare.is_empty() || bare.contains(['/', ':', '*', ' ']) {
+                return Err(invalid(format!("bad host {host:?}")));
+            }
+        }
+        Ok(CompiledRoute {
+            name: RouteName::new(self.display_name()),
+            matcher: Matcher {
+                prefix: self.prefix.trim_end_matches('/').into(),
+                hosts: self
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase().into())
+                    .collect(),
+                methods: self.methods.into(),
+                headers: headers.into(),
+            },
+            service,
+        })
+    }
+}
+
+fn boxed<S, B>(svc: S) -> RouteService
+where
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tollgate_core::BoxError>,
+{
+    BoxCloneSyncService::new(svc.map_response(|res| res.map(Body::new)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> UpstreamBuilder {
+        Upstream::builder("users").endpoint("http://127.0.0.1:9")
+    }
+
+    fn err(builder: GatewayBuilder) -> ConfigError {
+        builder.build().unwrap_err()
+    }
+
+    #[test]
+    fn unknown_upstream_names_the_route() {
+        let e = err(Gateway::builder()
+            .upstream(users())
+            .route(Route::prefix("/api/users").name("users").to("userz")));
+        assert_eq!(e.kind(), ConfigErrorKind::UnknownUpstream);
+        assert_eq!(
+            e.to_string(),
+            "route \"users\" (/api/users): unknown upstream \"userz\""
+        );
+    }
+
+    #[test]
+    fn duplicate_routes_are_refused() {
+        let e = err(Gateway::builder()
+            .upstream(users())
+            .route(
+                Route::prefix("/api")
+                    .to("users")
+                    .method(Method::GET)
+                    .host("a.com"),
+            )
+            .route(
+                Route::prefix("/api/")
+                    .to("users")
+                    .host("A.com")
+                    .method(Method::GET),
+            ));
+        assert_eq!(e.kind(), ConfigErrorKind::Duplicate);
+        assert_eq!(
+            e.to_string(),
+            "route \"/api/\": matches the same requests as route \"/api\""
+        );
+        // Same prefix, different conditions: fine.
+        let _router = Gateway::builder()
+            .upstream(users())
+            .route(Route::prefix("/api").to("users"))
+            .route(
+                Route::prefix("/api")
+                    .to("users")
+                    .header("x-api-version", "2"),
+            )
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn bad_urls_and_values_are_refused() {
+        let e = err(Gateway::builder().upstream(Upstream::builder("x").endpoint("x.internal:80")));
+        assert_eq!(e.kind(), ConfigErrorKind::InvalidUrl);
+        let e = err(Gateway::builder().upstream(users()).upstream(users()));
+        assert_eq!(e.to_string(), "upstream \"users\" is registered twice");
+        let e = err(Gateway::builder()
+            .upstream(users())
+            .route(Route::prefix("/a").to("users").header("bad header", "1")));
+        assert_eq!(
+            e.to_string(),
+            "route \"/a\": bad header name \"bad header\""
+        );
+        let e = err(Gateway::builder()
+            .upstream(users())
+            .route(Route::prefix("api").to("users")));
+        assert_eq!(
+            e.to_string(),
+            "route \"api\": prefix \"api\" must start with '/'"
+        );
+        let e = err(Gateway::builder().route(Route::prefix("/a")));
+        assert_eq!(e.kind(), ConfigErrorKind::Missing);
+        let e = err(Gateway::builder()
+            .upstream(users())
+            .route(Route::prefix("/a").split([("users", 0)])));
+        assert_eq!(e.kind(), ConfigErrorKind::InvalidValue);
+    }
+}

@@ -1,0 +1,66 @@
+//! An embeddable API gateway for Rust: composable tower layers, a
+//! [`Gateway`] builder and a server with graceful shutdown.
+//!
+//! `Gateway::builder()` registers upstreams by name and routes by path
+//! prefix, host, method and header; [`GatewayBuilder::build`] checks the
+//! whole configuration and returns an `axum::Router`, which you can merge
+//! with your own handlers and run with [`serve`] (or `axum::serve`).
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use tollgate::{Gateway, Route, Upstream};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let users_addr = listener.local_addr()?;
+//! # tokio::spawn(async move {
+//! #     let users = Router::new().route("/users/{id}", get(|| async { "user 42" }));
+//! #     axum::serve(listener, users).await
+//! # });
+//! let gateway = Gateway::builder()
+//!     .upstream(Upstream::builder("users").endpoint(format!("http://{users_addr}")))
+//!     .route(Route::prefix("/api/users").replace_prefix("/users").to("users"))
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/hello", get(|| async { "handled here" }))
+//!     .merge(gateway);
+//!
+//! let res = app.clone().oneshot(http::Request::get("/api/users/42").body(Body::empty())?).await?;
+//! assert_eq!(res.status(), 200);
+//! let res = app.oneshot(http::Request::get("/nowhere").body(Body::empty())?).await?;
+//! assert_eq!(res.status(), 404);
+//! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! # Ok(()) }
+//! ```
+//!
+//! # Crates
+//!
+//! | crate            | re-exported as | what it does                                         |
+//! |------------------|----------------|------------------------------------------------------|
+//! | `tollgate-core`  | [`core`]       | extensions, problem+json, body types, config errors  |
+//! | `tollgate-proxy` | [`proxy`]      | upstreams, balancing, streaming, upgrades, timeouts  |
+//!
+//! # Features
+//!
+//! | feature | default | what it enables                                            |
+//! |---------|---------|------------------------------------------------------------|
+//! | `serde` | no      | `Deserialize` for the plain-data configs of every layer    |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod routing;
+mod serve;
+
+pub use builder::{Gateway, GatewayBuilder, Route};
+pub use serve::{Serve, serve, shutdown_signal};
+#[doc(no_inline)]
+pub use tollgate_core::{ConfigError, Problem};
+#[doc(no_inline)]
+pub use tollgate_proxy::{Balance, PathRewrite, Protocol, Upstream, UpstreamBuilder};
+
+/// The shared vocabulary: extensions, problems, bodies (`tollgate-core`).
+pub use tollgate_core as core;
+/// The data plane (`tollgate-proxy`).
+pub use tollgate_proxy as proxy;

@@ -1,0 +1,291 @@
+//! The compiled route table: prefix (longest wins, at a segment boundary),
+//! host, method and header matching.
+
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{body::Body, extract::ConnectInfo};
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use std::net::SocketAddr;
+use tollgate_core::{ConnectionInfo, Problem, RouteName};
+use tollgate_proxy::rewrite::strip_segment_prefix;
+use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+
+/// A route's service, type-erased.
+pub(crate) type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// A route matcher, compiled at build time.
+#[derive(Debug)]
+pub(crate) struct Matcher {
+    pub(crate) prefix: Box<str>,
+    /// Lower-case hosts; a leading `*.` matches any subdomain.
+    pub(crate) hosts: Box<[Box<str>]>,
+    /// Empty: any method.
+    pub(crate) methods: Box<[Method]>,
+    /// A header that must be present, with this value when one is given.
+    pub(crate) headers: Box<[(HeaderName, Option<HeaderValue>)]>,
+}
+
+pub(crate) struct CompiledRoute {
+    pub(crate) name: RouteName,
+    pub(crate) matcher: Matcher,
+    pub(crate) service: RouteService,
+}
+
+/// The gateway's dispatch service: finds the route and calls it.
+#[derive(Clone)]
+pub(crate) struct RouteTable {
+    routes: Arc<[CompiledRoute]>,
+}
+
+enum Found<'a> {
+    Route(&'a CompiledRoute),
+    /// Some route matches everything but the method.
+    MethodNotAllowed(Vec<Method>),
+    None,
+}
+
+// === impl Matcher ===
+
+impl Matcher {
+    /// Constraints beyond the prefix, to order routes of equal prefix length.
+    fn specificity(&self) -> usize {
+        usize::from(!self.hosts.is_empty())
+            + usize::from(!self.methods.is_empty())
+            + self.headers.len()
+    }
+
+    fn matches_host(&self, host: Option<&str>) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        let Some(host) = host else { return false };
+        self.hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                        && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                }
+                None => host.eq_ignore_ascii_case(pattern),
+            })
+    }
+
+    fn matches_headers(&self, headers: &http::HeaderMap) -> bool {
+        self.headers.iter().all(|(name, value)| match value {
+            Some(value) => headers.get_all(name).iter().any(|v| v == value),
+            None => headers.contains_key(name),
+        })
+    }
+
+    fn matches_method(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    /// Whether two matchers accept exactly the same requests.
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        let mut a_hosts: Vec<_> = self.hosts.iter().collect();
+        let mut b_hosts: Vec<_> = other.hosts.iter().collect();
+        a_hosts.sort();
+        b_hosts.sort();
+        let mut a_methods: Vec<_> = self.methods.iter().map(Method::as_str).collect();
+        let mut b_methods: Vec<_> = other.methods.iter().map(Method::as_str).collect();
+        a_methods.sort_unstable();
+        b_methods.sort_unstable();
+        let key = |h: &(HeaderName, Option<HeaderValue>)| {
+            (
+                h.0.as_str().to_owned(),
+                h.1.as_ref().map(|v| v.as_bytes().to_vec()),
+            )
+        };
+        let mut a_headers: Vec<_> = self.headers.iter().map(key).collect();
+        let mut b_headers: Vec<_> = other.headers.iter().map(key).collect();
+        a_headers.sort();
+        b_headers.sort();
+        self.prefix == other.prefix
+            && a_hosts == b_hosts
+            && a_methods == b_methods
+            && a_headers == b_headers
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// Orders routes so that the first match is the right one: longest
+    /// prefix first, then the most constrained, then registration order.
+    pub(crate) fn new(mut routes: Vec<CompiledRoute>) -> Self {
+        routes.sort_by(|a, b| {
+            b.matcher
+                .prefix
+                .len()
+                .cmp(&a.matcher.prefix.len())
+                .then(b.matcher.specificity().cmp(&a.matcher.specificity()))
+        });
+        Self {
+            routes: routes.into(),
+        }
+    }
+
+    fn find<B>(&self, req: &Request<B>) -> Found<'_> {
+        let path = req.uri().path();
+        let host = request_host(req);
+        let mut allowed: Vec<Method> = Vec::new();
+        for route in self.routes.iter() {
+            let m = &route.matcher;
+            if strip_segment_prefix(path, &m.prefix).is_none()
+                || !m.matches_host(host)
+                || !m.matches_headers(req.headers())
+            {
+                continue;
+            }
+            if m.matches_method(req.method()) {
+                return Found::Route(route);
+            }
+            allowed.extend(m.methods.iter().cloned());
+        }
+        if allowed.is_empty() {
+            Found::None
+        } else {
+            Found::MethodNotAllowed(allowed)
+        }
+    }
+}
+
+/// The host the client asked for, without the port.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri().host()?,
+    };
+    // `[v6]:port`, `host:port` or `host`.
+    if let Some(v6) = raw.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(raw.rsplit_once(':').map_or(raw, |(h, _)| h))
+}
+
+/// Whether the path has a `.` or `..` segment, plain or percent-encoded.
+/// Such paths are refused: after a prefix is stripped they could climb out of
+/// the route's space on the upstream.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+impl Service<Request<Body>> for RouteTable {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        if req.extensions().get::<ConnectionInfo>().is_none()
+            && let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
+        {
+            let info = ConnectionInfo::new(*addr);
+            req.extensions_mut().insert(info);
+        }
+        if has_dot_segment(req.uri().path()) {
+            let problem = Problem::bad_request()
+                .detail("the path has a '.' or '..' segment")
+                .for_request(&req);
+            return reject(problem);
+        }
+        match self.find(&req) {
+            Found::Route(route) => {
+                req.extensions_mut().insert(route.name.clone());
+                route.service.clone().oneshot(req).boxed()
+            }
+            Found::MethodNotAllowed(methods) => {
+                let allow = methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut problem = Problem::method_not_allowed()
+                    .detail(format!("{} is not allowed here", req.method()))
+                    .for_request(&req);
+                if let Ok(allow) = HeaderValue::from_str(&allow) {
+                    problem = problem.header(header::ALLOW, allow);
+                }
+                reject(problem)
+            }
+            Found::None => reject(Problem::route_not_found().for_request(&req)),
+        }
+    }
+}
+
+fn reject(problem: Problem) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
+    let res = problem.into_response::<Body>().map(Body::new);
+    std::future::ready(Ok(res)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_plain_and_encoded() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/a/%2E",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in [
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/..b",
+            "/file.txt",
+            "/a%2fb",
+            "/",
+        ] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn hosts_match_without_port_and_case() {
+        let m = Matcher {
+            prefix: "/".into(),
+            hosts: vec!["api.example.com".into(), "*.example.org".into()].into(),
+            methods: Box::new([]),
+            headers: Box::new([]),
+        };
+        assert!(m.matches_host(Some("API.example.com")));
+        assert!(m.matches_host(Some("a.example.org")));
+        assert!(!m.matches_host(Some("example.org")));
+        assert!(!m.matches_host(Some("xexample.org")));
+        assert!(!m.matches_host(Some("other.com")));
+        assert!(!m.matches_host(None));
+        let req = Request::builder()
+            .header("host", "api.example.com:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Some("api.example.com"));
+        let req = Request::builder()
+            .header("host", "[::1]:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Some("::1"));
+    }
+}

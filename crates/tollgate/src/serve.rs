@@ -1,0 +1,199 @@
+//! [`serve`]: run a router on a listener with HTTP/1.1 and HTTP/2 and a
+//! graceful shutdown.
+
+use std::{
+    future::{Future, IntoFuture},
+    io,
+    pin::Pin,
+    time::Duration,
+};
+
+use axum::{Router, body::Body};
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, task::JoinSet};
+use tollgate_core::ConnectionInfo;
+use tower::ServiceExt;
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains.
+///
+/// Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge), chosen by
+/// hyper-util's auto server; upgrades (WebSocket) are supported. Every
+/// request carries a [`ConnectionInfo`]. When `shutdown` completes the
+/// listener is closed, in-flight requests get the drain time
+/// ([`Serve::drain_timeout`], 30 s by default) to finish, and whatever is
+/// left is then closed.
+///
+/// ```no_run
+/// # async fn run(router: axum::Router) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// tollgate::serve(listener, router, tollgate::shutdown_signal())
+///     .drain_timeout(std::time::Duration::from_secs(10))
+///     .await
+/// # }
+/// ```
+pub fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> Serve<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    Serve {
+        listener,
+        router,
+        shutdown,
+        drain_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(30),
+    }
+}
+
+/// A server future; see [`serve`].
+#[must_use = "a server does nothing unless awaited"]
+pub struct Serve<F> {
+    listener: TcpListener,
+    router: Router,
+    shutdown: F,
+    drain_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+impl<F> std::fmt::Debug for Serve<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Serve<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    /// How long in-flight requests may run after shutdown begins (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request's headers (default
+    /// 30 s); slow clients are disconnected.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    async fn run(self) -> io::Result<()> {
+        let Self {
+            listener,
+            router,
+            shutdown,
+            drain_timeout,
+            header_read_timeout,
+        } = self;
+        let local = listener.local_addr().ok();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+
+        loop {
+            let (stream, remote) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "set_nodelay failed");
+            }
+            let mut info = ConnectionInfo::new(remote);
+            if let Some(local) = local {
+                info = info.with_local(local);
+            }
+            let svc = router
+                .clone()
+                .map_request(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(info);
+                    req.map(Body::new)
+                });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            connections.spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(error = %err, %remote, "connection ended with an error");
+                }
+            });
+        }
+
+        drop(listener);
+        tracing::info!(connections = graceful.count(), "shutting down: draining");
+        tokio::select! {
+            () = graceful.shutdown() => {
+                tracing::info!("drained");
+            }
+            () = tokio::time::sleep(drain_timeout) => {
+                tracing::warn!(connections = connections.len(), "drain time elapsed; closing the rest");
+            }
+        }
+        connections.shutdown().await;
+        Ok(())
+    }
+}
+
+impl<F> IntoFuture for Serve<F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

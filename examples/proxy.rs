@@ -1,0 +1,139 @@
+//! The smallest useful gateway: every path forwarded unchanged to one or
+//! more upstreams. The load comparison with nginx uses it.
+//!
+//! ```sh
+//! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
+//!     --upstream http://127.0.0.1:9000 [--upstream http://127.0.0.1:9001] \
+//!     [--workers N] [--balance p2c|round-robin]
+//! ```
+//!
+//! `--workers N` runs N worker threads (default: one per core), each with
+//! its own current-thread runtime, its own `SO_REUSEPORT` listener and its
+//! own upstream connection pool, so nothing is shared on the hot path.
+
+use std::net::SocketAddr;
+
+use tollgate::{Balance, Gateway, Route, Upstream};
+
+struct Args {
+    listen: SocketAddr,
+    upstreams: Vec<String>,
+    workers: usize,
+    balance: Balance,
+}
+
+const USAGE: &str = "usage: proxy [--listen ADDR] --upstream URL [--upstream URL ...] [--workers N] [--balance p2c|round-robin]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?,
+        upstreams: Vec::new(),
+        workers: std::thread::available_parallelism().map_or(1, usize::from),
+        balance: Balance::LeastRequest,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--upstream" => args.upstreams.push(value()?),
+            "--workers" => {
+                args.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
+                if args.workers == 0 {
+                    return Err("--workers must be at least 1".into());
+                }
+            }
+            "--balance" => {
+                args.balance = match value()?.as_str() {
+                    "p2c" | "least-request" => Balance::LeastRequest,
+                    "round-robin" | "rr" => Balance::RoundRobin,
+                    other => return Err(format!("--balance: unknown policy {other:?}")),
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if args.upstreams.is_empty() {
+        return Err(format!("at least one --upstream is needed\n{USAGE}"));
+    }
+    Ok(args)
+}
+
+fn gateway(args: &Args) -> Result<axum::Router, tollgate::ConfigError> {
+    Gateway::builder()
+        .upstream(
+            Upstream::builder("backend")
+                .endpoints(args.upstreams.iter().cloned())
+                .balance(args.balance),
+        )
+        .route(Route::prefix("/").name("all").to("backend"))
+        .build()
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// One worker: a current-thread runtime with its own listener and gateway.
+fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let router = gateway(args)?;
+        let listener = listener(args.listen)?;
+        tollgate::serve(listener, router, tollgate::shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    // Fail early, on the main thread, on a bad upstream URL.
+    if let Err(err) = gateway(&args) {
+        eprintln!("proxy: {err}");
+        std::process::exit(2);
+    }
+    tracing::info!(listen = %args.listen, workers = args.workers, upstreams = ?args.upstreams, "proxy starting");
+    let result = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..args.workers)
+            .map(|_| scope.spawn(|| worker(&args)))
+            .collect();
+        let mut result = worker(&args);
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => result = Err(err),
+                Err(_) => result = Err("a worker thread panicked".into()),
+            }
+        }
+        result
+    });
+    if let Err(err) = result {
+        eprintln!("proxy: {err}");
+        std::process::exit(1);
+    }
+}
