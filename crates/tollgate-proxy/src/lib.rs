@@ -47,11 +47,15 @@ mod error;
 mod headers;
 pub mod rewrite;
 mod split;
+pub mod transport;
 mod upstream;
+mod validate;
 
 pub use balance::Balance;
 pub use error::UpstreamErrorKind;
 pub use headers::ForwardedHeaders;
 pub use rewrite::{PathRewrite, RewritePath, RewritePathLayer};
 pub use split::WeightedSplit;
+pub use transport::{HyperUtilPool, Transport, TransportConfig, TransportError};
 pub use upstream::{Protocol, ResponseFuture, Upstream, UpstreamBuilder, UpstreamConfig};
+pub use validate::validate_request;

@@ -51,6 +51,12 @@ pub enum PathRewrite {
     Template(String),
 }
 
+/// The client's path and query before a [`RewritePath`] changed them, put
+/// into the request extensions so that problems name the path the client
+/// sent (their `instance`), not the internal one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalPath(pub PathAndQuery);
+
 /// A [`PathRewrite`] bound to a prefix, checked and ready to apply.
 #[derive(Clone, Debug)]
 pub struct Rewriter {
@@ -272,7 +278,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(uri) = self.rewriter.rewrite(req.uri()) {
-            *req.uri_mut() = uri;
+            let original = std::mem::replace(req.uri_mut(), uri);
+            if let Some(pq) = original.into_parts().path_and_query {
+                req.extensions_mut().insert(OriginalPath(pq));
+            }
         }
         self.inner.call(req)
     }

@@ -16,12 +16,7 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use http_body::Body;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper_util::rt::TokioIo;
 use tokio::time::Duration;
 use tollgate_core::{
     BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, RequestId, body::ResponseBody,
@@ -30,8 +25,10 @@ use tower::Service;
 
 use crate::{
     balance::{Balance, Endpoint, Endpoints},
-    error::{UpstreamErrorKind, classify},
+    error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
+    rewrite::OriginalPath,
+    transport::{HyperUtilPool, Transport, TransportConfig},
 };
 
 /// The HTTP version spoken to an upstream.
@@ -68,7 +65,7 @@ pub struct UpstreamConfig {
     /// The HTTP version spoken to the endpoints.
     #[cfg_attr(feature = "serde", serde(default))]
     pub protocol: Protocol,
-    /// The longest a TCP (and TLS) connect may take. Default 5 s.
+    /// The longest a connect (TCP and TLS handshake) may take. Default 5 s.
     #[cfg_attr(feature = "serde", serde(default = "defaults::connect_timeout"))]
     pub connect_timeout: Duration,
     /// The longest to wait for the response headers once the request is
@@ -131,22 +128,23 @@ pub struct UpstreamBuilder {
 /// them before with [`RewritePath`](crate::RewritePath).
 ///
 /// See the [crate docs](crate) for an example.
-pub struct Upstream<B> {
-    shared: Arc<Shared<B>>,
+pub struct Upstream<B, T = HyperUtilPool<B>> {
+    shared: Arc<Shared<T>>,
+    _body: std::marker::PhantomData<fn(B)>,
 }
 
-struct Shared<B> {
+struct Shared<T> {
     name: Arc<str>,
     endpoints: Arc<Endpoints>,
-    client: Client<HttpsConnector<HttpConnector>, B>,
+    transport: T,
     version: Version,
     response_timeout: Option<Duration>,
     forwarded: ForwardedHeaders,
 }
 
 /// The future of [`Upstream`].
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<Incoming>>, Infallible>> + Send>>;
+pub type ResponseFuture<T> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<T>>, Infallible>> + Send>>;
 
 // === impl UpstreamConfig ===
 
@@ -262,7 +260,23 @@ impl UpstreamBuilder {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        Upstream::from_parts(self.config, self.tls)
+        self.build_with(|config| Ok(HyperUtilPool::new(config)))
+    }
+
+    /// Like [`build`](Self::build), with another [`Transport`] (connection
+    /// pool), made from the upstream's connection settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build), and whatever `make_transport` returns.
+    pub fn build_with<B, T>(
+        self,
+        make_transport: impl FnOnce(&TransportConfig) -> Result<T, ConfigError>,
+    ) -> Result<Upstream<B, T>, ConfigError>
+    where
+        T: Transport<B>,
+    {
+        Upstream::from_parts(self.config, self.tls, make_transport)
     }
 }
 
@@ -290,14 +304,14 @@ impl Upstream<()> {
     }
 }
 
-impl<B> Upstream<B>
+impl<B, T> Upstream<B, T>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    T: Transport<B>,
 {
     fn from_parts(
         config: UpstreamConfig,
         tls: Option<Arc<rustls::ClientConfig>>,
+        make_transport: impl FnOnce(&TransportConfig) -> Result<T, ConfigError>,
     ) -> Result<Self, ConfigError> {
         let place = format!("upstream \"{}\"", config.name);
         if config.name.is_empty() {
@@ -311,6 +325,22 @@ where
                 ConfigError::new(ConfigErrorKind::Missing, "has no endpoint").context(place),
             );
         }
+        let zero = |what: &str| {
+            ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                format!("{what} must be above 0"),
+            )
+            .context(&place)
+        };
+        if config.connect_timeout.is_zero() {
+            return Err(zero("connect_timeout"));
+        }
+        if config.response_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(zero("response_timeout"));
+        }
+        if config.idle_timeout.is_zero() {
+            return Err(zero("idle_timeout"));
+        }
         let mut list = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             let (scheme, authority) = parse_endpoint(url).map_err(|e| e.context(&place))?;
@@ -320,42 +350,24 @@ where
             })?;
             list.push(Endpoint::new(scheme, authority, host));
         }
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
         let tls = match tls {
-            Some(tls) => (*tls).clone(),
-            None => default_tls_config(),
+            Some(tls) => tls,
+            None => Arc::new(default_tls_config().map_err(|e| e.context(&place))?),
         };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let https = match config.protocol {
-            Protocol::Auto => https.enable_all_versions().wrap_connector(http),
-            Protocol::Http1 => https.enable_http1().wrap_connector(http),
-            Protocol::Http2 => https.enable_http2().wrap_connector(http),
-        };
-
-        let mut client = Client::builder(TokioExecutor::new());
-        client
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
-            .http2_only(config.protocol == Protocol::Http2)
-            // A stale pooled connection that the upstream closed is retried
-            // on a fresh one when the request was not sent at all.
-            .retry_canceled_requests(true)
-            .set_host(false);
-        let client = client.build(https);
+        let transport = make_transport(&TransportConfig {
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle_per_endpoint: config.max_idle_per_endpoint,
+            tls,
+        })
+        .map_err(|e| e.context(&place))?;
 
         Ok(Self {
             shared: Arc::new(Shared {
                 name: config.name.into(),
                 endpoints: Arc::new(Endpoints::new(list, config.balance, config.cooloff)),
-                client,
+                transport,
                 version: if config.protocol == Protocol::Http2 {
                     Version::HTTP_2
                 } else {
@@ -364,6 +376,7 @@ where
                 response_timeout: config.response_timeout,
                 forwarded: config.forwarded,
             }),
+            _body: std::marker::PhantomData,
         })
     }
 
@@ -395,19 +408,20 @@ where
     type Error = ConfigError;
 
     fn try_from(config: UpstreamConfig) -> Result<Self, Self::Error> {
-        Self::from_parts(config, None)
+        Self::from_parts(config, None, |c| Ok(HyperUtilPool::new(c)))
     }
 }
 
-impl<B> Clone for Upstream<B> {
+impl<B, T> Clone for Upstream<B, T> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
+            _body: std::marker::PhantomData,
         }
     }
 }
 
-impl<B> fmt::Debug for Upstream<B> {
+impl<B, T> fmt::Debug for Upstream<B, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
             .field("name", &self.shared.name)
@@ -419,14 +433,14 @@ impl<B> fmt::Debug for Upstream<B> {
     }
 }
 
-impl<B> Service<Request<B>> for Upstream<B>
+impl<B, T> Service<Request<B>> for Upstream<B, T>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    B: Send + 'static,
+    T: Transport<B>,
 {
-    type Response = Response<ResponseBody<Incoming>>;
+    type Response = Response<ResponseBody<T::Body>>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<T::Body>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The pooled client has no back-pressure of its own: it connects on
@@ -439,25 +453,33 @@ where
     }
 }
 
-impl<B> Shared<B>
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    async fn forward(
+impl<T> Shared<T> {
+    async fn forward<B>(
         self: Arc<Self>,
         mut req: Request<B>,
-    ) -> Result<Response<ResponseBody<Incoming>>, Infallible> {
+    ) -> Result<Response<ResponseBody<T::Body>>, Infallible>
+    where
+        T: Transport<B>,
+    {
         let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let path = req.uri().path_and_query().cloned();
         let request_id = req.extensions().get::<RequestId>().cloned();
+        // The path the client sent, for the problem's `instance`: saved by
+        // RewritePath when it changed it, else the request's own.
+        let client_path = match req.extensions().get::<OriginalPath>() {
+            Some(original) => original.0.clone(),
+            None => req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
 
         let in_flight = self.endpoints.pick();
         let endpoint = in_flight.endpoint();
         self.prepare(&mut req, endpoint, upgrade);
 
-        let sent = self.client.request(req);
+        let sent = self.transport.send(req);
         let result = match self.response_timeout {
             Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
             None => Some(sent.await),
@@ -473,9 +495,15 @@ where
                 return Ok(res.map(ResponseBody::inner));
             }
             Some(Err(err)) => {
-                let kind = classify(&err);
-                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, error = %err, %kind, "upstream request failed");
-                if err.is_connect() {
+                let kind = err.kind();
+                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, error = %err, "upstream request failed");
+                // A transport error of these kinds happened while
+                // connecting (the response timeout is applied here, not
+                // by the transport): the endpoint is taken out.
+                if matches!(
+                    kind,
+                    UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
+                ) {
                     in_flight.mark_down();
                 }
                 kind
@@ -485,22 +513,24 @@ where
                 UpstreamErrorKind::Timeout
             }
         };
-        let mut problem = error.problem(&self.name).request_id(request_id.as_ref());
-        if let Some(path) = path {
-            problem = problem.instance(path.path());
-        }
-        let mut res = problem.into_response();
+        let mut res = error
+            .problem(&self.name)
+            .instance(client_path.path())
+            .request_id(request_id.as_ref())
+            .into_response();
         res.extensions_mut().insert(error);
         Ok(res)
     }
 
     /// Points the request at `endpoint` and rewrites its headers.
-    fn prepare(&self, req: &mut Request<B>, endpoint: &Endpoint, upgrade: bool) {
-        let client_host = req.headers().get(HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+    fn prepare<B>(&self, req: &mut Request<B>, endpoint: &Endpoint, upgrade: bool) {
+        // RFC 9112 §3.2.2: an absolute-form target's authority wins over
+        // Host (and HTTP/2 carries it there).
+        let client_host = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| req.headers().get(HOST).cloned());
         let peer = req.extensions().get::<ConnectionInfo>().copied();
         let client_ip = req
             .extensions()
@@ -619,13 +649,19 @@ fn parse_endpoint(url: &str) -> Result<(Scheme, Authority), ConfigError> {
     Ok((scheme, authority))
 }
 
-fn default_tls_config() -> rustls::ClientConfig {
+/// The Mozilla roots, with aws-lc-rs named explicitly so that an
+/// application that also enables rustls's ring feature cannot make the
+/// default provider ambiguous.
+fn default_tls_config() -> Result<rustls::ClientConfig, ConfigError> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    rustls::ClientConfig::builder()
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, e.to_string()))?
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
@@ -648,6 +684,30 @@ mod tests {
             let err = parse_endpoint(bad).unwrap_err();
             assert_eq!(err.kind(), ConfigErrorKind::InvalidUrl, "{bad}");
         }
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let base = || Upstream::builder("u").endpoint("http://127.0.0.1:9");
+        let err = base()
+            .connect_timeout(Duration::ZERO)
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upstream \"u\": connect_timeout must be above 0"
+        );
+        let err = base()
+            .response_timeout(Some(Duration::ZERO))
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
+        assert!(
+            base()
+                .response_timeout(None)
+                .build::<tollgate_core::body::BoxBody>()
+                .is_ok()
+        );
     }
 
     #[test]

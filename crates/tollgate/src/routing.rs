@@ -12,7 +12,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use std::net::SocketAddr;
 use tollgate_core::{ConnectionInfo, Problem, RouteName};
-use tollgate_proxy::rewrite::strip_segment_prefix;
+use tollgate_proxy::{rewrite::strip_segment_prefix, validate_request};
 use tower::{Service, ServiceExt, util::BoxCloneSyncService};
 
 /// A route's service, type-erased.
@@ -52,11 +52,22 @@ enum Found<'a> {
 // === impl Matcher ===
 
 impl Matcher {
-    /// Constraints beyond the prefix, to order routes of equal prefix length.
-    fn specificity(&self) -> usize {
-        usize::from(!self.hosts.is_empty())
-            + usize::from(!self.methods.is_empty())
-            + self.headers.len()
+    /// How specific the host condition is: exact hosts (2) before
+    /// wildcards (1) before routes for any host (0), as virtual hosts work
+    /// in nginx and Envoy.
+    fn host_rank(&self) -> u8 {
+        if self.hosts.is_empty() {
+            0
+        } else if self.hosts.iter().all(|h| h.starts_with("*.")) {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// Conditions beyond host and prefix, to order otherwise equal routes.
+    fn conditions(&self) -> usize {
+        usize::from(!self.methods.is_empty()) + self.headers.len()
     }
 
     fn matches_host(&self, host: Option<&str>) -> bool {
@@ -117,15 +128,17 @@ impl Matcher {
 // === impl RouteTable ===
 
 impl RouteTable {
-    /// Orders routes so that the first match is the right one: longest
-    /// prefix first, then the most constrained, then registration order.
+    /// Orders routes so that the first match is the right one: the most
+    /// specific host first (exact, then wildcard, then any), then the
+    /// longest prefix, then the most other conditions (headers, methods),
+    /// then registration order.
     pub(crate) fn new(mut routes: Vec<CompiledRoute>) -> Self {
         routes.sort_by(|a, b| {
-            b.matcher
-                .prefix
-                .len()
-                .cmp(&a.matcher.prefix.len())
-                .then(b.matcher.specificity().cmp(&a.matcher.specificity()))
+            let (a, b) = (&a.matcher, &b.matcher);
+            b.host_rank()
+                .cmp(&a.host_rank())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+                .then(b.conditions().cmp(&a.conditions()))
         });
         Self {
             routes: routes.into(),
@@ -159,29 +172,20 @@ impl RouteTable {
 
 /// The host the client asked for, without the port.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok()?,
-        None => req.uri().host()?,
-    };
+    // RFC 9112 §3.2.2: with an absolute-form target, its authority wins
+    // over the Host header.
+    if let Some(host) = req.uri().host() {
+        return Some(
+            host.strip_prefix('[')
+                .map_or(host, |h| h.trim_end_matches(']')),
+        );
+    }
+    let raw = req.headers().get(header::HOST)?.to_str().ok()?;
     // `[v6]:port`, `host:port` or `host`.
     if let Some(v6) = raw.strip_prefix('[') {
         return v6.split(']').next();
     }
     Some(raw.rsplit_once(':').map_or(raw, |(h, _)| h))
-}
-
-/// Whether the path has a `.` or `..` segment, plain or percent-encoded.
-/// Such paths are refused: after a prefix is stripped they could climb out of
-/// the route's space on the upstream.
-fn has_dot_segment(path: &str) -> bool {
-    if !path.contains('.') && !path.contains('%') {
-        return false;
-    }
-    path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 impl Service<Request<Body>> for RouteTable {
@@ -200,18 +204,36 @@ impl Service<Request<Body>> for RouteTable {
             let info = ConnectionInfo::new(*addr);
             req.extensions_mut().insert(info);
         }
-        if has_dot_segment(req.uri().path()) {
-            let problem = Problem::bad_request()
-                .detail("the path has a '.' or '..' segment")
-                .for_request(&req);
-            return reject(problem);
+        if let Some(problem) = validate_request(&req) {
+            return reject(problem.for_request(&req));
         }
         match self.find(&req) {
             Found::Route(route) => {
-                req.extensions_mut().insert(route.name.clone());
-                route.service.clone().oneshot(req).boxed()
+                let name = route.name.clone();
+                req.extensions_mut().insert(name.clone());
+                // The name also goes on the response, for layers that wrap
+                // the whole router (metrics, access logs).
+                route
+                    .service
+                    .clone()
+                    .oneshot(req)
+                    .map(|res| {
+                        res.map(|mut res| {
+                            res.extensions_mut().insert(name);
+                            res
+                        })
+                    })
+                    .boxed()
             }
-            Found::MethodNotAllowed(methods) => {
+            Found::MethodNotAllowed(mut methods) => {
+                let mut seen = Vec::with_capacity(methods.len());
+                methods.retain(|m| {
+                    let fresh = !seen.contains(m);
+                    if fresh {
+                        seen.push(m.clone());
+                    }
+                    fresh
+                });
                 let allow = methods
                     .iter()
                     .map(Method::as_str)
@@ -238,30 +260,6 @@ fn reject(problem: Problem) -> BoxFuture<'static, Result<Response<Body>, Infalli
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_segments_are_found_plain_and_encoded() {
-        for bad in [
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/a/%2e%2E/b",
-            "/a/.%2e",
-            "/a/%2E",
-        ] {
-            assert!(has_dot_segment(bad), "{bad}");
-        }
-        for ok in [
-            "/a/b",
-            "/a/.well-known/x",
-            "/a/..b",
-            "/file.txt",
-            "/a%2fb",
-            "/",
-        ] {
-            assert!(!has_dot_segment(ok), "{ok}");
-        }
-    }
 
     #[test]
     fn hosts_match_without_port_and_case() {

@@ -5,6 +5,10 @@ use std::{
     future::{Future, IntoFuture},
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -102,7 +106,11 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -130,9 +138,16 @@ where
             if let Some(local) = local {
                 info = info.with_local(local);
             }
+            // hyper's header read timeout starts only once HTTP/1 parsing
+            // begins; the auto server's protocol sniff before it has no
+            // timer. A connection that has not started a request within the
+            // header read timeout is closed here.
+            let started = Arc::new(AtomicBool::new(false));
+            let seen = Arc::clone(&started);
             let svc = router
                 .clone()
                 .map_request(move |mut req: Request<Incoming>| {
+                    seen.store(true, Ordering::Relaxed);
                     req.extensions_mut().insert(info);
                     req.map(Body::new)
                 });
@@ -141,7 +156,18 @@ where
                 .into_owned();
             let conn = graceful.watch(conn);
             connections.spawn(async move {
-                if let Err(err) = conn.await {
+                let mut conn = std::pin::pin!(conn);
+                let result = tokio::select! {
+                    result = &mut conn => result,
+                    () = tokio::time::sleep(header_read_timeout) => {
+                        if !started.load(Ordering::Relaxed) {
+                            tracing::debug!(%remote, "no request within the header read timeout; closing");
+                            return;
+                        }
+                        conn.await
+                    }
+                };
+                if let Err(err) = result {
                     tracing::debug!(error = %err, %remote, "connection ended with an error");
                 }
             });

@@ -1,0 +1,236 @@
+//! Smoke tests so the examples never rot: the demo's gateway is built from
+//! the example's own code, and the proxy example runs as a process.
+
+#![expect(
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns fail the test with a message"
+)]
+
+#[path = "../../examples/support/demo_app.rs"]
+mod demo_app;
+
+use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
+
+use http::{Request, StatusCode};
+use tokio::{process::Command, time::timeout};
+use tollgate::core::problem::ROUTE_NOT_FOUND;
+use tollgate_tests::{
+    RunningGateway, assert_problem, body_json, client, echo_router, empty, spawn_gateway,
+    spawn_upstream,
+};
+
+/// Safety bound for one request.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Safety bound for `cargo run --example proxy`: it may have to compile the
+/// example, or wait for the build directory lock.
+const CARGO_BOUND: Duration = Duration::from_secs(300);
+
+async fn get_json(gw: &RunningGateway, path: &str) -> serde_json::Value {
+    let res = get(gw.addr, path).await;
+    assert_eq!(res.status(), StatusCode::OK, "GET {path}");
+    body_json(res).await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(empty())
+        .expect("request");
+    timeout(BOUND, client().request(req))
+        .await
+        .expect("answered in time")
+        .expect("request sent")
+}
+
+#[tokio::test]
+async fn the_demo_gateway_routes_to_its_services() {
+    let services = demo_app::start_services().await.expect("demo services");
+    let router = demo_app::gateway(services).build().expect("demo gateway");
+    let mut gw = spawn_gateway(router).await;
+
+    let user = get_json(&gw, "/api/users/42").await;
+    assert_eq!(user["id"], "42", "{user}");
+    assert_eq!(user["name"], "User 42", "{user}");
+    assert_eq!(user["seen"]["service"], "users", "{user}");
+    assert_eq!(user["seen"]["path"], "/users/42", "{user}");
+    assert_eq!(user["seen"]["x_forwarded_for"], "127.0.0.1", "{user}");
+    assert_eq!(user["seen"]["x_forwarded_proto"], "http", "{user}");
+    assert_eq!(
+        user["seen"]["x_forwarded_host"],
+        gw.addr.to_string(),
+        "{user}"
+    );
+    assert_eq!(
+        user["seen"]["host"],
+        services.users.to_string(),
+        "the users service sees its own authority as Host: {user}"
+    );
+
+    let users = get_json(&gw, "/api/users").await;
+    assert!(users.as_array().is_some_and(|a| !a.is_empty()), "{users}");
+
+    let v2 = get_json(&gw, "/api/v2/users/42").await;
+    assert_eq!(v2["api_version"], 2, "{v2}");
+    assert_eq!(v2["display_name"], "User 42", "{v2}");
+    assert_eq!(v2["seen"]["service"], "users", "{v2}");
+    assert_eq!(v2["seen"]["path"], "/v2/users/42", "{v2}");
+
+    let order = get_json(&gw, "/api/orders/7").await;
+    assert_eq!(order["id"], "7", "{order}");
+    assert_eq!(order["seen"]["service"], "orders", "{order}");
+    assert_eq!(order["seen"]["path"], "/orders/7", "{order}");
+
+    let product = get_json(&gw, "/api/products/tea").await;
+    assert_eq!(product["sku"], "tea", "{product}");
+    assert_eq!(product["seen"]["service"], "products", "{product}");
+    assert_eq!(product["seen"]["path"], "/products/tea", "{product}");
+
+    let res = get(gw.addr, "/api/nowhere").await;
+    let problem = assert_problem(res, 404, ROUTE_NOT_FOUND).await;
+    assert_eq!(problem["instance"], "/api/nowhere");
+
+    gw.shutdown();
+    let stopped = timeout(BOUND, gw.task).await.expect("stopped in time");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn every_demo_curl_line_answers() {
+    let services = demo_app::start_services().await.expect("demo services");
+    let gw = spawn_gateway(demo_app::gateway(services).build().expect("demo gateway")).await;
+
+    let lines = demo_app::curl_lines(gw.addr);
+    assert!(lines.len() >= 5, "{lines:?}");
+    let base = format!("curl -s http://{}", gw.addr);
+    for line in lines {
+        let path = line
+            .strip_prefix(&base)
+            .unwrap_or_else(|| panic!("{line:?} does not target the gateway at {base}"));
+        let res = get(gw.addr, path).await;
+        if path.contains("nowhere") {
+            assert_problem(res, 404, ROUTE_NOT_FOUND).await;
+        } else {
+            assert_eq!(res.status(), StatusCode::OK, "{line}");
+            let json = body_json(res).await;
+            assert!(json["seen"]["service"].is_string(), "{line}: {json}");
+        }
+    }
+}
+
+/// The workspace root, where `cargo run --example proxy` works.
+fn workspace_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `cargo run --quiet --example proxy -- args...` from the workspace root.
+/// Cargo replaces itself with the example (exec), so the child's PID is the
+/// proxy's.
+fn proxy_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["run", "--quiet", "--example", "proxy", "--"])
+        .args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A port that was free a moment ago.
+async fn free_addr() -> SocketAddr {
+    let (listener, addr) = tollgate_tests::listener().await;
+    drop(listener);
+    addr
+}
+
+#[tokio::test]
+async fn the_proxy_example_forwards_everything_and_stops_on_sigterm() {
+    let upstream = spawn_upstream(echo_router()).await;
+    let listen = free_addr().await;
+    let mut child = proxy_command(&[
+        "--listen",
+        &listen.to_string(),
+        "--upstream",
+        &format!("http://{upstream}"),
+        "--workers",
+        "1",
+    ])
+    .spawn()
+    .expect("spawn cargo run --example proxy");
+
+    // Wait until it answers (it may be compiling first).
+    let ready = timeout(CARGO_BOUND, async {
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("the proxy exited before serving: {status}");
+            }
+            let req = Request::get(format!("http://{listen}/health"))
+                .body(empty())
+                .expect("request");
+            if let Ok(Ok(res)) = timeout(BOUND, client().request(req)).await
+                && res.status() == StatusCode::OK
+            {
+                return body_json(res).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the proxy example answered /health in time");
+    assert_eq!(ready["uri"], "/health", "{ready}");
+
+    let res = get(listen, "/users/7?fields=name").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = body_json(res).await;
+    assert_eq!(seen["uri"], "/users/7?fields=name", "{seen}");
+    assert_eq!(seen["method"], "GET", "{seen}");
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["headers"]["host"],
+        serde_json::json!([upstream.to_string()]),
+        "{seen}"
+    );
+
+    // SIGTERM to the process we started, by its PID: it drains and exits 0.
+    let pid = child.id().expect("the proxy is running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}: {status}");
+    let exit = timeout(BOUND, child.wait())
+        .await
+        .expect("the proxy exited in time after SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "the proxy exited with {exit}");
+}
+
+#[tokio::test]
+async fn the_proxy_example_refuses_a_bad_upstream_with_exit_code_2() {
+    for (args, wants) in [
+        (
+            &["--upstream", "not a url", "--workers", "1"][..],
+            "proxy: upstream \"backend\": endpoint \"not a url\"",
+        ),
+        (
+            &["--upstream", "ftp://127.0.0.1:9"][..],
+            "the scheme must be http or https",
+        ),
+        (&["--workers", "1"][..], "at least one --upstream is needed"),
+    ] {
+        let output = timeout(
+            CARGO_BOUND,
+            proxy_command(args).stderr(Stdio::piped()).output(),
+        )
+        .await
+        .expect("the proxy exited in time")
+        .expect("run cargo run --example proxy");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(wants), "{args:?}: {stderr}");
+    }
+}

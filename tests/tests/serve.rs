@@ -1,0 +1,326 @@
+//! `tollgate::serve`: HTTP/1.1 and HTTP/2 on one listener, graceful
+//! shutdown, the drain timeout and the header read timeout.
+
+#![expect(
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns fail the test with a message"
+)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{Router, routing::get};
+use http::{Request, StatusCode, Version};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::timeout,
+};
+use tollgate::{Gateway, Route, Upstream};
+use tollgate_tests::{
+    ClientBody, RunningGateway, body_bytes, body_json, client, echo_router, empty, forever,
+    h2_client, raw_exchange, spawn_gateway, spawn_gateway_with_drain, spawn_upstream,
+};
+
+/// Safety bound: a bug fails the test instead of hanging it.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A gateway router sending everything to the upstream at `addr`.
+fn gateway_to(addr: SocketAddr) -> Router {
+    Gateway::builder()
+        .upstream(Upstream::builder("backend").endpoint(format!("http://{addr}")))
+        .route(Route::prefix("/").to("backend"))
+        .build()
+        .expect("valid gateway")
+}
+
+/// The body the slow upstream sends: big enough to need several writes.
+fn slow_body() -> String {
+    "tollgate drains in-flight requests\n".repeat(8 * 1024)
+}
+
+/// An upstream that reports each request on the channel, then answers
+/// `slow_body()` after 500 ms.
+async fn slow_upstream() -> (SocketAddr, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel(8);
+    let router = Router::new().route(
+        "/slow",
+        get(move || async move {
+            let _ = tx.send(()).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            slow_body()
+        }),
+    );
+    (spawn_upstream(router).await, rx)
+}
+
+/// An upstream that reports each request, then never answers.
+async fn hung_upstream() -> (SocketAddr, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel(8);
+    let router = Router::new().route(
+        "/hang",
+        get(move || async move {
+            let _ = tx.send(()).await;
+            forever().await
+        }),
+    );
+    (spawn_upstream(router).await, rx)
+}
+
+/// `GET url` on a task, so that the test can shut the server down while the
+/// request is in flight. Resolves to the status and the whole body.
+fn spawn_get(
+    client: Client<HttpConnector, ClientBody>,
+    url: String,
+) -> JoinHandle<Result<(StatusCode, Version, String), String>> {
+    tokio::spawn(async move {
+        let req = Request::get(url).body(empty()).map_err(|e| e.to_string())?;
+        let res = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let (status, version) = (res.status(), res.version());
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .to_bytes();
+        Ok((status, version, String::from_utf8_lossy(&body).into_owned()))
+    })
+}
+
+/// Waits (bounded) for the server task to resolve, and checks it did so
+/// with `Ok`.
+async fn assert_stops(gw: RunningGateway) {
+    let result = timeout(BOUND, gw.task)
+        .await
+        .expect("the server stopped in time")
+        .expect("the server task did not panic");
+    assert!(result.is_ok(), "serve returned {result:?}");
+}
+
+#[tokio::test]
+async fn http2_and_http1_clients_share_one_listener() {
+    let upstream = spawn_upstream(echo_router()).await;
+    let mut gw = spawn_gateway(gateway_to(upstream)).await;
+
+    let req = Request::get(gw.url("/users/7?via=h2"))
+        .body(empty())
+        .expect("request");
+    let res = timeout(BOUND, h2_client().request(req))
+        .await
+        .expect("in time")
+        .expect("h2 request");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), Version::HTTP_2);
+    let seen = body_json(res).await;
+    assert_eq!(seen["uri"], "/users/7?via=h2");
+    assert_eq!(seen["version"], "HTTP/1.1", "the upstream speaks HTTP/1.1");
+    assert_eq!(seen["method"], "GET");
+
+    let req = Request::get(gw.url("/users/8?via=h1"))
+        .body(empty())
+        .expect("request");
+    let res = timeout(BOUND, client().request(req))
+        .await
+        .expect("in time")
+        .expect("h1 request");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.version(), Version::HTTP_11);
+    let seen = body_json(res).await;
+    assert_eq!(seen["uri"], "/users/8?via=h1");
+    assert_eq!(seen["version"], "HTTP/1.1");
+
+    gw.shutdown();
+    assert_stops(gw).await;
+}
+
+/// Starts a slow request with `client`, shuts the server down while it is
+/// in flight, and checks the request still completes in full.
+async fn in_flight_request_survives_shutdown(
+    client: Client<HttpConnector, ClientBody>,
+    version: Version,
+) {
+    let (upstream, mut arrived) = slow_upstream().await;
+    let mut gw = spawn_gateway(gateway_to(upstream)).await;
+
+    let in_flight = spawn_get(client, gw.url("/slow"));
+    timeout(BOUND, arrived.recv())
+        .await
+        .expect("the request reached the upstream in time")
+        .expect("upstream channel open");
+    gw.shutdown();
+
+    let (status, got_version, body) = timeout(BOUND, in_flight)
+        .await
+        .expect("the in-flight request finished in time")
+        .expect("request task did not panic")
+        .expect("the in-flight request completed");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got_version, version);
+    assert_eq!(body.len(), slow_body().len());
+    assert!(body == slow_body(), "the body was cut or changed");
+
+    // The listener is closed: new connections are refused.
+    let connect = timeout(BOUND, TcpStream::connect(gw.addr))
+        .await
+        .expect("connect attempt finished in time");
+    assert!(
+        connect.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+    assert_stops(gw).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_http1_request_finish_then_refuses_connections() {
+    in_flight_request_survives_shutdown(client(), Version::HTTP_11).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_http2_request_finish_then_refuses_connections() {
+    in_flight_request_survives_shutdown(h2_client(), Version::HTTP_2).await;
+}
+
+#[tokio::test]
+async fn idle_connections_do_not_hold_up_shutdown() {
+    let upstream = spawn_upstream(echo_router()).await;
+    // A drain time far beyond the safety bound: only closing the idle
+    // connections at once lets the server stop in time.
+    let mut gw = spawn_gateway_with_drain(gateway_to(upstream), Duration::from_secs(600)).await;
+    // Two connections that have not said which protocol they speak: one is
+    // silent, one stalls inside the HTTP/2 preface.
+    let silent = TcpStream::connect(gw.addr).await.expect("connect");
+    let mut preface = TcpStream::connect(gw.addr).await.expect("connect");
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("write");
+    // Then keep-alive connections, HTTP/1.1 and HTTP/2. The server accepts
+    // in order, so once these are served the two above are accepted too.
+    let h1 = client();
+    let h2 = h2_client();
+    for c in [&h1, &h2] {
+        let req = Request::get(gw.url("/x")).body(empty()).expect("request");
+        let res = timeout(BOUND, c.request(req))
+            .await
+            .expect("in time")
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK);
+        body_bytes(res).await;
+    }
+    // The pooled connections are idle now, kept open by the clients.
+    gw.shutdown();
+    assert_stops(gw).await;
+    drop((h1, h2, silent, preface));
+}
+
+#[tokio::test]
+async fn the_drain_timeout_closes_requests_that_never_finish() {
+    let (upstream, mut arrived) = hung_upstream().await;
+    let mut gw = spawn_gateway_with_drain(gateway_to(upstream), Duration::from_millis(300)).await;
+
+    let in_flight = spawn_get(client(), gw.url("/hang"));
+    timeout(BOUND, arrived.recv())
+        .await
+        .expect("the request reached the upstream in time")
+        .expect("upstream channel open");
+    gw.shutdown();
+    assert_stops(gw).await;
+
+    let result = timeout(BOUND, in_flight)
+        .await
+        .expect("the client saw the connection close in time")
+        .expect("request task did not panic");
+    assert!(
+        result.is_err(),
+        "the hung request should fail when the drain time is up, got {result:?}"
+    );
+}
+
+/// Runs `serve` with a 300 ms header read timeout; returns its address and a
+/// sender that shuts it down.
+async fn serve_with_header_timeout() -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let upstream = spawn_upstream(echo_router()).await;
+    let (listener, addr) = tollgate_tests::listener().await;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tollgate::serve(listener, gateway_to(upstream), async move {
+            let _ = rx.await;
+        })
+        .header_read_timeout(Duration::from_millis(300))
+        .into_future(),
+    );
+    (addr, tx, task)
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_head_is_disconnected() {
+    let (addr, stop, task) = serve_with_header_timeout().await;
+
+    for partial in [
+        "GET /api/us",
+        "GET /api/users HTTP/1.1\r\n",
+        "GET /api/users HTTP/1.1\r\nHost: gw\r\nX-Slow: a",
+    ] {
+        // raw_exchange reads until the server closes (bounded by 10 s).
+        let answer = raw_exchange(addr, partial.as_bytes()).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{partial:?}: {answer}"
+        );
+    }
+
+    // A client that sends its head in time is served.
+    let answer = raw_exchange(
+        addr,
+        b"GET /ok HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+
+    let _ = stop.send(());
+    let result = timeout(BOUND, task)
+        .await
+        .expect("stopped in time")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// A connection that sends nothing at all is the cheapest slowloris: the
+/// header read timeout must cover it too.
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
+    let (addr, stop, task) = serve_with_header_timeout().await;
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut out = Vec::new();
+    let read = timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "a silent connection was still open 5 s after connecting (header read timeout 300 ms)"
+    );
+    assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 408"));
+
+    // Control: the same server answers a client that does send a request.
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    timeout(BOUND, stream.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert!(out.starts_with(b"HTTP/1.1 200 "));
+
+    let _ = stop.send(());
+    let result = timeout(BOUND, task)
+        .await
+        .expect("stopped in time")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
