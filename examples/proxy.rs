@@ -4,25 +4,29 @@
 //! ```sh
 //! cargo run --release --example proxy -- --listen 127.0.0.1:8080 \
 //!     --upstream http://127.0.0.1:9000 [--upstream http://127.0.0.1:9001] \
-//!     [--workers N] [--balance p2c|round-robin]
+//!     [--workers N] [--balance p2c|round-robin] [--pool worker|hyper-util]
 //! ```
 //!
 //! `--workers N` runs N worker threads (default: one per core), each with
 //! its own current-thread runtime, its own `SO_REUSEPORT` listener and its
 //! own upstream connection pool, so nothing is shared on the hot path.
+//! `--pool` picks that pool: `worker` (the default here, `PoolKind::Worker`,
+//! made for exactly this one-gateway-per-worker shape) or `hyper-util`
+//! (hyper-util's pooled client, the library's default).
 
 use std::net::SocketAddr;
 
-use tollgate::{Balance, Gateway, Route, Upstream};
+use tollgate::{Balance, Gateway, Route, Upstream, proxy::PoolKind};
 
 struct Args {
     listen: SocketAddr,
     upstreams: Vec<String>,
     workers: usize,
     balance: Balance,
+    pool: PoolKind,
 }
 
-const USAGE: &str = "usage: proxy [--listen ADDR] --upstream URL [--upstream URL ...] [--workers N] [--balance p2c|round-robin]";
+const USAGE: &str = "usage: proxy [--listen ADDR] --upstream URL [--upstream URL ...] [--workers N] [--balance p2c|round-robin] [--pool worker|hyper-util]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -30,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
         upstreams: Vec::new(),
         workers: std::thread::available_parallelism().map_or(1, usize::from),
         balance: Balance::LeastRequest,
+        pool: PoolKind::Worker,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +58,13 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--balance: unknown policy {other:?}")),
                 }
             }
+            "--pool" => {
+                args.pool = match value()?.as_str() {
+                    "worker" => PoolKind::Worker,
+                    "hyper-util" => PoolKind::HyperUtil,
+                    other => return Err(format!("--pool: unknown pool {other:?}")),
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -63,15 +75,18 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn gateway(args: &Args) -> Result<axum::Router, tollgate::ConfigError> {
+/// The gateway as a plain service: it has no handlers of its own, so
+/// axum's router is left out of the hot path.
+fn gateway(args: &Args) -> Result<tollgate::GatewayService, tollgate::ConfigError> {
     Gateway::builder()
         .upstream(
             Upstream::builder("backend")
                 .endpoints(args.upstreams.iter().cloned())
-                .balance(args.balance),
+                .balance(args.balance)
+                .pool(args.pool),
         )
         .route(Route::prefix("/").name("all").to("backend"))
-        .build()
+        .build_service()
 }
 
 fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

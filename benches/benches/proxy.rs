@@ -93,6 +93,23 @@ fn proxy_path(c: &mut Criterion) {
             res.into_body().collect().await.expect("body").to_bytes()
         });
     });
+    let no_timeout = rt.block_on(async {
+        Upstream::builder("backend")
+            .endpoint(format!("http://{backend}"))
+            .response_timeout(None)
+            .build::<Body>()
+            .expect("upstream")
+    });
+    group.bench_function("upstream_service_no_timeout", |b| {
+        b.to_async(&rt).iter(|| async {
+            let res = no_timeout
+                .clone()
+                .oneshot(get("/users/12345"))
+                .await
+                .expect("upstream");
+            res.into_body().collect().await.expect("body").to_bytes()
+        });
+    });
     group.finish();
 }
 

@@ -14,7 +14,7 @@ use hyper_util::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
-use tollgate::{Gateway, Protocol, Route, Upstream};
+use tollgate::{Gateway, Protocol, Route, Upstream, proxy::PoolKind};
 use tollgate_tests::{
     assert_problem, body_json, client, echo_router, empty, listener, spawn_gateway,
 };
@@ -73,7 +73,17 @@ async fn gateway_to(
     protocol: Protocol,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> tollgate_tests::RunningGateway {
+    gateway_on(PoolKind::HyperUtil, port, protocol, tls).await
+}
+
+async fn gateway_on(
+    pool: PoolKind,
+    port: u16,
+    protocol: Protocol,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> tollgate_tests::RunningGateway {
     let mut upstream = Upstream::builder("secure")
+        .pool(pool)
         .endpoint(format!("https://localhost:{port}"))
         .protocol(protocol)
         .connect_timeout(Duration::from_secs(5));
@@ -155,4 +165,39 @@ async fn tls_config_with_alpn_already_set_is_accepted() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(body_json(res).await["version"], "HTTP/2.0");
+}
+
+/// The per-worker pool speaks TLS too: h2 by ALPN, HTTP/1.1 when told, and
+/// a 502 for an untrusted certificate.
+#[tokio::test]
+async fn worker_pool_over_tls() {
+    let (port, cert) = spawn_tls_upstream(echo_router()).await;
+    for (protocol, version) in [(Protocol::Auto, "HTTP/2.0"), (Protocol::Http1, "HTTP/1.1")] {
+        let gw = gateway_on(
+            PoolKind::Worker,
+            port,
+            protocol,
+            Some(trusting(cert.clone())),
+        )
+        .await;
+        for i in 0..3 {
+            let res = client()
+                .request(
+                    Request::get(gw.url(&format!("/w/{i}")))
+                        .body(empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let json = body_json(res).await;
+            assert_eq!(json["version"], version, "{json}");
+        }
+    }
+    let gw = gateway_on(PoolKind::Worker, port, Protocol::Auto, None).await;
+    let res = client()
+        .request(Request::get(gw.url("/x")).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_problem(res, 502, "urn:tollgate:problem:upstream-unavailable").await;
 }

@@ -183,6 +183,10 @@ impl InFlight {
     pub(crate) fn mark_down(&self) {
         self.endpoints.mark_down(self.index);
     }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
 }
 
 impl Drop for InFlight {

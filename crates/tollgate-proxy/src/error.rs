@@ -55,8 +55,18 @@ impl std::fmt::Display for UpstreamErrorKind {
     }
 }
 
-/// Classifies a client error by walking its source chain.
+/// Classifies a hyper-util client error by walking its source chain.
 pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    match classify_source(err) {
+        UpstreamErrorKind::Timeout => UpstreamErrorKind::Timeout,
+        _ if err.is_connect() => UpstreamErrorKind::Connect,
+        kind => kind,
+    }
+}
+
+/// Classifies an exchange error (after the connection was made) by walking
+/// its source chain for hyper and I/O errors.
+pub(crate) fn classify_source(err: &(dyn StdError + 'static)) -> UpstreamErrorKind {
     let timed_out = chain(err).any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
@@ -65,9 +75,6 @@ pub(crate) fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError
     });
     if timed_out {
         return UpstreamErrorKind::Timeout;
-    }
-    if err.is_connect() {
-        return UpstreamErrorKind::Connect;
     }
     for e in chain(err) {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {

@@ -78,6 +78,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `upgrade`, so that the next hop sees a valid upgrade. A `TE: trailers`
 /// request header is kept as well, as Envoy does: gRPC needs it end to end.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names is cheaper
+    // than a hashed removal of each.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         // Named headers are collected first: the map cannot be changed
         // while the Connection values are borrowed. This runs only when a
@@ -112,8 +120,22 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Appends `ip` to `X-Forwarded-For`, folding several incoming fields into one.
 pub(crate) fn append_x_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    if !headers.contains_key(X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, ip_header(ip));
+        return;
+    }
     let mut buf = BytesMut::with_capacity(64);
     for value in headers.get_all(X_FORWARDED_FOR) {
         buf.put_slice(value.as_bytes());
@@ -166,6 +188,31 @@ fn is_token_safe(bytes: &[u8]) -> bool {
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+}
+
+/// `ip` as a header value. A worker sees the same few client addresses
+/// (the load balancer in front, or a handful of clients) again and again, so
+/// the last one rendered on this thread is kept: formatting an address
+/// costs more than the rest of the header work together.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, value)) = last.as_ref()
+            && *cached == ip
+        {
+            return value.clone();
+        }
+        let mut buf = BytesMut::with_capacity(40);
+        write_ip(&mut buf, ip);
+        let value = HeaderValue::from_maybe_shared(buf.freeze())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((ip, value.clone()));
+        value
+    })
 }
 
 fn write_ip(buf: &mut BytesMut, ip: IpAddr) {
@@ -237,6 +284,19 @@ mod tests {
         append_x_forwarded_for(&mut h, "::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, ::1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn x_forwarded_for_is_set_when_absent() {
+        let mut h = HeaderMap::new();
+        append_x_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        let mut h = HeaderMap::new();
+        append_x_forwarded_for(&mut h, "10.0.0.2".parse().unwrap());
+        assert_eq!(
+            h["x-forwarded-for"], "10.0.0.2",
+            "the cache follows the address"
+        );
     }
 
     #[test]

@@ -50,12 +50,16 @@ mod split;
 pub mod transport;
 mod upstream;
 mod validate;
+mod worker_pool;
 
 pub use balance::Balance;
 pub use error::UpstreamErrorKind;
 pub use headers::ForwardedHeaders;
 pub use rewrite::{PathRewrite, RewritePath, RewritePathLayer};
 pub use split::WeightedSplit;
-pub use transport::{HyperUtilPool, Transport, TransportConfig, TransportError};
+pub use transport::{
+    HyperUtilPool, Pool, PoolBody, PoolFuture, PoolKind, Transport, TransportConfig, TransportError,
+};
 pub use upstream::{Protocol, ResponseFuture, Upstream, UpstreamBuilder, UpstreamConfig};
 pub use validate::validate_request;
+pub use worker_pool::{PooledBody, WorkerPool, WorkerPoolFuture};

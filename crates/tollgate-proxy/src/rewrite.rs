@@ -129,10 +129,30 @@ impl Rewriter {
         })
     }
 
+    /// Whether the rewriter leaves every path as it is.
+    #[must_use]
+    pub fn is_keep(&self) -> bool {
+        matches!(self.rule, Rule::Keep)
+    }
+
+    /// Rewrites the request's path in place and records the client's path
+    /// as an [`OriginalPath`] extension when it changed.
+    pub fn apply<B>(&self, req: &mut Request<B>) {
+        if let Some(uri) = self.rewrite(req.uri()) {
+            let original = std::mem::replace(req.uri_mut(), uri);
+            if let Some(pq) = original.into_parts().path_and_query {
+                req.extensions_mut().insert(OriginalPath(pq));
+            }
+        }
+    }
+
     /// Rewrites `uri`'s path; the query is kept as it is. Returns `None`
     /// when nothing changes.
     #[must_use]
     pub fn rewrite(&self, uri: &Uri) -> Option<Uri> {
+        if matches!(self.rule, Rule::Keep) {
+            return None;
+        }
         let path = uri.path();
         let rest = strip_segment_prefix(path, &self.prefix)?;
         let mut buf = BytesMut::with_capacity(path.len() + 16);
@@ -277,12 +297,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(uri) = self.rewriter.rewrite(req.uri()) {
-            let original = std::mem::replace(req.uri_mut(), uri);
-            if let Some(pq) = original.into_parts().path_and_query {
-                req.extensions_mut().insert(OriginalPath(pq));
-            }
-        }
+        self.rewriter.apply(&mut req);
         self.inner.call(req)
     }
 }

@@ -16,7 +16,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{
+    Request, Response, Uri,
+    uri::{Authority, Scheme},
+};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -45,14 +48,17 @@ pub trait Transport<B>: Clone + Send + Sync + 'static {
     /// The response future.
     type Future: Future<Output = Result<Response<Self::Body>, TransportError>> + Send + 'static;
 
-    /// Sends `req`.
-    fn send(&self, req: Request<B>) -> Self::Future;
+    /// Sends `req` to endpoint number `endpoint` of
+    /// [`TransportConfig::endpoints`]; the request's URI names the same one.
+    fn send(&self, endpoint: usize, req: Request<B>) -> Self::Future;
 }
 
 /// What a transport is built from: the connection settings of an upstream.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct TransportConfig {
+    /// The upstream's endpoints, in order.
+    pub endpoints: Vec<(Scheme, Authority)>,
     /// The HTTP version to speak.
     pub protocol: Protocol,
     /// The longest a TCP connect plus TLS handshake may take.
@@ -197,7 +203,7 @@ where
     type Body = Incoming;
     type Future = HyperUtilFuture;
 
-    fn send(&self, req: Request<B>) -> Self::Future {
+    fn send(&self, _endpoint: usize, req: Request<B>) -> Self::Future {
         HyperUtilFuture {
             inner: self.client.request(req),
         }
@@ -251,5 +257,188 @@ where
                 .into()),
             }
         })
+    }
+}
+
+/// Which connection pool an upstream uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum PoolKind {
+    /// hyper-util's pooled client ([`HyperUtilPool`]). The default.
+    #[default]
+    HyperUtil,
+    /// Connections held per endpoint and returned by the response body
+    /// ([`WorkerPool`](crate::WorkerPool)); fastest with one gateway per
+    /// worker thread.
+    Worker,
+}
+
+/// The transport an [`Upstream`](crate::Upstream) uses unless told
+/// otherwise: the pool its [`PoolKind`] names.
+pub enum Pool<B> {
+    /// hyper-util's pooled client.
+    HyperUtil(Box<HyperUtilPool<B>>),
+    /// The per-worker pool.
+    Worker(crate::WorkerPool<B>),
+}
+
+pin_project! {
+    /// The response body of [`Pool`].
+    pub struct PoolBody<B> {
+        #[pin]
+        kind: PoolBodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = PoolBodyProj]
+    enum PoolBodyKind<B> {
+        HyperUtil { #[pin] body: Incoming },
+        Worker { #[pin] body: crate::worker_pool::PooledBody<B> },
+    }
+}
+
+pin_project! {
+    /// The response future of [`Pool`].
+    pub struct PoolFuture<B> {
+        #[pin]
+        kind: PoolFutureKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = PoolFutureProj]
+    enum PoolFutureKind<B> {
+        HyperUtil { #[pin] inner: HyperUtilFuture },
+        Worker { #[pin] inner: crate::worker_pool::WorkerPoolFuture<B> },
+    }
+}
+
+impl<B> Future for PoolFuture<B> {
+    type Output = Result<Response<PoolBody<B>>, TransportError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            PoolFutureProj::HyperUtil { inner } => inner.poll(cx).map(|r| {
+                r.map(|res| {
+                    res.map(|body| PoolBody {
+                        kind: PoolBodyKind::HyperUtil { body },
+                    })
+                })
+            }),
+            PoolFutureProj::Worker { inner } => inner.poll(cx).map(|r| {
+                r.map(|res| {
+                    res.map(|body| PoolBody {
+                        kind: PoolBodyKind::Worker { body },
+                    })
+                })
+            }),
+        }
+    }
+}
+
+impl<B> fmt::Debug for PoolFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PoolFuture")
+    }
+}
+
+impl<B> Pool<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// The pool of `kind` for `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::new`](crate::WorkerPool::new).
+    pub fn new(
+        kind: PoolKind,
+        config: &TransportConfig,
+    ) -> Result<Self, tollgate_core::ConfigError> {
+        Ok(match kind {
+            PoolKind::HyperUtil => Self::HyperUtil(Box::new(HyperUtilPool::new(config))),
+            PoolKind::Worker => Self::Worker(crate::WorkerPool::new(config)?),
+        })
+    }
+}
+
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::HyperUtil(p) => Self::HyperUtil(p.clone()),
+            Self::Worker(p) => Self::Worker(p.clone()),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Pool<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::HyperUtil(p) => p.fmt(f),
+            Self::Worker(p) => p.fmt(f),
+        }
+    }
+}
+
+impl<B> Transport<B> for Pool<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = PoolBody<B>;
+    type Future = PoolFuture<B>;
+
+    fn send(&self, endpoint: usize, req: Request<B>) -> Self::Future {
+        let kind = match self {
+            Self::HyperUtil(p) => PoolFutureKind::HyperUtil {
+                inner: p.send(endpoint, req),
+            },
+            Self::Worker(p) => PoolFutureKind::Worker {
+                inner: p.send(endpoint, req),
+            },
+        };
+        PoolFuture { kind }
+    }
+}
+
+impl<B> Body for PoolBody<B> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.project().kind.project() {
+            PoolBodyProj::HyperUtil { body } => body.poll_frame(cx),
+            PoolBodyProj::Worker { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            PoolBodyKind::HyperUtil { body } => body.is_end_stream(),
+            PoolBodyKind::Worker { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            PoolBodyKind::HyperUtil { body } => body.size_hint(),
+            PoolBodyKind::Worker { body } => body.size_hint(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for PoolBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            PoolBodyKind::HyperUtil { .. } => f.write_str("PoolBody::HyperUtil"),
+            PoolBodyKind::Worker { body } => body.fmt(f),
+        }
     }
 }

@@ -28,7 +28,7 @@ use crate::{
     error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
     rewrite::OriginalPath,
-    transport::{HyperUtilPool, Transport, TransportConfig},
+    transport::{Pool, PoolKind, Transport, TransportConfig},
 };
 
 /// The HTTP version spoken to an upstream.
@@ -84,6 +84,9 @@ pub struct UpstreamConfig {
     /// Which forwarding headers are written.
     #[cfg_attr(feature = "serde", serde(default))]
     pub forwarded: ForwardedHeaders,
+    /// Which connection pool is used.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub pool: PoolKind,
 }
 
 mod defaults {
@@ -128,7 +131,7 @@ pub struct UpstreamBuilder {
 /// them before with [`RewritePath`](crate::RewritePath).
 ///
 /// See the [crate docs](crate) for an example.
-pub struct Upstream<B, T = HyperUtilPool<B>> {
+pub struct Upstream<B, T = Pool<B>> {
     shared: Arc<Shared<T>>,
     _body: std::marker::PhantomData<fn(B)>,
 }
@@ -163,6 +166,7 @@ impl UpstreamConfig {
             cooloff: defaults::cooloff(),
             max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
             forwarded: ForwardedHeaders::default(),
+            pool: PoolKind::default(),
         }
     }
 }
@@ -236,6 +240,12 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Chooses the connection pool (default: [`PoolKind::HyperUtil`]).
+    pub fn pool(mut self, pool: PoolKind) -> Self {
+        self.config.pool = pool;
+        self
+    }
+
     /// Keeps the client's `Host` header instead of the endpoint's authority.
     pub fn preserve_host(mut self, preserve: bool) -> Self {
         self.config.forwarded.preserve_host = preserve;
@@ -260,7 +270,8 @@ impl UpstreamBuilder {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        self.build_with(|config| Ok(HyperUtilPool::new(config)))
+        let kind = self.config.pool;
+        self.build_with(|config| Pool::new(kind, config))
     }
 
     /// Like [`build`](Self::build), with another [`Transport`] (connection
@@ -355,6 +366,10 @@ where
             None => Arc::new(default_tls_config().map_err(|e| e.context(&place))?),
         };
         let transport = make_transport(&TransportConfig {
+            endpoints: list
+                .iter()
+                .map(|e: &Endpoint| (e.scheme.clone(), e.authority.clone()))
+                .collect(),
             protocol: config.protocol,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
@@ -408,7 +423,8 @@ where
     type Error = ConfigError;
 
     fn try_from(config: UpstreamConfig) -> Result<Self, Self::Error> {
-        Self::from_parts(config, None, |c| Ok(HyperUtilPool::new(c)))
+        let kind = config.pool;
+        Self::from_parts(config, None, |c| Pool::new(kind, c))
     }
 }
 
@@ -479,7 +495,7 @@ impl<T> Shared<T> {
         let endpoint = in_flight.endpoint();
         self.prepare(&mut req, endpoint, upgrade);
 
-        let sent = self.transport.send(req);
+        let sent = self.transport.send(in_flight.index(), req);
         let result = match self.response_timeout {
             Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
             None => Some(sent.await),

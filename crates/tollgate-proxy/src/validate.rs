@@ -64,11 +64,63 @@ fn check_host<B>(req: &Request<B>) -> Option<Problem> {
         (Some(_), Some(_)) => {
             Some(Problem::bad_request().detail("the request has more than one Host header"))
         }
-        (Some(host), None) if http::uri::Authority::try_from(host.as_bytes()).is_err() => {
+        (Some(host), None) if !is_valid_host(host.as_bytes()) => {
             Some(Problem::bad_request().detail("the Host header is not a valid host"))
         }
         _ => None,
     }
+}
+
+/// `host [ ":" port ]` (RFC 9110 §7.2) with a reg-name, IPv4 or bracketed
+/// IPv6 host, checked without allocating.
+fn is_valid_host(bytes: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = bytes.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (v6, after) = (&rest[..end], &rest[end + 1..]);
+        if v6.is_empty()
+            || !v6
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match after {
+            [] => return true,
+            [b':', port @ ..] => (&b"x"[..], port),
+            _ => return false,
+        }
+    } else {
+        match bytes.iter().rposition(|&b| b == b':') {
+            Some(i) => (&bytes[..i], &bytes[i + 1..]),
+            None => (bytes, &b""[..]),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        });
+    let port_ok = port.len() <= 5 && port.iter().all(u8::is_ascii_digit);
+    host_ok && port_ok && (bytes.last() != Some(&b':'))
 }
 
 /// Whether the path has a `.` or `..` segment, plain or percent-encoded
@@ -130,6 +182,35 @@ mod tests {
             "/%2",
         ] {
             assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_checked_without_allocating() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "a_b.local",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            "example.com:",
+            "example.com:port",
+            "[::1",
+            "[zz]",
+            "[::1]x",
+            "h\u{80}",
+            "a@b",
+            "e:123456",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
         }
     }
 

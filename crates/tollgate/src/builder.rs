@@ -1,17 +1,14 @@
 //! [`Gateway::builder`]: upstreams by name, routes by prefix, host, method
 //! and header, compiled into an `axum::Router`.
 
-use std::{collections::HashMap, convert::Infallible};
+use std::collections::HashMap;
 
 use axum::{Router, body::Body};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method};
 use tollgate_core::{ConfigError, ConfigErrorKind, RouteName};
-use tollgate_proxy::{
-    PathRewrite, RewritePath, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter,
-};
-use tower::{ServiceExt, util::BoxCloneSyncService};
+use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 
-use crate::routing::{CompiledRoute, Matcher, RouteService, RouteTable};
+use crate::routing::{CompiledRoute, GatewayService, Matcher, RouteService};
 
 /// The entry point: `Gateway::builder()`.
 ///
@@ -93,11 +90,17 @@ impl GatewayBuilder {
     /// requests, or a bad prefix, header or rewrite. The message names the
     /// route or upstream.
     pub fn build(self) -> Result<Router, ConfigError> {
-        let table = self.build_table()?;
-        Ok(Router::new().fallback_service(table))
+        Ok(Router::new().fallback_service(self.build_service()?))
     }
 
-    fn build_table(self) -> Result<RouteTable, ConfigError> {
+    /// Like [`build`](Self::build), but returns the gateway as a plain
+    /// tower `Service`, without axum's router in front: the leanest way to
+    /// run a gateway that has no handlers of its own, with [`serve`](crate::serve).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_service(self) -> Result<GatewayService, ConfigError> {
         let mut upstreams: HashMap<String, Upstream<Body>> = HashMap::new();
         for builder in self.upstreams {
             let upstream = builder.build::<Body>()?;
@@ -122,7 +125,7 @@ impl GatewayBuilder {
             }
             compiled.push(built);
         }
-        Ok(RouteTable::new(compiled))
+        Ok(GatewayService::new(compiled))
     }
 }
 
@@ -257,14 +260,14 @@ impl Route {
                 )
             })
         };
-        let service: RouteService = match &self.target {
+        let service = match &self.target {
             Target::None => {
                 return Err(ConfigError::new(
                     ConfigErrorKind::Missing,
                     "has no target: call .to(upstream) or .split(..)",
                 ));
             }
-            Target::Upstream(name) => boxed(RewritePath::new(lookup(name)?, rewriter)),
+            Target::Upstream(name) => RouteService::Upstream(lookup(name)?),
             Target::Split {
                 backends,
                 override_header,
@@ -279,7 +282,7 @@ impl Route {
                         .map_err(|_| invalid(format!("bad header name {header:?}")))?;
                     split = split.override_header(header);
                 }
-                boxed(RewritePath::new(split, rewriter))
+                RouteService::Split(split)
             }
         };
         let mut headers = Vec::with_capacity(self.headers.len());
@@ -311,23 +314,10 @@ impl Route {
                 methods: self.methods.into(),
                 headers: headers.into(),
             },
+            rewriter: (!rewriter.is_keep()).then_some(rewriter),
             service,
         })
     }
-}
-
-fn boxed<S, B>(svc: S) -> RouteService
-where
-    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<tollgate_core::BoxError>,
-{
-    BoxCloneSyncService::new(svc.map_response(|res| res.map(Body::new)))
 }
 
 #[cfg(test)]

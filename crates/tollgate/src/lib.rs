@@ -54,6 +54,7 @@ mod routing;
 mod serve;
 
 pub use builder::{Gateway, GatewayBuilder, Route};
+pub use routing::{GatewayService, ResponseFuture};
 pub use serve::{Serve, serve, shutdown_signal};
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};

@@ -1,22 +1,33 @@
-//! The compiled route table: prefix (longest wins, at a segment boundary),
-//! host, method and header matching.
+//! The compiled route table: host (exact, wildcard, any), prefix (longest
+//! wins, at a segment boundary), header and method matching.
 
 use std::{
     convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::{body::Body, extract::ConnectInfo};
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{HeaderName, HeaderValue, Method, Request, Response, header};
-use std::net::SocketAddr;
+use pin_project_lite::pin_project;
 use tollgate_core::{ConnectionInfo, Problem, RouteName};
-use tollgate_proxy::{rewrite::strip_segment_prefix, validate_request};
-use tower::{Service, ServiceExt, util::BoxCloneSyncService};
+use tollgate_proxy::{
+    PoolBody, Upstream, WeightedSplit,
+    rewrite::{Rewriter, strip_segment_prefix},
+    validate_request,
+};
+use tower::Service;
 
-/// A route's service, type-erased.
-pub(crate) type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// Where a route sends its requests. Concrete rather than boxed: the hot
+/// path clones an `Arc` and calls, with no allocation of its own.
+#[derive(Clone, Debug)]
+pub(crate) enum RouteService {
+    Upstream(Upstream<Body>),
+    Split(WeightedSplit<Upstream<Body>>),
+}
 
 /// A route matcher, compiled at build time.
 #[derive(Debug)]
@@ -30,16 +41,49 @@ pub(crate) struct Matcher {
     pub(crate) headers: Box<[(HeaderName, Option<HeaderValue>)]>,
 }
 
+#[derive(Debug)]
 pub(crate) struct CompiledRoute {
     pub(crate) name: RouteName,
     pub(crate) matcher: Matcher,
+    /// `None` when the path goes upstream unchanged.
+    pub(crate) rewriter: Option<Rewriter>,
     pub(crate) service: RouteService,
 }
 
-/// The gateway's dispatch service: finds the route and calls it.
-#[derive(Clone)]
-pub(crate) struct RouteTable {
+/// The gateway as a tower `Service`: validates the request, finds the
+/// route, rewrites the path and forwards. Unmatched requests get a 404
+/// problem; a path matched but not its method, a 405 with `Allow`.
+///
+/// [`GatewayBuilder::build`](crate::GatewayBuilder::build) puts it into an
+/// `axum::Router` as the fallback; [`GatewayBuilder::build_service`]
+/// (crate::GatewayBuilder::build_service) returns it alone, for
+/// [`serve`](crate::serve) without axum's router in front.
+#[derive(Clone, Debug)]
+pub struct GatewayService {
     routes: Arc<[CompiledRoute]>,
+}
+
+pin_project! {
+    /// The response future of [`GatewayService`].
+    pub struct ResponseFuture {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        // Forwarding to an upstream.
+        Proxy {
+            #[pin]
+            inner: tollgate_proxy::ResponseFuture<PoolBody<Body>>,
+        },
+        // Answered by the gateway itself.
+        Ready {
+            response: Option<Response<Body>>,
+        },
+    }
 }
 
 enum Found<'a> {
@@ -125,9 +169,9 @@ impl Matcher {
     }
 }
 
-// === impl RouteTable ===
+// === impl GatewayService ===
 
-impl RouteTable {
+impl GatewayService {
     /// Orders routes so that the first match is the right one: the most
     /// specific host first (exact, then wildcard, then any), then the
     /// longest prefix, then the most other conditions (headers, methods),
@@ -188,10 +232,10 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     Some(raw.rsplit_once(':').map_or(raw, |(h, _)| h))
 }
 
-impl Service<Request<Body>> for RouteTable {
+impl Service<Request<Body>> for GatewayService {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -209,21 +253,19 @@ impl Service<Request<Body>> for RouteTable {
         }
         match self.find(&req) {
             Found::Route(route) => {
-                let name = route.name.clone();
-                req.extensions_mut().insert(name.clone());
-                // The name also goes on the response, for layers that wrap
-                // the whole router (metrics, access logs).
-                route
-                    .service
-                    .clone()
-                    .oneshot(req)
-                    .map(|res| {
-                        res.map(|mut res| {
-                            res.extensions_mut().insert(name);
-                            res
-                        })
-                    })
-                    .boxed()
+                if let Some(rewriter) = &route.rewriter {
+                    rewriter.apply(&mut req);
+                }
+                req.extensions_mut().insert(route.name.clone());
+                // Upstreams (and splits of them) are always ready: they
+                // connect on demand and have no back-pressure of their own.
+                let inner = match &route.service {
+                    RouteService::Upstream(upstream) => upstream.clone().call(req),
+                    RouteService::Split(split) => split.clone().call(req),
+                };
+                ResponseFuture {
+                    kind: Kind::Proxy { inner },
+                }
             }
             Found::MethodNotAllowed(mut methods) => {
                 let mut seen = Vec::with_capacity(methods.len());
@@ -252,9 +294,37 @@ impl Service<Request<Body>> for RouteTable {
     }
 }
 
-fn reject(problem: Problem) -> BoxFuture<'static, Result<Response<Body>, Infallible>> {
-    let res = problem.into_response::<Body>().map(Body::new);
-    std::future::ready(Ok(res)).boxed()
+fn reject(problem: Problem) -> ResponseFuture {
+    ResponseFuture {
+        kind: Kind::Ready {
+            response: Some(problem.into_response::<Body>().map(Body::new)),
+        },
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Proxy { inner } => {
+                inner.poll(cx).map(|res| res.map(|res| res.map(Body::new)))
+            }
+            KindProj::Ready { response } => match response.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                // Polled after completion: stay pending rather than panic.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("gateway::ResponseFuture")
+    }
 }
 
 #[cfg(test)]

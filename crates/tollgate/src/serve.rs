@@ -12,19 +12,27 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Body};
-use http::Request;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use std::convert::Infallible;
 use tokio::{net::TcpListener, task::JoinSet};
+use tollgate_core::BoxError;
 use tollgate_core::ConnectionInfo;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains.
+/// Serves `service` on `listener` until `shutdown` completes, then drains.
+///
+/// `service` is an `axum::Router` (what [`GatewayBuilder::build`]
+/// (crate::GatewayBuilder::build) returns, merged with your handlers or
+/// not), a [`GatewayService`](crate::GatewayService), or any tower service
+/// of `Request<axum::body::Body>` that answers every request itself.
 ///
 /// Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge), chosen by
 /// hyper-util's auto server; upgrades (WebSocket) are supported. Every
@@ -41,13 +49,17 @@ use tower::ServiceExt;
 ///     .await
 /// # }
 /// ```
-pub fn serve<F>(listener: TcpListener, router: Router, shutdown: F) -> Serve<F>
+pub fn serve<S, B, F>(listener: TcpListener, service: S, shutdown: F) -> Serve<S, F>
 where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
     Serve {
         listener,
-        router,
+        service,
         shutdown,
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
@@ -56,15 +68,15 @@ where
 
 /// A server future; see [`serve`].
 #[must_use = "a server does nothing unless awaited"]
-pub struct Serve<F> {
+pub struct Serve<S, F> {
     listener: TcpListener,
-    router: Router,
+    service: S,
     shutdown: F,
     drain_timeout: Duration,
     header_read_timeout: Duration,
 }
 
-impl<F> std::fmt::Debug for Serve<F> {
+impl<S, F> std::fmt::Debug for Serve<S, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
@@ -74,8 +86,12 @@ impl<F> std::fmt::Debug for Serve<F> {
     }
 }
 
-impl<F> Serve<F>
+impl<S, B, F> Serve<S, F>
 where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
     /// How long in-flight requests may run after shutdown begins (default 30 s).
@@ -94,7 +110,7 @@ where
     async fn run(self) -> io::Result<()> {
         let Self {
             listener,
-            router,
+            service,
             shutdown,
             drain_timeout,
             header_read_timeout,
@@ -144,7 +160,7 @@ where
             // header read timeout is closed here.
             let started = Arc::new(AtomicBool::new(false));
             let seen = Arc::clone(&started);
-            let svc = router
+            let svc = service
                 .clone()
                 .map_request(move |mut req: Request<Incoming>| {
                     seen.store(true, Ordering::Relaxed);
@@ -188,8 +204,12 @@ where
     }
 }
 
-impl<F> IntoFuture for Serve<F>
+impl<S, B, F> IntoFuture for Serve<S, F>
 where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
     type Output = io::Result<()>;
