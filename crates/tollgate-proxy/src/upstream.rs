@@ -16,19 +16,21 @@ use http::{
     uri::{Authority, PathAndQuery, Scheme},
 };
 use http_body::Body;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::time::Duration;
+use pin_project_lite::pin_project;
+use tokio::time::{Duration, Sleep};
 use tollgate_core::{
     BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, RequestId, body::ResponseBody,
 };
 use tower::Service;
 
 use crate::{
-    balance::{Balance, Endpoint, Endpoints},
+    balance::{Balance, Endpoint, Endpoints, InFlight},
     error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
     rewrite::OriginalPath,
-    transport::{Pool, PoolKind, Transport, TransportConfig},
+    transport::{Pool, PoolKind, Transport, TransportConfig, TransportError},
 };
 
 /// The HTTP version spoken to an upstream.
@@ -145,9 +147,27 @@ struct Shared<T> {
     forwarded: ForwardedHeaders,
 }
 
-/// The future of [`Upstream`].
-pub type ResponseFuture<T> =
-    Pin<Box<dyn Future<Output = Result<Response<ResponseBody<T>>, Infallible>> + Send>>;
+pin_project! {
+    /// The future of [`Upstream`]: the transport's future, bounded by the
+    /// response timeout, with failures turned into problems. Nothing is
+    /// boxed.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        sent: F,
+        #[pin]
+        deadline: Option<Sleep>,
+        state: Option<Pending>,
+    }
+}
+
+/// What the future needs once the transport answers.
+struct Pending {
+    name: Arc<str>,
+    in_flight: InFlight,
+    client_upgrade: Option<OnUpgrade>,
+    request_id: Option<RequestId>,
+    client_path: PathAndQuery,
+}
 
 // === impl UpstreamConfig ===
 
@@ -456,7 +476,7 @@ where
 {
     type Response = Response<ResponseBody<T::Body>>;
     type Error = Infallible;
-    type Future = ResponseFuture<T::Body>;
+    type Future = ResponseFuture<T::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The pooled client has no back-pressure of its own: it connects on
@@ -465,15 +485,91 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Box::pin(Arc::clone(&self.shared).forward(req))
+        self.shared.forward(req)
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, RB> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, TransportError>>,
+{
+    type Output = Result<Response<ResponseBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.sent.poll(cx) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
+                Some(Poll::Ready(())) => None,
+                _ => return Poll::Pending,
+            },
+        };
+        let Some(pending) = this.state.take() else {
+            // Polled after completion.
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(pending.finish(result)))
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// The response to the client: the upstream's, cleaned, or a problem.
+    /// `None` means the response timeout fired.
+    fn finish<RB>(
+        self,
+        result: Option<Result<Response<RB>, TransportError>>,
+    ) -> Response<ResponseBody<RB>> {
+        let endpoint = &self.in_flight.endpoint().label;
+        let error = match result {
+            Some(Ok(mut res)) => {
+                drop(self.in_flight);
+                let upgrade = self.client_upgrade.is_some();
+                let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                headers::remove_hop_by_hop(res.headers_mut(), upgraded && upgrade);
+                if let (true, Some(client)) = (upgraded, self.client_upgrade) {
+                    spawn_tunnel(client, hyper::upgrade::on(&mut res), self.name);
+                }
+                return res.map(ResponseBody::inner);
+            }
+            Some(Err(err)) => {
+                let kind = err.kind();
+                tracing::debug!(upstream = %self.name, %endpoint, error = %err, "upstream request failed");
+                // A transport error of these kinds happened while
+                // connecting (the response timeout is applied here, not by
+                // the transport): the endpoint is taken out.
+                if matches!(
+                    kind,
+                    UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
+                ) {
+                    self.in_flight.mark_down();
+                }
+                kind
+            }
+            None => {
+                tracing::debug!(upstream = %self.name, %endpoint, "upstream response timed out");
+                UpstreamErrorKind::Timeout
+            }
+        };
+        let mut res = error
+            .problem(&self.name)
+            .instance(self.client_path.path())
+            .request_id(self.request_id.as_ref())
+            .into_response();
+        res.extensions_mut().insert(error);
+        res
     }
 }
 
 impl<T> Shared<T> {
-    async fn forward<B>(
-        self: Arc<Self>,
-        mut req: Request<B>,
-    ) -> Result<Response<ResponseBody<T::Body>>, Infallible>
+    fn forward<B>(&self, mut req: Request<B>) -> ResponseFuture<T::Future>
     where
         T: Transport<B>,
     {
@@ -492,50 +588,19 @@ impl<T> Shared<T> {
         };
 
         let in_flight = self.endpoints.pick();
-        let endpoint = in_flight.endpoint();
-        self.prepare(&mut req, endpoint, upgrade);
-
+        self.prepare(&mut req, in_flight.endpoint(), upgrade);
         let sent = self.transport.send(in_flight.index(), req);
-        let result = match self.response_timeout {
-            Some(limit) => tokio::time::timeout(limit, sent).await.ok(),
-            None => Some(sent.await),
-        };
-        let error = match result {
-            Some(Ok(mut res)) => {
-                drop(in_flight);
-                let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-                headers::remove_hop_by_hop(res.headers_mut(), upgraded && upgrade);
-                if let (true, Some(client)) = (upgraded, client_upgrade) {
-                    spawn_tunnel(client, hyper::upgrade::on(&mut res), Arc::clone(&self.name));
-                }
-                return Ok(res.map(ResponseBody::inner));
-            }
-            Some(Err(err)) => {
-                let kind = err.kind();
-                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, error = %err, "upstream request failed");
-                // A transport error of these kinds happened while
-                // connecting (the response timeout is applied here, not
-                // by the transport): the endpoint is taken out.
-                if matches!(
-                    kind,
-                    UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
-                ) {
-                    in_flight.mark_down();
-                }
-                kind
-            }
-            None => {
-                tracing::debug!(upstream = %self.name, endpoint = %endpoint.label, "upstream response timed out");
-                UpstreamErrorKind::Timeout
-            }
-        };
-        let mut res = error
-            .problem(&self.name)
-            .instance(client_path.path())
-            .request_id(request_id.as_ref())
-            .into_response();
-        res.extensions_mut().insert(error);
-        Ok(res)
+        ResponseFuture {
+            sent,
+            deadline: self.response_timeout.map(tokio::time::sleep),
+            state: Some(Pending {
+                name: Arc::clone(&self.name),
+                in_flight,
+                client_upgrade,
+                request_id,
+                client_path,
+            }),
+        }
     }
 
     /// Points the request at `endpoint` and rewrites its headers.
@@ -611,11 +676,7 @@ impl<T> Shared<T> {
 
 /// Copies bytes both ways between the client's and the upstream's upgraded
 /// connections until either side closes.
-fn spawn_tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    name: Arc<str>,
-) {
+fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, name: Arc<str>) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,

@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use pin_project_lite::pin_project;
 use tollgate_core::{ConnectionInfo, Problem, RouteName};
 use tollgate_proxy::{
-    PoolBody, Upstream, WeightedSplit,
+    PoolFuture, Upstream, WeightedSplit,
     rewrite::{Rewriter, strip_segment_prefix},
     validate_request,
 };
@@ -77,7 +77,7 @@ pin_project! {
         // Forwarding to an upstream.
         Proxy {
             #[pin]
-            inner: tollgate_proxy::ResponseFuture<PoolBody<Body>>,
+            inner: tollgate_proxy::ResponseFuture<PoolFuture<Body>>,
         },
         // Answered by the gateway itself.
         Ready {
