@@ -217,9 +217,17 @@ impl Problem {
     }
 
     /// Fills `instance` and `request_id` from a request.
+    ///
+    /// A request whose target is not a path (authority form) gets no
+    /// `instance`.
     pub fn for_request<B>(self, req: &http::Request<B>) -> Self {
-        self.instance(req.uri().path())
-            .request_id(req.extensions().get::<RequestId>())
+        let path = req.uri().path();
+        let this = if path.is_empty() {
+            self
+        } else {
+            self.instance(path)
+        };
+        this.request_id(req.extensions().get::<RequestId>())
     }
 
     /// Sets `Retry-After`, in whole seconds rounded up and never 0.

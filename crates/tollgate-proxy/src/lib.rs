@@ -2,8 +2,9 @@
 //! balancing, streaming, upgrades and timeouts.
 //!
 //! An [`Upstream`] is a tower `Service` for one named backend. It forwards
-//! requests to its endpoints through hyper-util's pooled keep-alive client
-//! with both bodies streaming, and answers failures itself with RFC 9457
+//! requests to its endpoints through a pooled keep-alive [`Transport`]
+//! (hyper-util's client by default, or the per-worker [`WorkerPool`]) with
+//! both bodies streaming, and answers failures itself with RFC 9457
 //! problems (502 for a refused, reset or garbled upstream, 504 for a slow
 //! one), so its error type is `Infallible` and it drops straight into an
 //! axum `Router`.

@@ -122,8 +122,9 @@ pub struct UpstreamBuilder {
 /// A tower `Service` for one named backend with one or more endpoints.
 ///
 /// It forwards each request to an endpoint picked by the [`Balance`]
-/// policy, through a pooled keep-alive client (hyper-util's), with both
-/// bodies streaming. It removes hop-by-hop headers in both directions,
+/// policy, through a pooled keep-alive [`Transport`] (hyper-util's client
+/// by default, or the [`WorkerPool`](crate::WorkerPool)), with both bodies
+/// streaming. It removes hop-by-hop headers in both directions,
 /// writes the forwarding headers, tunnels upgrades (WebSocket and any other
 /// `Upgrade`) as raw bytes, and turns failures into problems: 502 when the
 /// upstream refuses, resets or sends garbage, 504 when it is too slow. Its
@@ -618,8 +619,9 @@ impl<T> Shared<T> {
             .get::<ClientIp>()
             .map(|ip| ip.0)
             .or(peer.map(|p| p.remote.ip()));
-        let proto = if peer.is_some_and(|p| p.secure) || req.uri().scheme() == Some(&Scheme::HTTPS)
-        {
+        // From the connection only: a client can write any scheme into an
+        // absolute-form target or HTTP/2's `:scheme`.
+        let proto = if peer.is_some_and(|p| p.secure) {
             "https"
         } else {
             "http"

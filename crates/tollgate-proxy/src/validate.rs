@@ -2,9 +2,12 @@
 
 use http::{
     HeaderValue, Method, Request, Version,
-    header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING},
+    header::{ALLOW, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING},
 };
 use tollgate_core::{ConnectionInfo, Problem};
+
+/// The methods a gateway forwards: all but CONNECT.
+const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /// Checks a request before it is routed and forwarded, and returns the
 /// problem to answer with when it must not go on:
@@ -26,7 +29,12 @@ use tollgate_core::{ConnectionInfo, Problem};
 /// `None` means the request may go on.
 pub fn validate_request<B>(req: &Request<B>) -> Option<Problem> {
     if req.method() == Method::CONNECT {
-        return Some(Problem::method_not_allowed().detail("CONNECT is not supported"));
+        // RFC 9110 §15.5.6: a 405 names the methods that are allowed.
+        return Some(
+            Problem::method_not_allowed()
+                .detail("CONNECT is not supported")
+                .header(ALLOW, HeaderValue::from_static(ALLOWED_METHODS)),
+        );
     }
     let path = req.uri().path();
     if !path.starts_with('/') {

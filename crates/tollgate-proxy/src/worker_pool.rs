@@ -2,6 +2,7 @@
 //! pool by the response body itself, with no task or lookup per request.
 
 use std::{
+    collections::VecDeque,
     fmt,
     future::Future,
     pin::Pin,
@@ -70,7 +71,9 @@ struct Target {
 }
 
 struct Slot<B> {
-    idle: Vec<Idle<B>>,
+    /// Oldest first: checkout takes the newest (warmest), expiry trims the
+    /// oldest.
+    idle: VecDeque<Idle<B>>,
     h2: Option<http2::SendRequest<B>>,
 }
 
@@ -131,7 +134,7 @@ where
             .iter()
             .map(|_| {
                 Mutex::new(Slot {
-                    idle: Vec::new(),
+                    idle: VecDeque::new(),
                     h2: None,
                 })
             })
@@ -273,10 +276,11 @@ where
             slot.h2 = None;
         }
         let now = Instant::now();
+        slot.expire(now, self.idle_timeout);
         let mut pending = Vec::new();
         let mut found = None;
-        while let Some(idle) = slot.idle.pop() {
-            if idle.sender.is_closed() || now.duration_since(idle.since) > self.idle_timeout {
+        while let Some(idle) = slot.idle.pop_back() {
+            if idle.sender.is_closed() {
                 continue;
             }
             if idle.sender.is_ready() {
@@ -286,7 +290,7 @@ where
             // Its last response just ended and hyper has not caught up yet.
             pending.push(idle);
         }
-        slot.idle.append(&mut pending);
+        slot.idle.extend(pending);
         found
     }
 
@@ -339,7 +343,10 @@ where
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(connect_err)?;
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                // With `Protocol::Http2` only h2 was offered; a server that
+                // picks no ALPN protocol still gets h2, as with hyper-util.
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2")
+                    || self.protocol == Protocol::Http2;
                 self.handshake(endpoint, tls, h2).await
             }
             _ => {
@@ -401,6 +408,21 @@ fn send_error(err: &hyper::Error) -> TransportError {
     TransportError::new(kind, err.to_string())
 }
 
+// === impl Slot ===
+
+impl<B> Slot<B> {
+    /// Drops the connections idle for longer than `timeout`, oldest first.
+    fn expire(&mut self, now: Instant, timeout: Duration) {
+        while self
+            .idle
+            .front()
+            .is_some_and(|idle| idle.sender.is_closed() || now.duration_since(idle.since) > timeout)
+        {
+            self.idle.pop_front();
+        }
+    }
+}
+
 // === impl GiveBack ===
 
 impl<B> GiveBack<B> {
@@ -408,12 +430,17 @@ impl<B> GiveBack<B> {
         if self.sender.is_closed() {
             return;
         }
-        if let Ok(mut slot) = self.shared.slots[self.endpoint].lock()
-            && slot.idle.len() < self.shared.max_idle
-        {
-            slot.idle.push(Idle {
+        let Ok(mut slot) = self.shared.slots[self.endpoint].lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // Connections idle past the timeout are closed as others come back,
+        // so an endpoint in use never keeps stale ones.
+        slot.expire(now, self.shared.idle_timeout);
+        if slot.idle.len() < self.shared.max_idle {
+            slot.idle.push_back(Idle {
                 sender: self.sender,
-                since: Instant::now(),
+                since: now,
             });
         }
     }

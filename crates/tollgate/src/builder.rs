@@ -27,9 +27,11 @@ pub struct GatewayBuilder {
 /// One route: what it matches and where it sends the request.
 ///
 /// A route matches a path prefix at a segment boundary (`/api/users`
-/// matches `/api/users/42`, not `/api/usersX`); among the routes that
-/// match, the longest prefix wins, then the one with more conditions (host,
-/// method, header). API versions go by prefix (`/api/v2`) or by header
+/// matches `/api/users/42`, not `/api/usersX`). Among the routes that
+/// match, those for an exact host come first, then wildcard hosts, then
+/// routes for any host; within each, the longest prefix wins, then the
+/// route with more conditions (headers, method), then the one registered
+/// first. API versions go by prefix (`/api/v2`) or by header
 /// (`.header("x-api-version", "2")`).
 #[derive(Debug, Clone)]
 #[must_use]

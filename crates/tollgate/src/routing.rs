@@ -54,10 +54,10 @@ pub(crate) struct CompiledRoute {
 /// route, rewrites the path and forwards. Unmatched requests get a 404
 /// problem; a path matched but not its method, a 405 with `Allow`.
 ///
-/// [`GatewayBuilder::build`](crate::GatewayBuilder::build) puts it into an
-/// `axum::Router` as the fallback; [`GatewayBuilder::build_service`]
-/// (crate::GatewayBuilder::build_service) returns it alone, for
-/// [`serve`](crate::serve) without axum's router in front.
+/// [`build`](crate::GatewayBuilder::build) puts it into an `axum::Router`
+/// as the fallback; [`build_service`](crate::GatewayBuilder::build_service)
+/// returns it alone, for [`serve`](crate::serve) without axum's router in
+/// front.
 #[derive(Clone, Debug)]
 pub struct GatewayService {
     routes: Arc<[CompiledRoute]>,

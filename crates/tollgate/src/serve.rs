@@ -29,10 +29,11 @@ use tower::{Service, ServiceExt};
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
 ///
-/// `service` is an `axum::Router` (what [`GatewayBuilder::build`]
-/// (crate::GatewayBuilder::build) returns, merged with your handlers or
-/// not), a [`GatewayService`](crate::GatewayService), or any tower service
-/// of `Request<axum::body::Body>` that answers every request itself.
+/// `service` is an `axum::Router` (what
+/// [`build`](crate::GatewayBuilder::build) returns, merged with your
+/// handlers or not), a [`GatewayService`](crate::GatewayService), or any
+/// tower service of `Request<axum::body::Body>` that answers every request
+/// itself.
 ///
 /// Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge), chosen by
 /// hyper-util's auto server; upgrades (WebSocket) are supported. Every
@@ -101,7 +102,8 @@ where
     }
 
     /// How long a client may take to send a request's headers (default
-    /// 30 s); slow clients are disconnected.
+    /// 30 s), and how long a new connection may stay silent before its first
+    /// request; slow or silent clients are disconnected.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self

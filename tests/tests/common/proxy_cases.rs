@@ -1128,3 +1128,31 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+/// `X-Forwarded-Proto` comes from the connection, never from the client:
+/// an absolute-form `https://` target on a plain connection is still
+/// `http`, and its authority (not `Host`) is the forwarded host.
+#[tokio::test]
+async fn x_forwarded_proto_cannot_be_forged_by_the_target() {
+    let up = spawn_upstream(echo_router()).await;
+    let gw = gateway_to(upstream("up", up)).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (head, body) = raw_roundtrip(
+        &mut stream,
+        b"GET https://evil.example/x HTTP/1.1\r\nHost: other.example\r\nX-Forwarded-Proto: https\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let echo: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        echo["headers"]["x-forwarded-proto"],
+        serde_json::json!(["http"]),
+        "{echo}"
+    );
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        serde_json::json!(["evil.example"]),
+        "{echo}"
+    );
+    assert_eq!(echo["uri"], "/x", "{echo}");
+}
