@@ -2,7 +2,8 @@
 //!
 //! - `direct`: hyper-util's pooled client straight to the upstream (the floor);
 //! - `gateway`: the same request through the gateway's router (route match,
-//!   header rewriting, the upstream's pooled client);
+//!   header rewriting, hyper-util's pooled client);
+//! - `gateway_worker_pool`: the same with the per-worker pool;
 //! - `upstream_service`: the `Upstream` service alone, without the router;
 //! - `not_found_50_routes`: route matching over 50 routes that all miss,
 //!   plus rendering the 404 problem (no I/O).
@@ -21,7 +22,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tollgate::{Gateway, Route, Upstream};
+use tollgate::{Gateway, Route, Upstream, proxy::PoolKind};
 use tollgate_benches::spawn_backend;
 use tower::ServiceExt;
 
@@ -32,9 +33,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn gateway(backend: SocketAddr) -> axum::Router {
+fn gateway(backend: SocketAddr, pool: PoolKind) -> axum::Router {
     Gateway::builder()
-        .upstream(Upstream::builder("backend").endpoint(format!("http://{backend}")))
+        .upstream(
+            Upstream::builder("backend")
+                .endpoint(format!("http://{backend}"))
+                .pool(pool),
+        )
         .route(Route::prefix("/").name("all").to("backend"))
         .build()
         .expect("gateway")
@@ -65,17 +70,22 @@ fn proxy_path(c: &mut Criterion) {
         });
     });
 
-    let router = rt.block_on(async { gateway(backend) });
-    group.bench_function("gateway", |b| {
-        b.to_async(&rt).iter(|| async {
-            let res = router
-                .clone()
-                .oneshot(get("/users/12345"))
-                .await
-                .expect("gateway");
-            res.into_body().collect().await.expect("body").to_bytes()
+    for (name, pool) in [
+        ("gateway", PoolKind::HyperUtil),
+        ("gateway_worker_pool", PoolKind::Worker),
+    ] {
+        let router = rt.block_on(async { gateway(backend, pool) });
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let res = router
+                    .clone()
+                    .oneshot(get("/users/12345"))
+                    .await
+                    .expect("gateway");
+                res.into_body().collect().await.expect("body").to_bytes()
+            });
         });
-    });
+    }
 
     let upstream = rt.block_on(async {
         Upstream::builder("backend")

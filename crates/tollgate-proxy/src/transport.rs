@@ -270,7 +270,7 @@ pub enum PoolKind {
     #[default]
     HyperUtil,
     /// Connections held per endpoint and returned by the response body
-    /// ([`WorkerPool`](crate::WorkerPool)); fastest with one gateway per
+    /// ([`WorkerPool`](crate::WorkerPool)); made for one gateway per
     /// worker thread.
     Worker,
 }
