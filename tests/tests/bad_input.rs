@@ -1,8 +1,8 @@
 //! Hostile input on the wire: malformed request lines, headers, framing
-//! and paths, sent as raw bytes. Each one gets a 4xx — the gateway's own
-//! problem+json where the router answers, hyper's bare 4xx where hyper
-//! refuses before the router — and never reaches the upstream. The gateway
-//! keeps serving afterwards.
+//! and paths, sent as raw bytes. Each one gets a 4xx problem+json — from
+//! the router, or, where hyper refuses the bytes before the router, hyper's
+//! answer turned into a problem by `serve()` — and never reaches the
+//! upstream. The gateway keeps serving afterwards.
 
 #![expect(
     clippy::unwrap_used,
@@ -71,8 +71,9 @@ fn problem(raw: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-/// Sends `raw` on a fresh connection and asserts hyper's own `expected`
-/// answer (a bare 4xx, not a problem) and that the connection is closed.
+/// Sends `raw` on a fresh connection and asserts that the request hyper
+/// refused before the router got the `expected` status as a problem+json,
+/// and that the connection is closed.
 async fn assert_refused_by_hyper(gw: &RunningGateway, raw: &[u8], expected: u16) {
     let answer = raw_exchange(gw.addr, raw).await;
     assert_eq!(
@@ -81,9 +82,20 @@ async fn assert_refused_by_hyper(gw: &RunningGateway, raw: &[u8], expected: u16)
         "{:?} got {answer:?}",
         String::from_utf8_lossy(raw)
     );
+    // hyper refuses these before the router; serve() turns its bare
+    // answer into a problem.
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     assert!(
-        !answer.contains("problem+json"),
-        "hyper answers before the router: {answer}"
+        head.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    let problem: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(problem["status"], expected, "{answer}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("urn:tollgate:problem:")),
+        "{answer}"
     );
 }
 
@@ -219,12 +231,17 @@ async fn invalid_header_bytes_are_400() {
 /// Sends a head made of `header_lines` while reading the answer, so that a
 /// server that answers and closes early cannot make the write fail the test.
 async fn send_huge_head(addr: SocketAddr, header_lines: Vec<u8>) -> String {
+    let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    raw.extend_from_slice(&header_lines);
+    raw.extend_from_slice(b"\r\n");
+    send_large(addr, raw).await
+}
+
+/// Sends `raw` in pieces while reading the answer.
+async fn send_large(addr: SocketAddr, raw: Vec<u8>) -> String {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
-        raw.extend_from_slice(&header_lines);
-        raw.extend_from_slice(b"\r\n");
         for piece in raw.chunks(16 * 1024) {
             if write.write_all(piece).await.is_err() {
                 break;
@@ -269,6 +286,11 @@ async fn huge_header_blocks_are_431() {
     for lines in [one, many, count] {
         let answer = send_huge_head(gw.addr, lines).await;
         assert_eq!(status(&answer), 431, "{answer}");
+        assert_eq!(
+            problem(&answer)["type"],
+            "urn:tollgate:problem:headers-too-large",
+            "{answer}"
+        );
     }
     assert_still_serving(&gw, &hits).await;
 }
@@ -436,5 +458,22 @@ async fn dot_segments_are_400_problems() {
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body_json(res).await["type"], BAD_REQUEST);
+    assert_still_serving(&gw, &hits).await;
+}
+
+/// A request target longer than hyper accepts is 414, as a problem.
+#[tokio::test]
+async fn an_over_long_uri_is_414_problem() {
+    let (gw, hits) = gateway().await;
+    let mut raw = b"GET /".to_vec();
+    raw.resize(raw.len() + 70_000, b'a');
+    raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = send_large(gw.addr, raw).await;
+    assert_eq!(status(&answer), 414, "{answer}");
+    assert_eq!(
+        problem(&answer)["type"],
+        "urn:tollgate:problem:uri-too-long",
+        "{answer}"
+    );
     assert_still_serving(&gw, &hits).await;
 }

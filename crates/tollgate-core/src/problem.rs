@@ -45,6 +45,8 @@ problem_types! {
     PAYLOAD_TOO_LARGE = "payload-too-large";
     /// The request headers are too many or too large (431).
     HEADERS_TOO_LARGE = "headers-too-large";
+    /// The request target is longer than the server accepts (414).
+    URI_TOO_LONG = "uri-too-long";
     /// A quota was exceeded (429).
     RATE_LIMITED = "rate-limited";
     /// The gateway is overloaded or a dependency is down (503).
@@ -143,6 +145,11 @@ impl Problem {
             HEADERS_TOO_LARGE,
             "Request header fields too large",
         )
+    }
+
+    /// 414: the request target is too long.
+    pub fn uri_too_long() -> Self {
+        Self::new(StatusCode::URI_TOO_LONG, URI_TOO_LONG, "URI too long")
     }
 
     /// 429: a quota was exceeded. Add [`Problem::retry_after`].

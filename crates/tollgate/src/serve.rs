@@ -27,6 +27,8 @@ use tollgate_core::BoxError;
 use tollgate_core::ConnectionInfo;
 use tower::{Service, ServiceExt};
 
+use crate::parse_error::ProblemOnParseError;
+
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
 ///
 /// `service` is an `axum::Router` (what
@@ -170,7 +172,10 @@ where
                     req.map(Body::new)
                 });
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .serve_connection_with_upgrades(
+                    TokioIo::new(ProblemOnParseError::new(stream)),
+                    TowerToHyperService::new(svc),
+                )
                 .into_owned();
             let conn = graceful.watch(conn);
             connections.spawn(async move {
