@@ -1156,3 +1156,64 @@ async fn x_forwarded_proto_cannot_be_forged_by_the_target() {
     );
     assert_eq!(echo["uri"], "/x", "{echo}");
 }
+
+/// The connect timeout bounds the TLS handshake too: an `https` endpoint
+/// that accepts TCP but never answers the ClientHello is a 504 within the
+/// connect timeout, not a hang until the response timeout.
+#[tokio::test]
+async fn connect_timeout_covers_a_stalled_tls_handshake() {
+    let up = spawn_raw_upstream(|mut stream| async move {
+        // Swallow the ClientHello and never answer.
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = gateway_to(
+        pooled("up")
+            .endpoint(format!("https://localhost:{}", up.port()))
+            .connect_timeout(Duration::from_millis(300))
+            .response_timeout(Some(Duration::from_secs(60))),
+    )
+    .await;
+    let res = within("a 504", get(&gw, "/tls")).await;
+    assert_problem(res, 504, GATEWAY_TIMEOUT).await;
+}
+
+/// A pooled connection idle for longer than the idle timeout is not
+/// reused: the next request opens a new one.
+#[tokio::test]
+async fn idle_connections_expire() {
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&connections);
+    let up = spawn_raw_upstream(move |mut stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            while tollgate_tests::read_head(&mut stream).await.is_some() {
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = gateway_to(upstream("up", up).idle_timeout(Duration::from_millis(200))).await;
+    for _ in 0..3 {
+        tollgate_tests::body_bytes(get(&gw, "/a").await).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "reused while fresh");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tollgate_tests::body_bytes(get(&gw, "/b").await).await;
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "a new connection after the idle timeout"
+    );
+}
