@@ -17,7 +17,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tollgate::{Gateway, GatewayBuilder, Route, Upstream};
+use tollgate::{
+    Gateway, GatewayBuilder, Route, Upstream,
+    request_id::{ClientIpLayer, RequestIdLayer},
+};
 
 /// Where the demo services listen.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +76,8 @@ fn seen(service: &str, uri: &OriginalUri, headers: &HeaderMap) -> Value {
         "x_forwarded_for": header("x-forwarded-for"),
         "x_forwarded_proto": header("x-forwarded-proto"),
         "x_forwarded_host": header("x-forwarded-host"),
+        "x_request_id": header("x-request-id"),
+        "traceparent": header("traceparent"),
     })
 }
 
@@ -103,9 +108,13 @@ async fn product(Path(sku): Path<String>, uri: OriginalUri, headers: HeaderMap) 
     Json(json!({"sku": sku, "price_cents": 450, "seen": seen("products", &uri, &headers)}))
 }
 
-/// The demo gateway in front of `services`.
+/// The demo gateway in front of `services`: request ids, trace context
+/// and client IPs for every request, then the routes.
 pub(crate) fn gateway(services: Services) -> GatewayBuilder {
     Gateway::builder()
+        .request_id(RequestIdLayer::x_request_id())
+        .trace_context(true)
+        .client_ip(ClientIpLayer::peer_only())
         .upstream(Upstream::builder("users").endpoint(format!("http://{}", services.users)))
         .upstream(Upstream::builder("orders").endpoint(format!("http://{}", services.orders)))
         .upstream(Upstream::builder("products").endpoint(format!("http://{}", services.products)))

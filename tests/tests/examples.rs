@@ -234,3 +234,27 @@ async fn the_proxy_example_refuses_a_bad_upstream_with_exit_code_2() {
         assert!(stderr.contains(wants), "{args:?}: {stderr}");
     }
 }
+
+/// The demo gives every request an id, echoed to the client and seen by
+/// the service, and starts a W3C trace for it.
+#[tokio::test]
+async fn the_demo_adds_request_ids_and_trace_context() {
+    let services = demo_app::start_services().await.expect("services");
+    let router = demo_app::gateway(services).build().expect("gateway");
+    let gw = tollgate_tests::spawn_gateway(router).await;
+    let req = http::Request::get(gw.url("/api/users/42"))
+        .body(tollgate_tests::empty())
+        .expect("request");
+    let res = tollgate_tests::client()
+        .request(req)
+        .await
+        .expect("response");
+    let echoed = res.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let json = tollgate_tests::body_json(res).await;
+    assert_eq!(json["seen"]["x_request_id"], echoed.as_str(), "{json}");
+    let tp = json["seen"]["traceparent"].as_str().expect("a traceparent");
+    assert_eq!(tp.len(), 55, "{tp}");
+}

@@ -27,6 +27,35 @@ pub struct ConnectionInfo {
     pub secure: bool,
 }
 
+/// The W3C trace context of a request (`traceparent`): the trace it
+/// belongs to and the span the gateway opened for it, which is the parent
+/// of the upstream call.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The 16-byte trace id.
+    pub trace_id: [u8; 16],
+    /// The gateway's 8-byte span id (`parent-id` in the header sent upstream).
+    pub span_id: [u8; 8],
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+/// Why a request to an upstream failed. The proxy puts it into the
+/// extensions of the problem response it returns, so metrics can count
+/// upstream errors by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpstreamErrorKind {
+    /// No connection could be made (refused, unreachable, TLS handshake).
+    Connect,
+    /// Connecting or waiting for the response headers took too long.
+    Timeout,
+    /// The connection was reset or closed before the response was complete.
+    Reset,
+    /// The upstream sent something that is not valid HTTP.
+    Protocol,
+}
+
 /// The name of the route that matched, for metrics labels and logs.
 ///
 /// It is the route's configured name, never the raw path, so label
@@ -139,6 +168,66 @@ impl ConnectionInfo {
     }
 }
 
+// === impl UpstreamErrorKind ===
+
+impl UpstreamErrorKind {
+    /// The kind as a metrics label: `connect`, `timeout`, `reset` or `protocol`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl TraceContext ===
+
+impl TraceContext {
+    /// The trace id as 32 lowercase hex digits.
+    #[must_use]
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The `traceparent` header value: `00-{trace-id}-{span-id}-{flags}`.
+    #[must_use]
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            self.flags
+        )
+    }
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TraceContext")
+            .field(&self.traceparent())
+            .finish()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String never fails.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 // === impl RouteName ===
 
 impl RouteName {
@@ -219,6 +308,20 @@ mod tests {
         assert!(id.has_scope("read"));
         assert!(!id.has_scope("admin"));
         assert_eq!(id.plan.as_deref(), Some("free"));
+    }
+
+    #[test]
+    fn traceparent_renders_lowercase_hex() {
+        let ctx = TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08],
+            flags: 1,
+        };
+        assert_eq!(
+            ctx.traceparent(),
+            "00-abababababababababababababababab-0102030405060708-01"
+        );
+        assert_eq!(ctx.trace_id_hex().len(), 32);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`ClientIp`]       | request-id layer               | rate-limit keys, the proxy, logs          |
 //! | [`ConnectionInfo`] | the server (`tollgate::serve`) | client-IP resolution, `X-Forwarded-Proto` |
 //! | [`Identity`]       | auth layers                    | scope checks, rate limits, transforms     |
+//! | [`TraceContext`]   | request-id layer               | logs, the proxy (via `traceparent`)       |
 //! | [`RouteName`]      | the gateway builder            | metrics labels, logs                      |
 //!
 //! A rejection is always a [`Problem`], rendered as `application/problem+json`:
@@ -40,8 +41,47 @@ mod extensions;
 pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
-pub use extensions::{ClientIp, ConnectionInfo, Identity, RequestId, RouteName};
+pub use extensions::{
+    ClientIp, ConnectionInfo, Identity, RequestId, RouteName, TraceContext, UpstreamErrorKind,
+};
 pub use problem::Problem;
 
 /// A type-erased error, as used by tower and hyper.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Defines `get_ref`, `get_mut` and `into_inner` for a middleware whose
+/// wrapped service is the field `inner` of type `S`, as tower-http does.
+///
+/// ```
+/// pub struct Wrap<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Wrap<S> {
+///     tollgate_core::inner_service_accessors!();
+/// }
+///
+/// let mut w = Wrap { inner: 1 };
+/// *w.get_mut() += 1;
+/// assert_eq!(*w.get_ref(), 2);
+/// assert_eq!(w.into_inner(), 2);
+/// ```
+#[macro_export]
+macro_rules! inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}

@@ -4,54 +4,21 @@ use std::{error::Error as StdError, io};
 
 use tollgate_core::Problem;
 
-/// Why a request to an upstream failed.
-///
-/// It is put into the extensions of the problem response the proxy
-/// returns, so metrics can count upstream errors by kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UpstreamErrorKind {
-    /// No connection could be made (refused, unreachable, TLS handshake).
-    Connect,
-    /// Connecting or waiting for the response headers took too long.
-    Timeout,
-    /// The connection was reset or closed before the response was complete.
-    Reset,
-    /// The upstream sent something that is not valid HTTP.
-    Protocol,
-}
+pub use tollgate_core::UpstreamErrorKind;
 
-impl UpstreamErrorKind {
-    /// The kind as a metrics label: `connect`, `timeout`, `reset` or `protocol`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Timeout => "timeout",
-            Self::Reset => "reset",
-            Self::Protocol => "protocol",
-        }
-    }
-
-    /// The problem the client gets: 504 for a timeout, 502 otherwise.
-    pub(crate) fn problem(self, upstream: &str) -> Problem {
-        match self {
-            Self::Connect => Problem::upstream_unavailable()
-                .detail(format!("could not connect to upstream \"{upstream}\"")),
-            Self::Timeout => Problem::gateway_timeout()
-                .detail(format!("upstream \"{upstream}\" did not answer in time")),
-            Self::Reset => Problem::bad_gateway().detail(format!(
-                "upstream \"{upstream}\" closed the connection before answering"
-            )),
-            Self::Protocol => Problem::bad_gateway()
-                .detail(format!("upstream \"{upstream}\" sent an invalid response")),
-        }
-    }
-}
-
-impl std::fmt::Display for UpstreamErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// The problem the client gets: 504 for a timeout, 502 otherwise.
+pub(crate) fn problem(kind: UpstreamErrorKind, upstream: &str) -> Problem {
+    match kind {
+        UpstreamErrorKind::Connect => Problem::upstream_unavailable()
+            .detail(format!("could not connect to upstream \"{upstream}\"")),
+        UpstreamErrorKind::Timeout => Problem::gateway_timeout()
+            .detail(format!("upstream \"{upstream}\" did not answer in time")),
+        UpstreamErrorKind::Reset => Problem::bad_gateway().detail(format!(
+            "upstream \"{upstream}\" closed the connection before answering"
+        )),
+        // A kind added later is treated as the most general failure.
+        _ => Problem::bad_gateway()
+            .detail(format!("upstream \"{upstream}\" sent an invalid response")),
     }
 }
 

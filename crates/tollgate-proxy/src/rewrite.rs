@@ -268,20 +268,7 @@ impl<S> RewritePath<S> {
         Self { inner, rewriter }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    tollgate_core::inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for RewritePath<S>

@@ -559,8 +559,7 @@ impl Pending {
                 UpstreamErrorKind::Timeout
             }
         };
-        let mut res = error
-            .problem(&self.name)
+        let mut res = crate::error::problem(error, &self.name)
             .instance(self.client_path.path())
             .request_id(self.request_id.as_ref())
             .into_response();
@@ -614,11 +613,14 @@ impl<T> Shared<T> {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .or_else(|| req.headers().get(HOST).cloned());
         let peer = req.extensions().get::<ConnectionInfo>().copied();
-        let client_ip = req
-            .extensions()
-            .get::<ClientIp>()
-            .map(|ip| ip.0)
-            .or(peer.map(|p| p.remote.ip()));
+        // X-Forwarded-For and Forwarded list hops: each proxy appends the
+        // address it got the request from, the peer. With trusted proxies in
+        // front, the resolved ClientIp is further left in the chain already,
+        // and appending it again would duplicate it. ClientIp is used only
+        // when there is no connection (in-process calls).
+        let client_ip = peer
+            .map(|p| p.remote.ip())
+            .or_else(|| req.extensions().get::<ClientIp>().map(|ip| ip.0));
         // From the connection only: a client can write any scheme into an
         // absolute-form target or HTTP/2's `:scheme`.
         let proto = if peer.is_some_and(|p| p.secure) {

@@ -7,6 +7,7 @@ use axum::{Router, body::Body};
 use http::{HeaderName, HeaderValue, Method};
 use tollgate_core::{ConfigError, ConfigErrorKind, RouteName};
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
+use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
 
 use crate::routing::{CompiledRoute, GatewayService, Matcher, RouteService};
 
@@ -22,6 +23,9 @@ pub struct Gateway;
 pub struct GatewayBuilder {
     upstreams: Vec<UpstreamBuilder>,
     routes: Vec<Route>,
+    request_id: Option<RequestIdLayer>,
+    trace_context: bool,
+    client_ip: Option<ClientIpLayer>,
 }
 
 /// One route: what it matches and where it sends the request.
@@ -79,6 +83,27 @@ impl GatewayBuilder {
         self
     }
 
+    /// Gives every request an id ([`RequestIdLayer`]): generated, or a
+    /// trusted incoming one; forwarded upstream and echoed on the response.
+    pub fn request_id(mut self, layer: RequestIdLayer) -> Self {
+        self.request_id = Some(layer);
+        self
+    }
+
+    /// Propagates W3C `traceparent`/`tracestate` to the upstreams, or starts
+    /// a trace when the client sent none ([`TraceparentLayer`]).
+    pub fn trace_context(mut self, on: bool) -> Self {
+        self.trace_context = on;
+        self
+    }
+
+    /// Resolves the [`ClientIp`](tollgate_core::ClientIp) of every request
+    /// from the peer and the trusted proxies ([`ClientIpLayer`]).
+    pub fn client_ip(mut self, layer: ClientIpLayer) -> Self {
+        self.client_ip = Some(layer);
+        self
+    }
+
     /// Checks everything and builds the router.
     ///
     /// Unmatched requests get a 404 problem; a path matched but not its
@@ -91,13 +116,32 @@ impl GatewayBuilder {
     /// name, a route to an unknown upstream, two routes that match the same
     /// requests, or a bad prefix, header or rewrite. The message names the
     /// route or upstream.
-    pub fn build(self) -> Result<Router, ConfigError> {
-        Ok(Router::new().fallback_service(self.build_service()?))
+    ///
+    /// The request id, trace context and client IP layers, when set, wrap
+    /// the routes in that order (the request id first).
+    pub fn build(mut self) -> Result<Router, ConfigError> {
+        let request_id = self.request_id.take();
+        let trace_context = std::mem::take(&mut self.trace_context);
+        let client_ip = self.client_ip.take();
+        let mut router = Router::new().fallback_service(self.build_service()?);
+        if let Some(layer) = client_ip {
+            router = router.layer(layer);
+        }
+        if trace_context {
+            router = router.layer(TraceparentLayer::new());
+        }
+        if let Some(layer) = request_id {
+            router = router.layer(layer);
+        }
+        Ok(router)
     }
 
     /// Like [`build`](Self::build), but returns the gateway as a plain
     /// tower `Service`, without axum's router in front: the leanest way to
     /// run a gateway that has no handlers of its own, with [`serve`](crate::serve).
+    /// The request id, trace context and client IP settings are not applied
+    /// here: stack those layers around the service with
+    /// `tower::ServiceBuilder` when you want them.
     ///
     /// # Errors
     ///

@@ -41,6 +41,7 @@
 //! |------------------|----------------|------------------------------------------------------|
 //! | `tollgate-core`  | [`core`]       | extensions, problem+json, body types, config errors  |
 //! | `tollgate-proxy` | [`proxy`]      | upstreams, balancing, streaming, upgrades, timeouts  |
+//! | `tollgate-request-id` | [`request_id`] | request ids, W3C trace context, client IP resolution |
 //!
 //! # Features
 //!
@@ -66,3 +67,5 @@ pub use tollgate_proxy::{Balance, PathRewrite, Protocol, Upstream, UpstreamBuild
 pub use tollgate_core as core;
 /// The data plane (`tollgate-proxy`).
 pub use tollgate_proxy as proxy;
+/// Request ids, trace context and client IPs (`tollgate-request-id`).
+pub use tollgate_request_id as request_id;

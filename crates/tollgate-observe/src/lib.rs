@@ -1,0 +1,95 @@
+//! Access logs, Prometheus metrics and the audit trail of the tollgate gateway.
+//!
+//! [`ObserveLayer`] writes one access-log event per request on the tracing
+//! target `tollgate::access` and records the request metrics into a
+//! [`Metrics`] registry, which [`admin_router`] serves as `GET /metrics`:
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tollgate_observe::{Metrics, ObserveLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let metrics = Metrics::new();
+//! let svc = ServiceBuilder::new()
+//!     .layer(ObserveLayer::builder().metrics(metrics.clone()).build())
+//!     .service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("hi"))))
+//!     });
+//!
+//! let res = svc.oneshot(Request::get("/users/1").body(Full::default())?).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(metrics.in_flight(), 1); // until the body ends
+//! drop(res);
+//! assert_eq!(metrics.in_flight(), 0);
+//! assert!(metrics.render().contains(
+//!     r#"tollgate_requests_total{route="unmatched",method="GET",status="200"} 1"#
+//! ));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Access log
+//!
+//! One event per request, on target [`ACCESS_TARGET`], written when the
+//! response body ends or is dropped (so `latency_ms` covers the whole
+//! response). Its fields:
+//!
+//! | field          | value |
+//! |----------------|-------|
+//! | `request_id`   | the [`RequestId`](tollgate_core::RequestId) extension, when present |
+//! | `trace_id`     | the W3C trace id from the `TraceContext` extension (set by `TraceparentLayer`, which must run before this layer) |
+//! | `method`       | the request method |
+//! | `path`         | the path; with the query only when [`ObserveBuilder::log_query`] is on |
+//! | `route`        | the [`RouteName`](tollgate_core::RouteName), or `unmatched` |
+//! | `status`       | the response status; 499 when the client left before the response, 500 when the inner service failed |
+//! | `latency_ms`   | milliseconds from the request to the end of the response body (f64) |
+//! | `client_ip`    | the [`ClientIp`](tollgate_core::ClientIp) extension, else the peer of [`ConnectionInfo`](tollgate_core::ConnectionInfo) |
+//! | `subject`, `consumer` | from the [`Identity`](tollgate_core::Identity), when present |
+//! | `user_agent`   | the `User-Agent` header |
+//! | `problem_type` | the `type` of the [`Problem`](tollgate_core::Problem) in the response extensions |
+//! | `bytes_in`     | the request `Content-Length`, or the body's exact size hint |
+//! | `bytes_out`    | the response body bytes actually sent |
+//! | `body_error`   | `true` when the response body failed mid-stream |
+//!
+//! No header value other than `User-Agent` is ever logged: `Authorization`,
+//! `Cookie`, `Set-Cookie`, `X-Api-Key` and the rest never appear.
+//! The upstream name and latency fields will be added with the proxy's
+//! upstream metrics.
+//!
+//! # Route and identity
+//!
+//! The route table and the auth layers run *inside* this layer and set
+//! [`RouteName`](tollgate_core::RouteName) and
+//! [`Identity`](tollgate_core::Identity) on the request, which this layer no
+//! longer sees. So both are read from the **response** extensions when
+//! present, else from the request extensions as they were before calling the
+//! inner service. The gateway's route table will copy `RouteName` onto
+//! responses in a later change; until then requests routed by it are labelled
+//! `unmatched` unless an outer layer set the name.
+//!
+//! # Metrics
+//!
+//! See [`Metrics`] for the families and their labels.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod admin;
+pub mod audit;
+mod body;
+pub mod future;
+mod layer;
+mod metrics;
+mod record;
+mod service;
+
+pub use admin::admin_router;
+pub use body::ObserveBody;
+pub use layer::{ObserveBuilder, ObserveLayer};
+pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics, UNMATCHED};
+pub use record::ACCESS_TARGET;
+pub use service::Observe;
+#[doc(no_inline)]
+pub use tollgate_core::UpstreamErrorKind;

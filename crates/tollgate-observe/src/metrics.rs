@@ -1,0 +1,329 @@
+//! The Prometheus registry of the gateway.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::Method;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+use tollgate_core::RouteName;
+use tollgate_core::UpstreamErrorKind;
+
+/// The `Content-Type` of [`Metrics::render`]'s output: the OpenMetrics text
+/// format, which Prometheus scrapes natively.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The label value for a request that no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Bucket bounds of the latency histograms, in seconds: 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The metrics of one gateway, in their own Prometheus registry.
+///
+/// There is no global recorder: two gateways (or two tests) in one process
+/// each own a `Metrics` and never see each other's counts. Cloning is cheap
+/// and shares the registry.
+///
+/// | metric                                               | type      | labels                  | recorded by |
+/// |------------------------------------------------------|-----------|-------------------------|-------------|
+/// | `tollgate_requests_total`                            | counter   | `route, method, status` | [`ObserveLayer`](crate::ObserveLayer) |
+/// | `tollgate_request_duration_seconds`                  | histogram | `route`                 | [`ObserveLayer`](crate::ObserveLayer) |
+/// | `tollgate_in_flight_requests`                        | gauge     |                         | [`ObserveLayer`](crate::ObserveLayer) |
+/// | `tollgate_rejections_total`                          | counter   | `type`                  | [`ObserveLayer`](crate::ObserveLayer), for every response carrying a [`Problem`](tollgate_core::Problem) |
+/// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
+/// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
+///
+/// Nothing in tollgate calls [`Metrics::record_upstream`] or
+/// [`Metrics::record_upstream_error`] yet: the proxy will, in a later change.
+/// Until then the two upstream families are registered but absent from the
+/// exposition: prometheus-client leaves out a labelled family until it has
+/// its first sample (the same holds for the other labelled families).
+///
+/// Label cardinality is bounded: `route` is the route's configured name (or
+/// `unmatched`), never the raw path; `method` is a standard method name or
+/// `other`; `status` is the numeric code.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone)]
+#[must_use]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    rejections: Family<RejectionLabels, Counter>,
+    upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    unmatched: RouteLabel,
+}
+
+/// A route name as a label value, without copying it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct RouteLabel(RouteName);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: RouteLabel,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: RouteLabel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RejectionLabels {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    upstream: Arc<str>,
+    kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// A new registry with every tollgate metric family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let in_flight = Gauge::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        let upstream_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+
+        registry.register(
+            "tollgate_requests",
+            "Requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "tollgate_request_duration",
+            "Time from receiving a request to the end of its response body, by route",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register(
+            "tollgate_in_flight_requests",
+            "Requests received whose response has not ended yet",
+            in_flight.clone(),
+        );
+        registry.register(
+            "tollgate_rejections",
+            "Responses the gateway answered itself with a problem, by problem type",
+            rejections.clone(),
+        );
+        registry.register_with_unit(
+            "tollgate_upstream_duration",
+            "Time of upstream calls, by upstream",
+            Unit::Seconds,
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "tollgate_upstream_errors",
+            "Failed upstream calls, by upstream and kind",
+            upstream_errors.clone(),
+        );
+
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                duration,
+                in_flight,
+                rejections,
+                upstream_duration,
+                upstream_errors,
+                unmatched: RouteLabel(RouteName::new(UNMATCHED)),
+            }),
+        }
+    }
+
+    /// The exposition in the OpenMetrics text format (see [`CONTENT_TYPE`]),
+    /// ending with `# EOF`.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        if encode(&mut out, &self.inner.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// The current value of `tollgate_in_flight_requests`.
+    #[must_use]
+    pub fn in_flight(&self) -> i64 {
+        self.inner.in_flight.get()
+    }
+
+    /// Records one upstream call of `duration` into
+    /// `tollgate_upstream_duration_seconds{upstream}`.
+    ///
+    /// Nothing calls this yet; the proxy will, in a later change.
+    pub fn record_upstream(&self, upstream: impl Into<Arc<str>>, duration: Duration) {
+        let labels = UpstreamLabels {
+            upstream: upstream.into(),
+        };
+        self.inner
+            .upstream_duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts one failed upstream call into
+    /// `tollgate_upstream_errors_total{upstream,kind}`.
+    ///
+    /// Nothing calls this yet; the proxy will, in a later change.
+    pub fn record_upstream_error(&self, upstream: impl Into<Arc<str>>, kind: UpstreamErrorKind) {
+        let labels = UpstreamErrorLabels {
+            upstream: upstream.into(),
+            kind: kind.as_str(),
+        };
+        self.inner.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.inner.in_flight.inc();
+    }
+
+    pub(crate) fn request_finished(&self, done: &Finished<'_>) {
+        let inner = &*self.inner;
+        inner.in_flight.dec();
+        let route = done
+            .route
+            .map_or_else(|| inner.unmatched.clone(), |r| RouteLabel(r.clone()));
+        inner
+            .duration
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(done.elapsed.as_secs_f64());
+        inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method_label(done.method),
+                status: done.status,
+            })
+            .inc();
+        if let Some(r#type) = done.problem_type {
+            inner
+                .rejections
+                .get_or_create(&RejectionLabels { r#type })
+                .inc();
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the layer knows when a request is finished.
+pub(crate) struct Finished<'a> {
+    pub(crate) route: Option<&'a RouteName>,
+    pub(crate) method: &'a Method,
+    pub(crate) status: u16,
+    pub(crate) elapsed: Duration,
+    pub(crate) problem_type: Option<&'static str>,
+}
+
+/// The `method` label: a standard method's name, or `other`.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+// === impl RouteLabel ===
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_methods_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method_label(&purge), "other");
+    }
+
+    #[test]
+    fn registries_are_independent() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.request_started();
+        assert_eq!(a.in_flight(), 1);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn upstream_families_are_declared_and_recordable() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        assert!(
+            !text.contains("tollgate_upstream"),
+            "empty families are left out"
+        );
+        metrics.record_upstream("users", Duration::from_millis(3));
+        metrics.record_upstream_error("users", UpstreamErrorKind::Timeout);
+        let text = metrics.render();
+        assert!(text.contains("tollgate_upstream_duration_seconds_count{upstream=\"users\"} 1"));
+        assert!(
+            text.contains("tollgate_upstream_errors_total{upstream=\"users\",kind=\"timeout\"} 1")
+        );
+        assert!(text.contains("# TYPE tollgate_upstream_duration_seconds histogram"));
+        assert!(text.contains("# UNIT tollgate_upstream_duration_seconds seconds"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

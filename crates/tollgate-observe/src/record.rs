@@ -1,0 +1,155 @@
+//! What one request leaves in the access log and the metrics.
+
+use std::{net::IpAddr, sync::Arc};
+
+use http::{HeaderValue, Method, Request, Response, Uri, header};
+use tokio::time::Instant;
+use tollgate_core::{
+    ClientIp, ConnectionInfo, Identity, Problem, RequestId, RouteName, TraceContext,
+};
+
+use crate::{
+    Metrics,
+    layer::Config,
+    metrics::{Finished, method_label},
+};
+
+/// The tracing target of the access log.
+pub const ACCESS_TARGET: &str = "tollgate::access";
+
+/// The status logged and counted for a request whose client went away
+/// before the response headers (nginx's convention).
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+
+/// The status logged and counted when the inner service failed with an
+/// error instead of a response.
+pub(crate) const SERVICE_ERROR: u16 = 500;
+
+/// One request, from its arrival to the end of its response body. Dropping
+/// it writes the access-log event and records the metrics, exactly once.
+pub(crate) struct Record {
+    start: Instant,
+    metrics: Option<Metrics>,
+    log_query: bool,
+    method: Method,
+    uri: Uri,
+    request_id: Option<RequestId>,
+    trace: Option<TraceContext>,
+    route: Option<RouteName>,
+    client_ip: Option<IpAddr>,
+    subject: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
+    user_agent: Option<HeaderValue>,
+    bytes_in: Option<u64>,
+    status: Option<u16>,
+    problem_type: Option<&'static str>,
+    bytes_out: u64,
+    body_error: bool,
+}
+
+// === impl Record ===
+
+impl Record {
+    pub(crate) fn start<B>(req: &Request<B>, bytes_in: Option<u64>, config: &Config) -> Self {
+        let ext = req.extensions();
+        let client_ip = ext
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or_else(|| ext.get::<ConnectionInfo>().map(|c| c.remote.ip()));
+        let identity = ext.get::<Identity>();
+        if let Some(metrics) = &config.metrics {
+            metrics.request_started();
+        }
+        Self {
+            start: Instant::now(),
+            metrics: config.metrics.clone(),
+            log_query: config.log_query,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: ext.get::<RequestId>().cloned(),
+            trace: ext.get::<TraceContext>().copied(),
+            route: ext.get::<RouteName>().cloned(),
+            client_ip,
+            subject: identity.and_then(|i| i.subject.clone()),
+            consumer: identity.and_then(|i| i.consumer.clone()),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            bytes_in,
+            status: None,
+            problem_type: None,
+            bytes_out: 0,
+            body_error: false,
+        }
+    }
+
+    /// Takes what the response headers tell: status, problem, and the route
+    /// and identity when a layer inside copied them onto the response.
+    pub(crate) fn response<B>(&mut self, res: &Response<B>) {
+        let ext = res.extensions();
+        self.status = Some(res.status().as_u16());
+        self.problem_type = ext.get::<Problem>().map(Problem::type_uri);
+        if let Some(route) = ext.get::<RouteName>() {
+            self.route = Some(route.clone());
+        }
+        if let Some(identity) = ext.get::<Identity>() {
+            self.subject.clone_from(&identity.subject);
+            self.consumer.clone_from(&identity.consumer);
+        }
+    }
+
+    pub(crate) fn failed(&mut self) {
+        self.status = Some(SERVICE_ERROR);
+    }
+
+    pub(crate) fn body_failed(&mut self) {
+        self.body_error = true;
+    }
+
+    pub(crate) fn sent(&mut self, bytes: usize) {
+        self.bytes_out = self.bytes_out.saturating_add(bytes as u64);
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
+        if let Some(metrics) = &self.metrics {
+            metrics.request_finished(&Finished {
+                route: self.route.as_ref(),
+                method: &self.method,
+                status,
+                elapsed,
+                problem_type: self.problem_type,
+            });
+        }
+        let path = if self.log_query {
+            self.uri.path_and_query().map_or("", |pq| pq.as_str())
+        } else {
+            self.uri.path()
+        };
+        let method = match method_label(&self.method) {
+            "other" => self.method.as_str(),
+            standard => standard,
+        };
+        let trace_id = self.trace.map(|t| t.trace_id_hex());
+        tracing::info!(
+            target: ACCESS_TARGET,
+            request_id = self.request_id.as_ref().and_then(RequestId::as_str),
+            trace_id = trace_id.as_deref(),
+            method,
+            path,
+            route = self.route.as_ref().map_or(crate::metrics::UNMATCHED, RouteName::as_str),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            client_ip = self.client_ip.map(display),
+            subject = self.subject.as_deref(),
+            consumer = self.consumer.as_deref(),
+            user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            problem_type = self.problem_type,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            body_error = self.body_error.then_some(true),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response, header};
+use http_body::Body;
+use tower::Service;
+
+use crate::{
+    future::ResponseFuture,
+    layer::{Config, ObserveLayer},
+    record::Record,
+};
+
+/// Writes one access-log event per request and records the request metrics.
+///
+/// The response body is wrapped in an [`ObserveBody`](crate::ObserveBody)
+/// that counts the bytes sent and finishes the record when the body ends or
+/// is dropped, so the logged latency and the duration histogram cover the
+/// whole response.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    config: Config,
+}
+
+// === impl Observe ===
+
+impl<S> Observe<S> {
+    pub(crate) fn new(inner: S, config: Config) -> Self {
+        Self { inner, config }
+    }
+
+    /// A layer that records into `metrics`; see [`ObserveLayer::with_metrics`].
+    pub fn layer(metrics: crate::Metrics) -> ObserveLayer {
+        ObserveLayer::with_metrics(metrics)
+    }
+
+    tollgate_core::inner_service_accessors!();
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Observe<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ReqB: Body,
+{
+    type Response = Response<crate::ObserveBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let bytes_in = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| req.body().size_hint().exact());
+        let record = Record::start(&req, bytes_in, &self.config);
+        ResponseFuture::new(self.inner.call(req), record)
+    }
+}

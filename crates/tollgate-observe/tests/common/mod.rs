@@ -1,0 +1,195 @@
+//! Helpers shared by the integration tests: a capturing tracing layer and a
+//! parser of the OpenMetrics text format.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a poisoned lock or a malformed exposition fails the test"
+)]
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+use tracing::{
+    Event, Subscriber,
+    field::{Field, Visit},
+};
+use tracing_subscriber::{Layer, layer::Context, prelude::*};
+
+/// One captured event: its target and its fields rendered as text.
+#[derive(Clone, Debug)]
+pub(crate) struct Captured {
+    pub(crate) target: String,
+    pub(crate) fields: BTreeMap<String, String>,
+}
+
+impl Captured {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// A layer that records every event into a shared Vec.
+#[derive(Clone, Default)]
+pub(crate) struct Capture {
+    events: Arc<Mutex<Vec<Captured>>>,
+}
+
+impl Capture {
+    /// Installs a capturing subscriber for the current thread.
+    pub(crate) fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let guard = tracing::subscriber::set_default(subscriber);
+        (capture, guard)
+    }
+
+    pub(crate) fn events(&self, target: &str) -> Vec<Captured> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.target == target)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Captured> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+struct Visitor<'a>(&'a mut BTreeMap<String, String>);
+
+impl Visit for Visitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = BTreeMap::new();
+        event.record(&mut Visitor(&mut fields));
+        self.events.lock().unwrap().push(Captured {
+            target: event.metadata().target().to_owned(),
+            fields,
+        });
+    }
+}
+
+/// One sample of an exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
+}
+
+/// Parses the samples of an OpenMetrics (or Prometheus 0.0.4) text
+/// exposition; comment lines (`# HELP`, `# TYPE`, `# UNIT`, `# EOF`) are
+/// skipped. Panics on a malformed line.
+pub(crate) fn parse_exposition(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Sample {
+    let name_end = line
+        .find(['{', ' '])
+        .unwrap_or_else(|| panic!("no value in {line:?}"));
+    let name = line[..name_end].to_owned();
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let mut chars = after.char_indices().peekable();
+        let end;
+        loop {
+            // `}` or a key
+            let (start, c) = chars.next().unwrap_or_else(|| panic!("unclosed {line:?}"));
+            if c == '}' {
+                end = start + 1;
+                break;
+            }
+            if c == ',' {
+                continue;
+            }
+            let mut key = String::from(c);
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "in {line:?}");
+            let mut value = String::new();
+            loop {
+                let (_, c) = chars.next().unwrap_or_else(|| panic!("unclosed {line:?}"));
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next().map(|(_, c)| c) {
+                        Some('n') => value.push('\n'),
+                        Some(other) => value.push(other),
+                        None => panic!("dangling escape in {line:?}"),
+                    },
+                    c => value.push(c),
+                }
+            }
+            assert!(labels.insert(key, value).is_none(), "duplicate label");
+        }
+        rest = &after[end..];
+    }
+    let value = rest
+        .trim()
+        .split(' ')
+        .next()
+        .unwrap_or_else(|| panic!("no value in {line:?}"));
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value {v:?} in {line:?}")),
+    };
+    Sample {
+        name,
+        labels,
+        value,
+    }
+}
+
+/// The value of the sample `name{labels}`, if there is exactly one.
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let found: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == name && s.labels == want)
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?} appears twice");
+    found.first().map(|s| s.value)
+}
+
+#[test]
+fn parser_reads_labels_escapes_and_infinities() {
+    let text = "# TYPE x counter\nx_total{a=\"1\",b=\"q\\\"u\\\\o\\nte\"} 3\ny 1.5\nh_bucket{le=\"+Inf\"} 2\n# EOF\n";
+    let samples = parse_exposition(text);
+    assert_eq!(samples.len(), 3);
+    assert_eq!(
+        value(&samples, "x_total", &[("a", "1"), ("b", "q\"u\\o\nte")]),
+        Some(3.0)
+    );
+    assert_eq!(value(&samples, "y", &[]), Some(1.5));
+    assert_eq!(value(&samples, "h_bucket", &[("le", "+Inf")]), Some(2.0));
+}

@@ -1,0 +1,287 @@
+//! Request ids: generated (UUID v7), or accepted from the client when
+//! configured and well-formed; put in the `RequestId` extension, forwarded
+//! upstream and echoed on the response.
+//!
+//! Generation and echoing are tower-http's `SetRequestId` and
+//! `PropagateRequestId`; this module adds what they do not do: refusing an
+//! untrusted or malformed incoming id, and the `tollgate_core::RequestId`
+//! extension the other layers read.
+
+use std::task::{Context, Poll};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tollgate_core::RequestId;
+use tower::{Layer, Service};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestId, PropagateRequestIdResponseFuture, SetRequestId,
+};
+
+/// The longest incoming id accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Adds request ids. See the [crate docs](crate) for an example.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequestIdLayer {
+    header: HeaderName,
+    trust_incoming: bool,
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestIds<S> {
+    inner: SetRequestId<PropagateRequestId<IntoCore<S>>, MakeUuidV7>,
+    header: HeaderName,
+    trust_incoming: bool,
+}
+
+/// Generates UUID v7 ids, which sort by time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MakeUuidV7;
+
+/// Copies tower-http's request id into `tollgate_core::RequestId`, and logs
+/// an incoming id that was refused next to the one that replaced it.
+#[derive(Clone, Debug)]
+pub struct IntoCore<S> {
+    inner: S,
+}
+
+/// An incoming id that was refused, kept until the new one is known.
+#[derive(Clone, Debug)]
+struct RefusedId(HeaderValue);
+
+/// The future of [`RequestIds`].
+pub type ResponseFuture<F> = PropagateRequestIdResponseFuture<F>;
+
+// === impl RequestIdLayer ===
+
+impl RequestIdLayer {
+    /// Ids in `X-Request-Id`; incoming ids are replaced.
+    pub fn x_request_id() -> Self {
+        Self::new(HeaderName::from_static("x-request-id"))
+    }
+
+    /// Ids in `header`; incoming ids are replaced.
+    pub fn new(header: HeaderName) -> Self {
+        Self {
+            header,
+            trust_incoming: false,
+        }
+    }
+
+    /// Keeps a well-formed incoming id (at most [`MAX_ID_LEN`] characters
+    /// of `A-Z a-z 0-9 - _ . : / + =`) instead of replacing it. Turn it on
+    /// when the clients or the proxy in front are trusted to send ids.
+    pub fn trust_incoming(mut self, trust: bool) -> Self {
+        self.trust_incoming = trust;
+        self
+    }
+}
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // tower-http's order: set the id first (outside), then propagate it
+        // from the request to the response (inside).
+        let propagate = PropagateRequestId::new(IntoCore { inner }, self.header.clone());
+        RequestIds {
+            inner: SetRequestId::new(propagate, self.header.clone(), MakeUuidV7),
+            header: self.header.clone(),
+            trust_incoming: self.trust_incoming,
+        }
+    }
+}
+
+// === impl RequestIds ===
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for RequestIds<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let refuse = match req.headers().get(&self.header) {
+            Some(id) => !(self.trust_incoming && is_valid_id(id.as_bytes())),
+            None => false,
+        };
+        if refuse && let Some(id) = req.headers_mut().remove(&self.header) {
+            req.extensions_mut().insert(RefusedId(id));
+        }
+        self.inner.call(req)
+    }
+}
+
+/// `1..=128` characters of `A-Z a-z 0-9 - _ . : / + =`.
+#[must_use]
+pub fn is_valid_id(id: &[u8]) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && id.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
+}
+
+// === impl MakeUuidV7 ===
+
+impl MakeRequestId for MakeUuidV7 {
+    fn make_request_id<B>(
+        &mut self,
+        _request: &Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+// === impl IntoCore ===
+
+impl<S, ReqB> Service<Request<ReqB>> for IntoCore<S>
+where
+    S: Service<Request<ReqB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        if let Some(id) = req.extensions().get::<tower_http::request_id::RequestId>() {
+            let id = RequestId::new(id.header_value().clone());
+            if let Some(RefusedId(original)) = req.extensions_mut().remove::<RefusedId>() {
+                // Logged escaped and cut to the accepted length, so a hostile
+                // id cannot forge log lines.
+                let shown: String = String::from_utf8_lossy(original.as_bytes())
+                    .chars()
+                    .take(MAX_ID_LEN)
+                    .collect();
+                tracing::info!(
+                    target: "tollgate::request_id",
+                    original = ?shown,
+                    request_id = %id,
+                    "incoming request id replaced"
+                );
+            }
+            req.extensions_mut().insert(id);
+        }
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    async fn echo_id(req: Request<()>) -> Result<Response<String>, Infallible> {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let header = req
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default();
+        assert_eq!(id, header, "extension and forwarded header agree");
+        Ok(Response::new(id))
+    }
+
+    fn req(id: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/");
+        if let Some(id) = id {
+            b = b.header("x-request-id", id);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn generates_a_uuid_v7_and_echoes_it() {
+        let svc = ServiceBuilder::new()
+            .layer(RequestIdLayer::x_request_id())
+            .service_fn(echo_id);
+        let res = svc.clone().oneshot(req(None)).await.unwrap();
+        let echoed = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let seen = res.into_body();
+        assert_eq!(echoed, seen);
+        let uuid = uuid::Uuid::parse_str(&seen).unwrap();
+        assert_eq!(uuid.get_version_num(), 7);
+        let other = svc.oneshot(req(None)).await.unwrap();
+        assert_ne!(other.into_body(), seen, "a new id per request");
+    }
+
+    #[tokio::test]
+    async fn incoming_ids_are_replaced_unless_trusted_and_well_formed() {
+        let untrusted = ServiceBuilder::new()
+            .layer(RequestIdLayer::x_request_id())
+            .service_fn(echo_id);
+        let res = untrusted.oneshot(req(Some("client-id-1"))).await.unwrap();
+        assert_ne!(res.into_body(), "client-id-1");
+
+        let trusted = ServiceBuilder::new()
+            .layer(RequestIdLayer::x_request_id().trust_incoming(true))
+            .service_fn(echo_id);
+        let res = trusted
+            .clone()
+            .oneshot(req(Some("client-id-1")))
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-request-id"], "client-id-1");
+        assert_eq!(res.into_body(), "client-id-1");
+
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for bad in [
+            long.as_str(),
+            "has space",
+            "semi;colon",
+            "quote\"",
+            "new\u{7f}line",
+        ] {
+            let mut r = req(None);
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                r.headers_mut().insert("x-request-id", v);
+            }
+            let res = trusted.clone().oneshot(r).await.unwrap();
+            let id = res.into_body();
+            assert_ne!(id, bad);
+            assert!(
+                uuid::Uuid::parse_str(&id).is_ok(),
+                "{bad:?} replaced by {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_charset() {
+        assert!(is_valid_id(b"abc-DEF_0.9:/+="));
+        assert!(is_valid_id("a".repeat(MAX_ID_LEN).as_bytes()));
+        assert!(!is_valid_id(b""));
+        assert!(!is_valid_id("a".repeat(MAX_ID_LEN + 1).as_bytes()));
+        assert!(!is_valid_id(b"a b"));
+        assert!(!is_valid_id(b"a\xffb"));
+    }
+
+    #[test]
+    fn fits_axum() {
+        fn assert_layer<L: Clone + Send + Sync + 'static>(_: &L) {}
+        let layer = RequestIdLayer::x_request_id();
+        assert_layer(&layer);
+        let _router: axum::Router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .layer(layer);
+    }
+}
