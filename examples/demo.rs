@@ -1,9 +1,13 @@
 //! The tollgate demo: a gateway on 127.0.0.1:8080 (or `TOLLGATE_ADDR`) in
-//! front of three in-process services (users, orders, products).
+//! front of three in-process services (users, orders, products), with an
+//! admin listener on 127.0.0.1:9901 (or `TOLLGATE_ADMIN_ADDR`) serving
+//! `/metrics` and `/healthz`. Every request gets an id, a trace and one
+//! JSON access-log line on stdout.
 //!
 //! ```sh
 //! cargo run --release --example demo
 //! curl -s http://127.0.0.1:8080/api/users/42   # reaches the users service as /users/42
+//! curl -s http://127.0.0.1:9901/metrics        # Prometheus metrics
 //! ```
 //!
 //! Stop it with Ctrl-C: in-flight requests are drained first.
@@ -11,11 +15,16 @@
 #[path = "support/demo_app.rs"]
 mod demo_app;
 
-use std::net::SocketAddr;
+use std::{future::IntoFuture, net::SocketAddr};
+
+use tollgate::observe::{Metrics, admin_router};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // One JSON line per event on stdout: access logs, audit events, the rest.
     tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -25,16 +34,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()
         .map_err(|e| format!("TOLLGATE_ADDR: {e}"))?;
+    let admin_addr: SocketAddr = std::env::var("TOLLGATE_ADMIN_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:9901".to_owned())
+        .parse()
+        .map_err(|e| format!("TOLLGATE_ADMIN_ADDR: {e}"))?;
     let services = demo_app::start_services().await?;
-    let router = demo_app::gateway(services).build()?;
+    let metrics = Metrics::new();
+    let router = demo_app::gateway(services, &metrics).build()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let admin = tokio::net::TcpListener::bind(admin_addr).await?;
+    let admin_addr = admin.local_addr()?;
+    tokio::spawn(
+        tollgate::serve(admin, admin_router(metrics), std::future::pending()).into_future(),
+    );
 
     tracing::info!(%addr, users = %services.users, orders = %services.orders, products = %services.products, "tollgate demo listening");
     eprintln!("\ntollgate demo on http://{addr} — try:\n");
     for line in demo_app::curl_lines(addr) {
         eprintln!("  {line}");
     }
+    eprintln!("  curl -s http://{admin_addr}/metrics");
     eprintln!("\nCtrl-C to stop.\n");
 
     tollgate::serve(listener, router, tollgate::shutdown_signal()).await?;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tollgate::{
     Gateway, GatewayBuilder, Route, Upstream,
+    observe::{Metrics, ObserveLayer},
     request_id::{ClientIpLayer, RequestIdLayer},
 };
 
@@ -108,13 +109,15 @@ async fn product(Path(sku): Path<String>, uri: OriginalUri, headers: HeaderMap) 
     Json(json!({"sku": sku, "price_cents": 450, "seen": seen("products", &uri, &headers)}))
 }
 
-/// The demo gateway in front of `services`: request ids, trace context
-/// and client IPs for every request, then the routes.
-pub(crate) fn gateway(services: Services) -> GatewayBuilder {
+/// The demo gateway in front of `services`: request ids, trace context,
+/// client IPs, an access-log line and metrics (into `metrics`) for every
+/// request, then the routes.
+pub(crate) fn gateway(services: Services, metrics: &Metrics) -> GatewayBuilder {
     Gateway::builder()
         .request_id(RequestIdLayer::x_request_id())
         .trace_context(true)
         .client_ip(ClientIpLayer::peer_only())
+        .observe(ObserveLayer::with_metrics(metrics.clone()))
         .upstream(Upstream::builder("users").endpoint(format!("http://{}", services.users)))
         .upstream(Upstream::builder("orders").endpoint(format!("http://{}", services.orders)))
         .upstream(Upstream::builder("products").endpoint(format!("http://{}", services.products)))

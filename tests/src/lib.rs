@@ -9,6 +9,8 @@
     reason = "test helpers fail the calling test by panicking, with a message"
 )]
 
+pub mod observe_support;
+
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{Json, Router, body::Body, extract::Request};

@@ -45,7 +45,9 @@ async fn get(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incomi
 #[tokio::test]
 async fn the_demo_gateway_routes_to_its_services() {
     let services = demo_app::start_services().await.expect("demo services");
-    let router = demo_app::gateway(services).build().expect("demo gateway");
+    let router = demo_app::gateway(services, &tollgate::observe::Metrics::new())
+        .build()
+        .expect("demo gateway");
     let mut gw = spawn_gateway(router).await;
 
     let user = get_json(&gw, "/api/users/42").await;
@@ -97,7 +99,12 @@ async fn the_demo_gateway_routes_to_its_services() {
 #[tokio::test]
 async fn every_demo_curl_line_answers() {
     let services = demo_app::start_services().await.expect("demo services");
-    let gw = spawn_gateway(demo_app::gateway(services).build().expect("demo gateway")).await;
+    let gw = spawn_gateway(
+        demo_app::gateway(services, &tollgate::observe::Metrics::new())
+            .build()
+            .expect("demo gateway"),
+    )
+    .await;
 
     let lines = demo_app::curl_lines(gw.addr);
     assert!(lines.len() >= 5, "{lines:?}");
@@ -240,7 +247,9 @@ async fn the_proxy_example_refuses_a_bad_upstream_with_exit_code_2() {
 #[tokio::test]
 async fn the_demo_adds_request_ids_and_trace_context() {
     let services = demo_app::start_services().await.expect("services");
-    let router = demo_app::gateway(services).build().expect("gateway");
+    let router = demo_app::gateway(services, &tollgate::observe::Metrics::new())
+        .build()
+        .expect("gateway");
     let gw = tollgate_tests::spawn_gateway(router).await;
     let req = http::Request::get(gw.url("/api/users/42"))
         .body(tollgate_tests::empty())

@@ -1,4 +1,9 @@
-use std::{fmt, net::IpAddr, net::SocketAddr, sync::Arc};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use http::HeaderValue;
 
@@ -62,6 +67,37 @@ pub enum UpstreamErrorKind {
 /// cardinality stays bounded.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RouteName(Arc<str>);
+
+/// A slot that an observing layer (access log, metrics) puts into the
+/// request extensions before calling the layers inside it, which fill it in:
+/// the route table records the route name, the proxy the upstream call.
+///
+/// Layers inside only write to a slot that is there, so nothing is
+/// allocated when no one observes. Each field is written at most once.
+#[derive(Clone, Debug, Default)]
+pub struct Observed(Arc<ObservedInner>);
+
+#[derive(Debug, Default)]
+struct ObservedInner {
+    route: OnceLock<RouteName>,
+    identity: OnceLock<Identity>,
+    upstream: OnceLock<UpstreamCall>,
+}
+
+/// What the proxy did for a request: which upstream and endpoint, how long
+/// until the response headers, and how it failed, if it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamCall {
+    /// The upstream's name.
+    pub upstream: Arc<str>,
+    /// The endpoint, `scheme://authority`.
+    pub endpoint: Arc<str>,
+    /// From sending the request to the response headers (or the failure).
+    pub latency: Duration,
+    /// Why it failed, when it did.
+    pub error: Option<UpstreamErrorKind>,
+}
 
 /// Who is calling, as established by an auth layer.
 ///
@@ -165,6 +201,69 @@ impl ConnectionInfo {
     pub fn with_secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
+    }
+}
+
+// === impl Observed ===
+
+impl Observed {
+    /// An empty slot.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the route name (the first one wins).
+    pub fn set_route(&self, route: &RouteName) {
+        let _ = self.0.route.set(route.clone());
+    }
+
+    /// The route name, when a route matched.
+    #[must_use]
+    pub fn route(&self) -> Option<&RouteName> {
+        self.0.route.get()
+    }
+
+    /// Records the caller's identity (the first one wins).
+    pub fn set_identity(&self, identity: &Identity) {
+        let _ = self.0.identity.set(identity.clone());
+    }
+
+    /// The caller's identity, when an auth layer established one.
+    #[must_use]
+    pub fn identity(&self) -> Option<&Identity> {
+        self.0.identity.get()
+    }
+
+    /// Records the upstream call (the first one wins).
+    pub fn set_upstream(&self, call: UpstreamCall) {
+        let _ = self.0.upstream.set(call);
+    }
+
+    /// The upstream call, when the request was forwarded.
+    #[must_use]
+    pub fn upstream(&self) -> Option<&UpstreamCall> {
+        self.0.upstream.get()
+    }
+}
+
+// === impl UpstreamCall ===
+
+impl UpstreamCall {
+    /// A call to `endpoint` of `upstream` that took `latency`.
+    #[must_use]
+    pub fn new(
+        upstream: Arc<str>,
+        endpoint: Arc<str>,
+        latency: Duration,
+        error: Option<UpstreamErrorKind>,
+    ) -> Self {
+        Self {
+            upstream,
+            endpoint,
+            latency,
+            error,
+        }
     }
 }
 
@@ -322,6 +421,26 @@ mod tests {
             "00-abababababababababababababababab-0102030405060708-01"
         );
         assert_eq!(ctx.trace_id_hex().len(), 32);
+    }
+
+    #[test]
+    fn observed_slot_is_shared_and_written_once() {
+        let slot = Observed::new();
+        let inner = slot.clone();
+        inner.set_route(&RouteName::new("users"));
+        inner.set_route(&RouteName::new("other"));
+        assert_eq!(slot.route().map(RouteName::as_str), Some("users"));
+        assert!(slot.upstream().is_none());
+        inner.set_upstream(UpstreamCall::new(
+            "users".into(),
+            "http://127.0.0.1:9".into(),
+            Duration::from_millis(3),
+            Some(UpstreamErrorKind::Timeout),
+        ));
+        assert_eq!(
+            slot.upstream().and_then(|c| c.error),
+            Some(UpstreamErrorKind::Timeout)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | [`Identity`]       | auth layers                    | scope checks, rate limits, transforms     |
 //! | [`TraceContext`]   | request-id layer               | logs, the proxy (via `traceparent`)       |
 //! | [`RouteName`]      | the gateway builder            | metrics labels, logs                      |
+//! | [`Observed`]       | the observe layer (a slot)     | filled by the route table and the proxy   |
 //!
 //! A rejection is always a [`Problem`], rendered as `application/problem+json`:
 //!
@@ -42,7 +43,8 @@ pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
-    ClientIp, ConnectionInfo, Identity, RequestId, RouteName, TraceContext, UpstreamErrorKind,
+    ClientIp, ConnectionInfo, Identity, Observed, RequestId, RouteName, TraceContext, UpstreamCall,
+    UpstreamErrorKind,
 };
 pub use problem::Problem;
 

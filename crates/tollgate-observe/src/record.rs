@@ -5,7 +5,8 @@ use std::{net::IpAddr, sync::Arc};
 use http::{HeaderValue, Method, Request, Response, Uri, header};
 use tokio::time::Instant;
 use tollgate_core::{
-    ClientIp, ConnectionInfo, Identity, Problem, RequestId, RouteName, TraceContext,
+    ClientIp, ConnectionInfo, Identity, Observed, Problem, RequestId, RouteName, TraceContext,
+    UpstreamErrorKind,
 };
 
 use crate::{
@@ -35,6 +36,7 @@ pub(crate) struct Record {
     uri: Uri,
     request_id: Option<RequestId>,
     trace: Option<TraceContext>,
+    observed: Observed,
     route: Option<RouteName>,
     client_ip: Option<IpAddr>,
     subject: Option<Arc<str>>,
@@ -50,7 +52,12 @@ pub(crate) struct Record {
 // === impl Record ===
 
 impl Record {
-    pub(crate) fn start<B>(req: &Request<B>, bytes_in: Option<u64>, config: &Config) -> Self {
+    pub(crate) fn start<B>(
+        req: &Request<B>,
+        bytes_in: Option<u64>,
+        config: &Config,
+        observed: Observed,
+    ) -> Self {
         let ext = req.extensions();
         let client_ip = ext
             .get::<ClientIp>()
@@ -68,6 +75,7 @@ impl Record {
             uri: req.uri().clone(),
             request_id: ext.get::<RequestId>().cloned(),
             trace: ext.get::<TraceContext>().copied(),
+            observed,
             route: ext.get::<RouteName>().cloned(),
             client_ip,
             subject: identity.and_then(|i| i.subject.clone()),
@@ -113,6 +121,22 @@ impl Drop for Record {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let status = self.status.unwrap_or(CLIENT_CLOSED);
+        // What the layers inside filled in: the route table's route name,
+        // an auth layer's identity, the proxy's upstream call.
+        if let Some(route) = self.observed.route() {
+            self.route = Some(route.clone());
+        }
+        if let Some(identity) = self.observed.identity() {
+            self.subject.clone_from(&identity.subject);
+            self.consumer.clone_from(&identity.consumer);
+        }
+        let upstream = self.observed.upstream();
+        if let (Some(metrics), Some(call)) = (&self.metrics, upstream) {
+            metrics.record_upstream(Arc::clone(&call.upstream), call.latency);
+            if let Some(kind) = call.error {
+                metrics.record_upstream_error(Arc::clone(&call.upstream), kind);
+            }
+        }
         if let Some(metrics) = &self.metrics {
             metrics.request_finished(&Finished {
                 route: self.route.as_ref(),
@@ -141,6 +165,10 @@ impl Drop for Record {
             route = self.route.as_ref().map_or(crate::metrics::UNMATCHED, RouteName::as_str),
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = upstream.map(|c| &*c.upstream),
+            endpoint = upstream.map(|c| &*c.endpoint),
+            upstream_latency_ms = upstream.map(|c| c.latency.as_secs_f64() * 1000.0),
+            upstream_error = upstream.and_then(|c| c.error).map(UpstreamErrorKind::as_str),
             client_ip = self.client_ip.map(display),
             subject = self.subject.as_deref(),
             consumer = self.consumer.as_deref(),

@@ -2,6 +2,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, header};
 use http_body::Body;
+use tollgate_core::Observed;
 use tower::Service;
 
 use crate::{
@@ -52,14 +53,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        // The slot the route table and the proxy fill in for us.
+        let observed = Observed::new();
+        req.extensions_mut().insert(observed.clone());
         let bytes_in = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .or_else(|| req.body().size_hint().exact());
-        let record = Record::start(&req, bytes_in, &self.config);
+        let record = Record::start(&req, bytes_in, &self.config, observed);
         ResponseFuture::new(self.inner.call(req), record)
     }
 }

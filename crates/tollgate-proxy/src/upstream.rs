@@ -21,7 +21,8 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use tokio::time::{Duration, Sleep};
 use tollgate_core::{
-    BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, RequestId, body::ResponseBody,
+    BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, Observed, RequestId,
+    UpstreamCall, body::ResponseBody,
 };
 use tower::Service;
 
@@ -164,6 +165,9 @@ pin_project! {
 /// What the future needs once the transport answers.
 struct Pending {
     name: Arc<str>,
+    /// The observing layer's slot and when the request went out, when a
+    /// layer outside observes the request.
+    observed: Option<(Observed, tokio::time::Instant)>,
     in_flight: InFlight,
     client_upgrade: Option<OnUpgrade>,
     request_id: Option<RequestId>,
@@ -529,6 +533,18 @@ impl Pending {
         result: Option<Result<Response<RB>, TransportError>>,
     ) -> Response<ResponseBody<RB>> {
         let endpoint = &self.in_flight.endpoint().label;
+        if let Some((observed, sent_at)) = &self.observed {
+            observed.set_upstream(UpstreamCall::new(
+                Arc::clone(&self.name),
+                Arc::clone(endpoint),
+                sent_at.elapsed(),
+                match &result {
+                    Some(Ok(_)) => None,
+                    Some(Err(err)) => Some(err.kind()),
+                    None => Some(UpstreamErrorKind::Timeout),
+                },
+            ));
+        }
         let error = match result {
             Some(Ok(mut res)) => {
                 drop(self.in_flight);
@@ -587,6 +603,11 @@ impl<T> Shared<T> {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
 
+        let observed = req
+            .extensions()
+            .get::<Observed>()
+            .cloned()
+            .map(|o| (o, tokio::time::Instant::now()));
         let in_flight = self.endpoints.pick();
         self.prepare(&mut req, in_flight.endpoint(), upgrade);
         let sent = self.transport.send(in_flight.index(), req);
@@ -595,6 +616,7 @@ impl<T> Shared<T> {
             deadline: self.response_timeout.map(tokio::time::sleep),
             state: Some(Pending {
                 name: Arc::clone(&self.name),
+                observed,
                 in_flight,
                 client_upgrade,
                 request_id,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::{Router, body::Body};
 use http::{HeaderName, HeaderValue, Method};
 use tollgate_core::{ConfigError, ConfigErrorKind, RouteName};
+use tollgate_observe::ObserveLayer;
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
 
@@ -26,6 +27,7 @@ pub struct GatewayBuilder {
     request_id: Option<RequestIdLayer>,
     trace_context: bool,
     client_ip: Option<ClientIpLayer>,
+    observe: Option<ObserveLayer>,
 }
 
 /// One route: what it matches and where it sends the request.
@@ -104,6 +106,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Writes an access-log line per request and records metrics
+    /// ([`ObserveLayer`]); serve [`admin_router`](tollgate_observe::admin_router)
+    /// with the same `Metrics` to expose them.
+    pub fn observe(mut self, layer: ObserveLayer) -> Self {
+        self.observe = Some(layer);
+        self
+    }
+
     /// Checks everything and builds the router.
     ///
     /// Unmatched requests get a 404 problem; a path matched but not its
@@ -117,13 +127,18 @@ impl GatewayBuilder {
     /// requests, or a bad prefix, header or rewrite. The message names the
     /// route or upstream.
     ///
-    /// The request id, trace context and client IP layers, when set, wrap
-    /// the routes in that order (the request id first).
+    /// The request id, trace context, client IP and observe layers, when
+    /// set, wrap the routes in that order (the request id first), so the
+    /// access log sees the id, the trace and the client.
     pub fn build(mut self) -> Result<Router, ConfigError> {
         let request_id = self.request_id.take();
         let trace_context = std::mem::take(&mut self.trace_context);
         let client_ip = self.client_ip.take();
+        let observe = self.observe.take();
         let mut router = Router::new().fallback_service(self.build_service()?);
+        if let Some(layer) = observe {
+            router = router.layer(layer);
+        }
         if let Some(layer) = client_ip {
             router = router.layer(layer);
         }

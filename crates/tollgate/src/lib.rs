@@ -42,6 +42,7 @@
 //! | `tollgate-core`  | [`core`]       | extensions, problem+json, body types, config errors  |
 //! | `tollgate-proxy` | [`proxy`]      | upstreams, balancing, streaming, upgrades, timeouts  |
 //! | `tollgate-request-id` | [`request_id`] | request ids, W3C trace context, client IP resolution |
+//! | `tollgate-observe` | [`observe`] | access log, Prometheus metrics, admin router, audit trail |
 //!
 //! # Features
 //!
@@ -65,6 +66,9 @@ pub use tollgate_proxy::{Balance, PathRewrite, Protocol, Upstream, UpstreamBuild
 
 /// The shared vocabulary: extensions, problems, bodies (`tollgate-core`).
 pub use tollgate_core as core;
+/// Access logs, metrics, the admin router and the audit trail
+/// (`tollgate-observe`).
+pub use tollgate_observe as observe;
 /// The data plane (`tollgate-proxy`).
 pub use tollgate_proxy as proxy;
 /// Request ids, trace context and client IPs (`tollgate-request-id`).

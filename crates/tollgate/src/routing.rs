@@ -13,7 +13,7 @@ use std::{
 use axum::{body::Body, extract::ConnectInfo};
 use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use pin_project_lite::pin_project;
-use tollgate_core::{ConnectionInfo, Problem, RouteName};
+use tollgate_core::{ConnectionInfo, Observed, Problem, RouteName};
 use tollgate_proxy::{
     PoolFuture, Upstream, WeightedSplit,
     rewrite::{Rewriter, strip_segment_prefix},
@@ -255,6 +255,9 @@ impl Service<Request<Body>> for GatewayService {
             Found::Route(route) => {
                 if let Some(rewriter) = &route.rewriter {
                     rewriter.apply(&mut req);
+                }
+                if let Some(observed) = req.extensions().get::<Observed>() {
+                    observed.set_route(&route.name);
                 }
                 req.extensions_mut().insert(route.name.clone());
                 // Upstreams (and splits of them) are always ready: they

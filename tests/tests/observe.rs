@@ -1,9 +1,8 @@
 //! Integration tests of tollgate-observe: access log content, metrics
-//! scraped over real HTTP, the in-flight gauge, axum fit and the audit trail.
+//! scraped over real HTTP, the in-flight gauge, axum fit and the audit trail,
+//! for the layer alone and inside a running gateway.
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
-
-mod common;
 
 use std::{
     convert::Infallible,
@@ -14,15 +13,15 @@ use std::{
 
 use axum::{Extension, routing::get};
 use bytes::Bytes;
-use common::{Capture, parse_exposition, value};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Notify;
-use tollgate_core::{
+use tollgate::core::{
     ClientIp, ConnectionInfo, Identity, Problem, RequestId, RouteName, TraceContext,
     body::ResponseBody, problem,
 };
-use tollgate_observe::{ACCESS_TARGET, Metrics, Observe, ObserveLayer, admin_router, audit};
+use tollgate::observe::{ACCESS_TARGET, Metrics, Observe, ObserveLayer, admin_router, audit};
+use tollgate_tests::observe_support::{Capture, parse_exposition, value};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 type TestBody = ResponseBody<Full<Bytes>>;
@@ -325,7 +324,7 @@ async fn metrics_are_scraped_over_http_and_parsed() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             headers[header::CONTENT_TYPE],
-            tollgate_observe::CONTENT_TYPE
+            tollgate::observe::CONTENT_TYPE
         );
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.ends_with("# EOF\n"));
@@ -400,7 +399,7 @@ async fn metrics_are_scraped_over_http_and_parsed() {
                 && s.labels.get("route").map(String::as_str) == Some("users")
         })
         .count();
-    assert_eq!(buckets, tollgate_observe::LATENCY_BUCKETS.len() + 1);
+    assert_eq!(buckets, tollgate::observe::LATENCY_BUCKETS.len() + 1);
 
     // Another registry in the same process saw none of it.
     let untouched = parse_exposition(&other.render());
@@ -526,7 +525,7 @@ async fn respond_with(
 ) -> (
     Capture,
     tracing::subscriber::DefaultGuard,
-    Response<tollgate_observe::ObserveBody<MockBody>>,
+    Response<tollgate::observe::ObserveBody<MockBody>>,
 ) {
     let (capture, guard) = Capture::install();
     let body = std::sync::Mutex::new(Some(body));
@@ -617,4 +616,124 @@ async fn the_last_frame_finishes_the_request_and_hints_are_forwarded() {
     assert_eq!(capture.events(ACCESS_TARGET).len(), 1);
     drop(body);
     assert_eq!(capture.events(ACCESS_TARGET).len(), 1, "exactly once");
+}
+
+/// The whole stack inside a running gateway: request id, trace context,
+/// client IP and observe layers from the builder, real upstreams, and the
+/// admin router scraped over HTTP. The route table and the proxy fill in the
+/// route and the upstream call for the access log and the metrics.
+#[tokio::test]
+async fn a_gateway_logs_and_counts_routes_and_upstreams() {
+    use tollgate::{
+        Gateway, Route, Upstream,
+        request_id::{ClientIpLayer, RequestIdLayer},
+    };
+
+    let (capture, _guard) = Capture::install();
+    let users = tollgate_tests::spawn_upstream(tollgate_tests::echo_router()).await;
+    let (closed, dead) = tollgate_tests::listener().await;
+    drop(closed);
+    let metrics = Metrics::new();
+    let router = Gateway::builder()
+        .request_id(RequestIdLayer::x_request_id())
+        .trace_context(true)
+        .client_ip(ClientIpLayer::peer_only())
+        .observe(ObserveLayer::with_metrics(metrics.clone()))
+        .upstream(Upstream::builder("users").endpoint(format!("http://{users}")))
+        .upstream(Upstream::builder("dead").endpoint(format!("http://{dead}")))
+        .route(
+            Route::prefix("/api/users")
+                .name("users")
+                .replace_prefix("/users")
+                .to("users"),
+        )
+        .route(Route::prefix("/api/dead").name("dead").to("dead"))
+        .build()
+        .unwrap();
+    let gw = tollgate_tests::spawn_gateway(router).await;
+    let admin = tollgate_tests::spawn_upstream(admin_router(metrics)).await;
+
+    let mut ids = Vec::new();
+    for path in [
+        "/api/users/1",
+        "/api/users/2",
+        "/api/users/3",
+        "/nope",
+        "/api/dead/x",
+    ] {
+        let req = Request::get(gw.url(path))
+            .body(tollgate_tests::empty())
+            .unwrap();
+        let res = tollgate_tests::client().request(req).await.unwrap();
+        ids.push(res.headers()["x-request-id"].to_str().unwrap().to_owned());
+        res.into_body().collect().await.unwrap();
+    }
+
+    let scrape = Request::get(format!("http://{admin}/metrics"))
+        .body(tollgate_tests::empty())
+        .unwrap();
+    let res = tollgate_tests::client().request(scrape).await.unwrap();
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let samples = parse_exposition(&text);
+    let count = |name: &str, labels: &[(&str, &str)]| value(&samples, name, labels);
+    assert_eq!(
+        count(
+            "tollgate_requests_total",
+            &[("route", "users"), ("method", "GET"), ("status", "200")]
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            "tollgate_rejections_total",
+            &[("type", problem::ROUTE_NOT_FOUND)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "tollgate_rejections_total",
+            &[("type", problem::UPSTREAM_UNAVAILABLE)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "tollgate_upstream_errors_total",
+            &[("upstream", "dead"), ("kind", "connect")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        count(
+            "tollgate_upstream_duration_seconds_count",
+            &[("upstream", "users")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(count("tollgate_in_flight_requests", &[]), Some(0.0));
+
+    let lines = capture.events(ACCESS_TARGET);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let first = &lines[0];
+    assert_eq!(first.get("request_id"), Some(ids[0].as_str()));
+    assert_eq!(first.get("route"), Some("users"));
+    assert_eq!(first.get("upstream"), Some("users"));
+    assert_eq!(
+        first.get("endpoint"),
+        Some(format!("http://{users}").as_str())
+    );
+    assert!(first.get("upstream_latency_ms").is_some());
+    assert_eq!(first.get("client_ip"), Some("127.0.0.1"));
+    assert_eq!(first.get("trace_id").map(str::len), Some(32));
+    let dead_line = &lines[4];
+    assert_eq!(dead_line.get("route"), Some("dead"));
+    assert_eq!(dead_line.get("upstream_error"), Some("connect"));
+    assert_eq!(
+        dead_line.get("problem_type"),
+        Some(problem::UPSTREAM_UNAVAILABLE)
+    );
+    assert_eq!(lines[3].get("route"), Some("unmatched"));
 }

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: a capturing tracing layer and a
-//! parser of the OpenMetrics text format.
+//! A capturing tracing layer and a parser of the OpenMetrics text format,
+//! for the observability tests.
 
 #![expect(
     clippy::unwrap_used,
@@ -21,33 +21,37 @@ use tracing_subscriber::{Layer, layer::Context, prelude::*};
 
 /// One captured event: its target and its fields rendered as text.
 #[derive(Clone, Debug)]
-pub(crate) struct Captured {
-    pub(crate) target: String,
-    pub(crate) fields: BTreeMap<String, String>,
+pub struct Captured {
+    /// The event's target.
+    pub target: String,
+    /// Its fields, rendered as text.
+    pub fields: BTreeMap<String, String>,
 }
 
 impl Captured {
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+    /// A field's text.
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
     }
 }
 
 /// A layer that records every event into a shared Vec.
-#[derive(Clone, Default)]
-pub(crate) struct Capture {
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
     events: Arc<Mutex<Vec<Captured>>>,
 }
 
 impl Capture {
     /// Installs a capturing subscriber for the current thread.
-    pub(crate) fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
         let capture = Self::default();
         let subscriber = tracing_subscriber::registry().with(capture.clone());
         let guard = tracing::subscriber::set_default(subscriber);
         (capture, guard)
     }
 
-    pub(crate) fn events(&self, target: &str) -> Vec<Captured> {
+    /// The events of `target` so far.
+    pub fn events(&self, target: &str) -> Vec<Captured> {
         self.events
             .lock()
             .unwrap()
@@ -57,7 +61,8 @@ impl Capture {
             .collect()
     }
 
-    pub(crate) fn all(&self) -> Vec<Captured> {
+    /// Every event so far.
+    pub fn all(&self) -> Vec<Captured> {
         self.events.lock().unwrap().clone()
     }
 }
@@ -87,16 +92,19 @@ impl<S: Subscriber> Layer<S> for Capture {
 
 /// One sample of an exposition.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Sample {
-    pub(crate) name: String,
-    pub(crate) labels: BTreeMap<String, String>,
-    pub(crate) value: f64,
+pub struct Sample {
+    /// The metric name, with any `_count`/`_bucket` suffix.
+    pub name: String,
+    /// The labels.
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    pub value: f64,
 }
 
 /// Parses the samples of an OpenMetrics (or Prometheus 0.0.4) text
 /// exposition; comment lines (`# HELP`, `# TYPE`, `# UNIT`, `# EOF`) are
 /// skipped. Panics on a malformed line.
-pub(crate) fn parse_exposition(text: &str) -> Vec<Sample> {
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(parse_line)
@@ -168,7 +176,7 @@ fn parse_line(line: &str) -> Sample {
 }
 
 /// The value of the sample `name{labels}`, if there is exactly one.
-pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let want: BTreeMap<String, String> = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
