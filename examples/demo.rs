@@ -17,17 +17,16 @@ mod demo_app;
 
 use std::{future::IntoFuture, net::SocketAddr};
 
-use tollgate::observe::{Metrics, admin_router};
+use tollgate::observe::{JsonLines, Metrics, admin_router};
+use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One JSON line per event on stdout: access logs, audit events, the rest.
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(JsonLines::stdout().with_filter(filter))
         .init();
 
     let addr: SocketAddr = std::env::var("TOLLGATE_ADDR")

@@ -294,18 +294,33 @@ impl TraceContext {
     /// The trace id as 32 lowercase hex digits.
     #[must_use]
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        String::from_utf8_lossy(&self.trace_id_hex_bytes()).into_owned()
+    }
+
+    /// The trace id as 32 lowercase hex ASCII digits, without allocating.
+    #[must_use]
+    pub fn trace_id_hex_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_into(&self.trace_id, &mut out);
+        out
     }
 
     /// The `traceparent` header value: `00-{trace-id}-{span-id}-{flags}`.
     #[must_use]
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            self.flags
-        )
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
+    }
+
+    /// The `traceparent` value as bytes, built without allocating.
+    #[must_use]
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&self.span_id, &mut out[36..52]);
+        hex_into(&[self.flags], &mut out[53..55]);
+        out
     }
 }
 
@@ -317,14 +332,13 @@ impl fmt::Debug for TraceContext {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String never fails.
-        let _ = write!(out, "{b:02x}");
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
     }
-    out
 }
 
 // === impl RouteName ===

@@ -57,19 +57,19 @@
 //!
 //! No header value other than `User-Agent` is ever logged: `Authorization`,
 //! `Cookie`, `Set-Cookie`, `X-Api-Key` and the rest never appear.
-//! The upstream name and latency fields will be added with the proxy's
-//! upstream metrics.
+//! With the gateway, the line also carries `upstream`, `endpoint`,
+//! `upstream_latency_ms` and `upstream_error` (see below).
 //!
-//! # Route and identity
+//! # Route, identity and upstream
 //!
-//! The route table and the auth layers run *inside* this layer and set
-//! [`RouteName`](tollgate_core::RouteName) and
-//! [`Identity`](tollgate_core::Identity) on the request, which this layer no
-//! longer sees. So both are read from the **response** extensions when
-//! present, else from the request extensions as they were before calling the
-//! inner service. The gateway's route table will copy `RouteName` onto
-//! responses in a later change; until then requests routed by it are labelled
-//! `unmatched` unless an outer layer set the name.
+//! The route table, the auth layers and the proxy run *inside* this layer,
+//! so what they learn never reaches it on the request. This layer puts a
+//! [`Observed`](tollgate_core::Observed) slot into each request; the route
+//! table records the route name in it, an auth layer the identity, and the
+//! proxy the upstream call (upstream, endpoint, latency, error), which
+//! feeds the access log and the `tollgate_upstream_*` metrics. Without a
+//! slot entry, the route and identity are read from the response
+//! extensions, then from the request as it was before the inner service.
 //!
 //! # Metrics
 //!
@@ -80,6 +80,7 @@ mod admin;
 pub mod audit;
 mod body;
 pub mod future;
+mod json_lines;
 mod layer;
 mod metrics;
 mod record;
@@ -87,6 +88,7 @@ mod service;
 
 pub use admin::admin_router;
 pub use body::ObserveBody;
+pub use json_lines::JsonLines;
 pub use layer::{ObserveBuilder, ObserveLayer};
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics, UNMATCHED};
 pub use record::ACCESS_TARGET;

@@ -38,11 +38,12 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
 ///
-/// Nothing in tollgate calls [`Metrics::record_upstream`] or
-/// [`Metrics::record_upstream_error`] yet: the proxy will, in a later change.
-/// Until then the two upstream families are registered but absent from the
-/// exposition: prometheus-client leaves out a labelled family until it has
-/// its first sample (the same holds for the other labelled families).
+/// The [`ObserveLayer`](crate::ObserveLayer) calls
+/// [`Metrics::record_upstream`] and [`Metrics::record_upstream_error`] when a
+/// request ends, from the upstream call the proxy recorded in the
+/// [`Observed`](tollgate_core::Observed) slot. A labelled family is absent
+/// from the exposition until its first sample (prometheus-client leaves it
+/// out).
 ///
 /// Label cardinality is bounded: `route` is the route's configured name (or
 /// `unmatched`), never the raw path; `method` is a standard method name or

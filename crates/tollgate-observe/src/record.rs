@@ -155,11 +155,12 @@ impl Drop for Record {
             "other" => self.method.as_str(),
             standard => standard,
         };
-        let trace_id = self.trace.map(|t| t.trace_id_hex());
+        let trace_hex = self.trace.map(|t| t.trace_id_hex_bytes());
+        let trace_id = trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
         tracing::info!(
             target: ACCESS_TARGET,
             request_id = self.request_id.as_ref().and_then(RequestId::as_str),
-            trace_id = trace_id.as_deref(),
+            trace_id,
             method,
             path,
             route = self.route.as_ref().map_or(crate::metrics::UNMATCHED, RouteName::as_str),

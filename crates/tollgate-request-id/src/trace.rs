@@ -84,7 +84,7 @@ where
                 }
             }
         };
-        if let Ok(value) = HeaderValue::try_from(ctx.traceparent()) {
+        if let Ok(value) = HeaderValue::from_bytes(&ctx.traceparent_bytes()) {
             req.headers_mut().insert(TRACEPARENT, value);
         }
         req.extensions_mut().insert(ctx);

@@ -1,0 +1,295 @@
+//! [`JsonLines`]: a lean `tracing` layer that writes each event as one JSON
+//! line.
+//!
+//! tracing-subscriber's JSON formatter is general (spans, any field type,
+//! configurable timestamps) and costs about 2 µs per access-log line here;
+//! an access log written for every request wants less. This layer writes
+//! the event's fields in order, with a UTC timestamp whose date and time
+//! part is formatted once a second, into a reused buffer, and hands the
+//! whole line to the writer in one call. Spans are not written.
+
+use std::{
+    cell::RefCell,
+    fmt::{self, Write as _},
+    io::{self, Write as _},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{
+    Event, Level, Subscriber,
+    field::{Field, Visit},
+};
+use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context};
+
+/// Writes every event it sees as one JSON line:
+/// `{"ts":"2026-11-28T04:08:12.345Z","level":"INFO","target":"tollgate::access","message":"request",...fields}`.
+///
+/// Filter it like any layer (`.with_filter(..)`) to pick the targets.
+#[derive(Debug)]
+#[must_use]
+pub struct JsonLines<W> {
+    make_writer: W,
+}
+
+impl JsonLines<fn() -> io::Stdout> {
+    /// Lines on standard output.
+    pub fn stdout() -> Self {
+        Self {
+            make_writer: io::stdout,
+        }
+    }
+}
+
+impl<W> JsonLines<W>
+where
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    /// Lines to `make_writer` (a file behind a `Mutex`, `io::sink`, ...).
+    pub fn new(make_writer: W) -> Self {
+        Self { make_writer }
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    // The Unix second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl<S, W> Layer<S> for JsonLines<W>
+where
+    S: Subscriber,
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            line.push_str("{\"ts\":\"");
+            push_timestamp(&mut line);
+            line.push_str("\",\"level\":\"");
+            line.push_str(level(event.metadata().level()));
+            line.push_str("\",\"target\":");
+            push_json_str(&mut line, event.metadata().target());
+            event.record(&mut Fields { line: &mut line });
+            line.push_str("}\n");
+            // A failed log write is not the request's failure.
+            let _ = self.make_writer.make_writer().write_all(line.as_bytes());
+        });
+    }
+}
+
+fn level(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARN",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    }
+}
+
+struct Fields<'a> {
+    line: &'a mut String,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.line.push(',');
+        push_json_str(self.line, field.name());
+        self.line.push(':');
+    }
+}
+
+impl Visit for Fields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        push_json_str(self.line, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.line, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            // Three decimals: milliseconds to the microsecond.
+            let _ = write!(self.line, "{value:.3}");
+        } else {
+            self.line.push_str("null");
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.line.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.key(field);
+        // Escaped as it is formatted, without a temporary string.
+        self.line.push('"');
+        let _ = write!(Escaping(self.line), "{value:?}");
+        self.line.push('"');
+    }
+}
+
+/// Writes into a JSON string, escaping as it goes.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
+}
+
+/// `s` as a JSON string, escaped.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// `s` escaped for the inside of a JSON string.
+fn push_escaped(out: &mut String, s: &str) {
+    // Most values (ids, paths, addresses) need no escaping: one byte scan.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(s);
+        return;
+    }
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escaped = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => {
+                out.push_str(&s[start..i]);
+                let _ = write!(out, "\\u{:04x}", c as u32);
+                start = i + c.len_utf8();
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(escaped);
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
+fn push_timestamp(out: &mut String) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    SECOND.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return;
+        };
+        if cache.0 != secs {
+            cache.1 = civil(secs);
+            cache.0 = secs;
+        }
+        out.push_str(&cache.1);
+    });
+    let _ = write!(out, ".{:03}Z", now.subsec_millis());
+}
+
+/// The UTC date and time of a Unix second (Howard Hinnant's
+/// `civil_from_days`).
+fn civil(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::prelude::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buf {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn events_become_valid_json_lines() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(JsonLines::new(move || out.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "tollgate::access", request_id = "r-1", status = 200u64, latency_ms = 1.23456, ok = true, path = "/a\"b\\c\n", ip = %"127.0.0.1", "request");
+            tracing::warn!(target: "other", missing = tracing::field::Empty, "second");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["target"], "tollgate::access");
+        assert_eq!(first["level"], "INFO");
+        assert_eq!(first["message"], "request");
+        assert_eq!(first["request_id"], "r-1");
+        assert_eq!(first["status"], 200);
+        assert_eq!(first["latency_ms"], 1.235);
+        assert_eq!(first["ok"], true);
+        assert_eq!(first["path"], "/a\"b\\c\n");
+        assert_eq!(first["ip"], "127.0.0.1");
+        let ts = first["ts"].as_str().unwrap();
+        assert_eq!(ts.len(), 24, "{ts}");
+        assert!(ts.ends_with('Z'));
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["level"], "WARN");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), "1970-01-01T00:00:00");
+        assert_eq!(civil(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(civil(1_795_838_892), "2026-11-28T04:08:12");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        push_json_str(&mut out, "a\u{1}b\u{7f}é");
+        assert_eq!(out, "\"a\\u0001b\u{7f}é\"");
+    }
+}
