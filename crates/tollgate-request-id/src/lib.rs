@@ -6,7 +6,7 @@
 //! - [`RequestIdLayer`]: a UUID v7 id per request (or a trusted,
 //!   well-formed incoming one) in the `X-Request-Id` header (configurable),
 //!   the `RequestId` extension, the upstream request and the response.
-//!   Built on tower-http's `SetRequestId` and `PropagateRequestId`.
+//!   Built on tower-http's `SetRequestId`.
 //! - [`TraceparentLayer`]: W3C `traceparent`/`tracestate` propagated, or a
 //!   new trace started, with a `TraceContext` extension.
 //! - [`ClientIpLayer`]: the `ClientIp` extension, resolved once from the
