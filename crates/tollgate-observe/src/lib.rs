@@ -84,6 +84,7 @@ mod json_lines;
 mod layer;
 mod metrics;
 mod record;
+mod sensitive;
 mod service;
 
 pub use admin::admin_router;
@@ -92,6 +93,7 @@ pub use json_lines::JsonLines;
 pub use layer::{ObserveBuilder, ObserveLayer};
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics, UNMATCHED};
 pub use record::ACCESS_TARGET;
+pub use sensitive::{SENSITIVE_HEADERS, sensitive_headers_layer};
 pub use service::Observe;
 #[doc(no_inline)]
 pub use tollgate_core::UpstreamErrorKind;

@@ -74,7 +74,7 @@ where
                         .chars()
                         .take(64)
                         .collect();
-                    tracing::debug!(target: "tollgate::request_id", traceparent = ?shown, "malformed traceparent replaced");
+                    tracing::info!(target: "tollgate::request_id", traceparent = ?shown, "malformed traceparent replaced");
                 }
                 req.headers_mut().remove(TRACESTATE);
                 TraceContext {

@@ -108,7 +108,9 @@ impl GatewayBuilder {
 
     /// Writes an access-log line per request and records metrics
     /// ([`ObserveLayer`]); serve [`admin_router`](tollgate_observe::admin_router)
-    /// with the same `Metrics` to expose them.
+    /// with the same `Metrics` to expose them. The secret headers
+    /// ([`SENSITIVE_HEADERS`](tollgate_observe::SENSITIVE_HEADERS)) are then
+    /// also marked sensitive with tower-http, in front of every layer.
     pub fn observe(mut self, layer: ObserveLayer) -> Self {
         self.observe = Some(layer);
         self
@@ -135,6 +137,7 @@ impl GatewayBuilder {
         let trace_context = std::mem::take(&mut self.trace_context);
         let client_ip = self.client_ip.take();
         let observe = self.observe.take();
+        let observed = observe.is_some();
         let mut router = Router::new().fallback_service(self.build_service()?);
         if let Some(layer) = observe {
             router = router.layer(layer);
@@ -147,6 +150,10 @@ impl GatewayBuilder {
         }
         if let Some(layer) = request_id {
             router = router.layer(layer);
+        }
+        if observed {
+            // Outermost: every layer sees the secret headers marked.
+            router = router.layer(tollgate_observe::sensitive_headers_layer());
         }
         Ok(router)
     }
