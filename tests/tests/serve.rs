@@ -97,35 +97,38 @@ async fn assert_stops(gw: RunningGateway) {
     assert!(result.is_ok(), "serve returned {result:?}");
 }
 
+/// GETs `url` with `client` and returns the response's version and the
+/// echo upstream's JSON.
+async fn echo_via(
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tollgate_tests::ClientBody,
+    >,
+    url: String,
+) -> (Version, serde_json::Value) {
+    let req = Request::get(url).body(empty()).expect("request");
+    let res = timeout(BOUND, client.request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(res.status(), StatusCode::OK);
+    let version = res.version();
+    (version, body_json(res).await)
+}
+
 #[tokio::test]
 async fn http2_and_http1_clients_share_one_listener() {
     let upstream = spawn_upstream(echo_router()).await;
     let mut gw = spawn_gateway(gateway_to(upstream)).await;
 
-    let req = Request::get(gw.url("/users/7?via=h2"))
-        .body(empty())
-        .expect("request");
-    let res = timeout(BOUND, h2_client().request(req))
-        .await
-        .expect("in time")
-        .expect("h2 request");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.version(), Version::HTTP_2);
-    let seen = body_json(res).await;
+    let (version, seen) = echo_via(h2_client(), gw.url("/users/7?via=h2")).await;
+    assert_eq!(version, Version::HTTP_2);
     assert_eq!(seen["uri"], "/users/7?via=h2");
     assert_eq!(seen["version"], "HTTP/1.1", "the upstream speaks HTTP/1.1");
     assert_eq!(seen["method"], "GET");
 
-    let req = Request::get(gw.url("/users/8?via=h1"))
-        .body(empty())
-        .expect("request");
-    let res = timeout(BOUND, client().request(req))
-        .await
-        .expect("in time")
-        .expect("h1 request");
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.version(), Version::HTTP_11);
-    let seen = body_json(res).await;
+    let (version, seen) = echo_via(client(), gw.url("/users/8?via=h1")).await;
+    assert_eq!(version, Version::HTTP_11);
     assert_eq!(seen["uri"], "/users/8?via=h1");
     assert_eq!(seen["version"], "HTTP/1.1");
 
