@@ -20,14 +20,14 @@ pin_project! {
     pub struct ObserveBody<B> {
         #[pin]
         inner: B,
-        record: Option<Record>,
+        record: Option<Box<Record>>,
     }
 }
 
 // === impl ObserveBody ===
 
 impl<B> ObserveBody<B> {
-    pub(crate) fn new(inner: B, record: Record) -> Self {
+    pub(crate) fn new(inner: B, record: Box<Record>) -> Self {
         Self {
             inner,
             record: Some(record),

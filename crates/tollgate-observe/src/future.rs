@@ -19,14 +19,14 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        record: Option<Record>,
+        record: Option<Box<Record>>,
     }
 }
 
 // === impl ResponseFuture ===
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, record: Record) -> Self {
+    pub(crate) fn new(inner: F, record: Box<Record>) -> Self {
         Self {
             inner,
             record: Some(record),

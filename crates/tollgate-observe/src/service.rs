@@ -63,7 +63,8 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .or_else(|| req.body().size_hint().exact());
-        let record = Record::start(&req, bytes_in, &self.config, observed);
+        // Boxed: the record is moved into the future, then into the body.
+        let record = Box::new(Record::start(&req, bytes_in, &self.config, observed));
         ResponseFuture::new(self.inner.call(req), record)
     }
 }
