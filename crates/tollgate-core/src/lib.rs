@@ -39,6 +39,7 @@
 pub mod body;
 mod error;
 mod extensions;
+mod hook;
 pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
@@ -46,6 +47,7 @@ pub use extensions::{
     ClientIp, ConnectionInfo, Identity, Observed, RequestId, RouteName, TraceContext, UpstreamCall,
     UpstreamErrorKind,
 };
+pub use hook::{OnRequest, RequestHook};
 pub use problem::Problem;
 
 /// A type-erased error, as used by tower and hyper.

@@ -1,12 +1,10 @@
 //! Path rewriting: strip or replace a prefix at a segment boundary, or fill a
 //! template. Percent-encoding and the query string pass through byte for byte.
 
-use std::task::{Context, Poll};
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Request, Uri, uri::PathAndQuery};
-use tollgate_core::{ConfigError, ConfigErrorKind};
-use tower::{Layer, Service};
+use tollgate_core::{ConfigError, ConfigErrorKind, OnRequest, RequestHook};
+use tower::Layer;
 
 /// Where a path prefix matches: only at a segment boundary.
 ///
@@ -85,15 +83,13 @@ pub struct RewritePathLayer {
     rewriter: Rewriter,
 }
 
-/// A service that rewrites the request path, then calls the inner service.
+/// A service that rewrites the request path, then calls the inner service:
+/// tollgate-core's [`OnRequest`] with a [`Rewriter`] as the hook. Build one
+/// with `RewritePath::new(inner, rewriter)` or [`RewritePathLayer`].
 ///
 /// A path that does not start with the prefix (at a segment boundary) is
 /// passed on unchanged.
-#[derive(Clone, Debug)]
-pub struct RewritePath<S> {
-    inner: S,
-    rewriter: Rewriter,
-}
+pub type RewritePath<S> = OnRequest<S, Rewriter>;
 
 // === impl Rewriter ===
 
@@ -253,39 +249,13 @@ impl<S> Layer<S> for RewritePathLayer {
     type Service = RewritePath<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RewritePath {
-            inner,
-            rewriter: self.rewriter.clone(),
-        }
+        OnRequest::new(inner, self.rewriter.clone())
     }
 }
 
-// === impl RewritePath ===
-
-impl<S> RewritePath<S> {
-    /// Wraps `inner` with `rewriter`.
-    pub fn new(inner: S, rewriter: Rewriter) -> Self {
-        Self { inner, rewriter }
-    }
-
-    tollgate_core::inner_service_accessors!();
-}
-
-impl<S, B> Service<Request<B>> for RewritePath<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        self.rewriter.apply(&mut req);
-        self.inner.call(req)
+impl RequestHook for Rewriter {
+    fn on_request<B>(&self, req: &mut Request<B>) {
+        self.apply(req);
     }
 }
 

@@ -5,13 +5,14 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    task::{Context, Poll},
 };
 
 use http::{HeaderMap, HeaderName, Request, header::FORWARDED};
 use ipnet::IpNet;
-use tollgate_core::{ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo};
-use tower::{Layer, Service};
+use tollgate_core::{
+    ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, OnRequest, RequestHook,
+};
+use tower::Layer;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -58,12 +59,9 @@ struct Settings {
     keep_untrusted_headers: bool,
 }
 
-/// The service of [`ClientIpLayer`].
-#[derive(Clone, Debug)]
-pub struct ResolveClientIp<S> {
-    inner: S,
-    shared: Arc<Settings>,
-}
+/// The service of [`ClientIpLayer`]: tollgate-core's [`OnRequest`] with
+/// the layer as the hook.
+pub type ResolveClientIp<S> = OnRequest<S, ClientIpLayer>;
 
 // === impl ClientIpLayer ===
 
@@ -121,32 +119,14 @@ impl<S> Layer<S> for ClientIpLayer {
     type Service = ResolveClientIp<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ResolveClientIp {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
+        OnRequest::new(inner, self.clone())
     }
 }
 
-// === impl ResolveClientIp ===
+// === impl ClientIpLayer as a hook ===
 
-impl<S> ResolveClientIp<S> {
-    tollgate_core::inner_service_accessors!();
-}
-
-impl<S, B> Service<Request<B>> for ResolveClientIp<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+impl RequestHook for ClientIpLayer {
+    fn on_request<B>(&self, req: &mut Request<B>) {
         let peer = req
             .extensions()
             .get::<ConnectionInfo>()
@@ -166,7 +146,6 @@ where
             }
             req.extensions_mut().insert(ClientIp(client));
         }
-        self.inner.call(req)
     }
 }
 

@@ -1,11 +1,9 @@
 //! W3C trace context: `traceparent` (and `tracestate`) propagated to the
 //! upstream, created when absent or malformed.
 
-use std::task::{Context, Poll};
-
 use http::{HeaderName, HeaderValue, Request};
-use tollgate_core::TraceContext;
-use tower::{Layer, Service};
+use tollgate_core::{OnRequest, RequestHook, TraceContext};
+use tower::Layer;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -22,11 +20,9 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 #[must_use]
 pub struct TraceparentLayer;
 
-/// The service of [`TraceparentLayer`].
-#[derive(Clone, Debug)]
-pub struct Traceparent<S> {
-    inner: S,
-}
+/// The service of [`TraceparentLayer`]: tollgate-core's [`OnRequest`]
+/// with the layer as the hook.
+pub type Traceparent<S> = OnRequest<S, TraceparentLayer>;
 
 impl TraceparentLayer {
     /// A new layer.
@@ -39,27 +35,12 @@ impl<S> Layer<S> for TraceparentLayer {
     type Service = Traceparent<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Traceparent { inner }
+        OnRequest::new(inner, *self)
     }
 }
 
-impl<S> Traceparent<S> {
-    tollgate_core::inner_service_accessors!();
-}
-
-impl<S, B> Service<Request<B>> for Traceparent<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+impl RequestHook for TraceparentLayer {
+    fn on_request<B>(&self, req: &mut Request<B>) {
         let incoming = req.headers().get(TRACEPARENT);
         let parsed = incoming.and_then(|v| parse(v.as_bytes()));
         let ctx = match parsed {
@@ -88,7 +69,6 @@ where
             req.headers_mut().insert(TRACEPARENT, value);
         }
         req.extensions_mut().insert(ctx);
-        self.inner.call(req)
     }
 }
 
