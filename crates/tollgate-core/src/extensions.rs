@@ -114,8 +114,28 @@ pub struct Identity {
     pub plan: Option<Arc<str>>,
     /// Granted scopes.
     pub scopes: Arc<[Arc<str>]>,
+    /// Granted roles.
+    pub roles: Arc<[Arc<str>]>,
+    /// How the caller authenticated.
+    pub method: Option<AuthMethod>,
     /// The verified claims, when the credential carried any.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+/// How an [`Identity`] was established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// A verified JSON Web Token.
+    Jwt,
+    /// An API key.
+    ApiKey,
+    /// An opaque token checked by OAuth2 introspection (RFC 7662).
+    Introspection,
+    /// A verified TLS client certificate.
+    ClientCertificate,
+    /// A method defined outside tollgate.
+    Custom,
 }
 
 // === impl RequestId ===
@@ -402,10 +422,69 @@ impl Identity {
         self
     }
 
+    /// Sets the roles.
+    #[must_use]
+    pub fn with_roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        self.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets how the caller authenticated.
+    #[must_use]
+    pub fn with_method(mut self, method: AuthMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Sets the verified claims.
+    #[must_use]
+    pub fn with_claims(mut self, claims: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.claims = Some(Arc::new(claims));
+        self
+    }
+
     /// Whether the identity holds `scope`.
     #[must_use]
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| &**s == scope)
+    }
+
+    /// Whether the identity holds `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| &**r == role)
+    }
+
+    /// A claim of the verified token, when there is one.
+    #[must_use]
+    pub fn claim(&self, name: &str) -> Option<&serde_json::Value> {
+        self.claims.as_ref()?.get(name)
+    }
+}
+
+// === impl AuthMethod ===
+
+impl AuthMethod {
+    /// A short lower-case name, as used in logs and metrics labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::ApiKey => "api_key",
+            Self::Introspection => "introspection",
+            Self::ClientCertificate => "client_certificate",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -415,11 +494,19 @@ mod tests {
 
     #[test]
     fn identity_scopes() {
+        let mut claims = serde_json::Map::new();
+        claims.insert("tenant".into(), "acme".into());
         let id = Identity::subject("42")
             .with_plan("free")
-            .with_scopes(["read", "write"]);
+            .with_scopes(["read", "write"])
+            .with_roles(["admin"])
+            .with_method(AuthMethod::Jwt)
+            .with_claims(claims);
         assert!(id.has_scope("read"));
         assert!(!id.has_scope("admin"));
+        assert!(id.has_role("admin"));
+        assert_eq!(id.claim("tenant"), Some(&serde_json::Value::from("acme")));
+        assert_eq!(id.method.map(AuthMethod::as_str), Some("jwt"));
         assert_eq!(id.plan.as_deref(), Some("free"));
     }
 

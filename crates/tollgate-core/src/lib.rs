@@ -36,16 +36,19 @@
 //! This crate does no I/O.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 pub mod body;
 mod error;
 mod extensions;
+#[cfg(feature = "axum")]
+mod extract;
 mod hook;
 pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
-    ClientIp, ConnectionInfo, Identity, Observed, RequestId, RouteName, TraceContext, UpstreamCall,
-    UpstreamErrorKind,
+    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, RequestId, RouteName, TraceContext,
+    UpstreamCall, UpstreamErrorKind,
 };
 pub use hook::{OnRequest, RequestHook};
 pub use problem::Problem;

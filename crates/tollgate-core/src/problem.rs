@@ -41,6 +41,9 @@ problem_types! {
     UNAUTHORIZED = "unauthorized";
     /// Credentials are valid but do not grant access (403).
     FORBIDDEN = "forbidden";
+    /// Credentials could not be checked: the identity provider is down or
+    /// no signing keys are loaded yet (503).
+    AUTH_UNAVAILABLE = "auth-unavailable";
     /// The request body is larger than the limit (413).
     PAYLOAD_TOO_LARGE = "payload-too-large";
     /// The request headers are too many or too large (431).
@@ -78,6 +81,7 @@ pub struct Problem {
     request_id: Option<RequestId>,
     retry_after: Option<Duration>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    members: Vec<(&'static str, Cow<'static, str>)>,
 }
 
 // === impl Problem ===
@@ -97,6 +101,7 @@ impl Problem {
             request_id: None,
             retry_after: None,
             headers: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -122,6 +127,16 @@ impl Problem {
     /// 401: credentials are missing or invalid.
     pub fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, "Unauthorized")
+    }
+
+    /// 503: the credentials could not be checked because the identity
+    /// provider is unreachable or no keys are loaded yet.
+    pub fn auth_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            AUTH_UNAVAILABLE,
+            "Authentication unavailable",
+        )
     }
 
     /// 403: credentials do not grant access.
@@ -267,6 +282,30 @@ impl Problem {
         self.title
     }
 
+    /// Adds an extension member (RFC 9457 §3.2) with a string value, such
+    /// as `reason` on an authentication failure or `plan` on a rate-limit
+    /// rejection. Metrics read the well-known ones from the response
+    /// extensions; names that clash with the standard members are ignored.
+    pub fn member(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Self {
+        if !matches!(
+            name,
+            "type" | "title" | "status" | "detail" | "instance" | "request_id"
+        ) {
+            self.members.retain(|(n, _)| *n != name);
+            self.members.push((name, value.into()));
+        }
+        self
+    }
+
+    /// The value of the extension member `name`, if set.
+    #[must_use]
+    pub fn member_value(&self, name: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
     /// The `detail`, if set.
     #[must_use]
     pub fn detail_str(&self) -> Option<&str> {
@@ -288,6 +327,9 @@ impl Problem {
         }
         if let Some(id) = self.request_id.as_ref().and_then(RequestId::as_str) {
             map.insert("request_id".into(), id.into());
+        }
+        for (name, value) in &self.members {
+            map.insert((*name).into(), value.as_ref().into());
         }
         serde_json::Value::Object(map)
     }
@@ -356,6 +398,19 @@ mod tests {
         );
         assert_eq!(json["instance"], "/api/users/1");
         assert_eq!(json["request_id"], "r-1");
+    }
+
+    #[test]
+    fn extension_members_render_and_cannot_replace_standard_ones() {
+        let problem = Problem::unauthorized()
+            .member("reason", "malformed")
+            .member("reason", "expired")
+            .member("status", "200");
+        assert_eq!(problem.member_value("reason"), Some("expired"));
+        let json = problem.to_json();
+        assert_eq!(json["reason"], "expired");
+        assert_eq!(json["status"], 401);
+        assert_eq!(json.as_object().map(serde_json::Map::len), Some(4));
     }
 
     #[test]

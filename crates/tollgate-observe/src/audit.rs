@@ -1,49 +1,16 @@
 //! The audit trail: security decisions on the tracing target
 //! [`TARGET`] (`tollgate::audit`).
 //!
-//! Every event carries the request id, the subject, the route, the outcome
-//! and the reason. Callers pass names and reasons, never credentials: no
-//! function here accepts a token, and the reason is meant to be a short
-//! constant such as `"expired"` or `"missing scope"`.
-//!
-//! ```
-//! use tollgate_core::RequestId;
-//! use tollgate_observe::audit;
-//!
-//! let id = RequestId::from_static("r-1");
-//! audit::event(Some(&id), Some("user-42"), Some("users"), "denied", "expired token");
-//! ```
+//! The events are emitted with [`event`] (defined in `tollgate-core`, so
+//! every layer that decides can emit them); this module adds
+//! [`file_layer`], which writes them to their own JSON-lines file.
 
 use std::{fs::File, io, path::Path, sync::Mutex};
 
-use tollgate_core::RequestId;
 use tracing::Subscriber;
 use tracing_subscriber::{Layer, filter::Targets, registry::LookupSpan};
 
-/// The tracing target of audit events.
-pub const TARGET: &str = "tollgate::audit";
-
-/// Emits one audit event on [`TARGET`].
-///
-/// `outcome` is what was decided (`allowed`, `denied`, `rate-limited`,
-/// `reloaded` …) and `reason` why. Absent values are left out of the event.
-pub fn event(
-    request_id: Option<&RequestId>,
-    subject: Option<&str>,
-    route: Option<&str>,
-    outcome: &str,
-    reason: &str,
-) {
-    tracing::info!(
-        target: TARGET,
-        request_id = request_id.and_then(RequestId::as_str),
-        subject,
-        route,
-        outcome,
-        reason,
-        "audit"
-    );
-}
+pub use tollgate_core::audit::{TARGET, event};
 
 /// A `tracing_subscriber` layer that appends the audit events, and only
 /// them, to the file at `path` as JSON lines (created when missing).
