@@ -1,0 +1,214 @@
+//! Where credentials are read from: `Authorization: Bearer`, a header, a
+//! cookie or a query parameter. Every reader refuses duplicates and
+//! oversized values before anything is parsed.
+
+use http::{HeaderMap, HeaderName, Uri, header};
+
+use crate::AuthError;
+
+/// Where a credential is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    Bearer,
+    /// The whole value of a header, e.g. `X-Api-Key`.
+    Header(HeaderName),
+    /// A cookie by name.
+    Cookie(String),
+    /// A query parameter by name (RFC 6750 §2.3 for tokens). Query strings
+    /// end up in logs of every proxy on the way; prefer a header.
+    Query(String),
+}
+
+/// What a request carries for one source.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found<'a> {
+    Absent,
+    Present(&'a str),
+    Invalid(AuthError),
+}
+
+impl CredentialSource {
+    /// Finds the credential in the request head, bounded by `max_len`
+    /// bytes. A source given twice is malformed, never "pick one".
+    pub(crate) fn find<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
+        max_len: usize,
+    ) -> Found<'a> {
+        let found = match self {
+            Self::Bearer => bearer(headers),
+            Self::Header(name) => single_header(headers, name),
+            Self::Cookie(name) => cookie(headers, name),
+            Self::Query(name) => query(uri, name),
+        };
+        match found {
+            Found::Present(value) if value.len() > max_len => Found::Invalid(AuthError::TooLarge),
+            Found::Present("") => Found::Invalid(AuthError::Malformed),
+            other => other,
+        }
+    }
+
+    /// The header that carries the credential, to remove before the
+    /// request goes upstream.
+    pub(crate) fn header(&self) -> Option<&HeaderName> {
+        match self {
+            Self::Bearer => Some(&header::AUTHORIZATION),
+            Self::Header(name) => Some(name),
+            Self::Cookie(_) | Self::Query(_) => None,
+        }
+    }
+}
+
+fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Found<'a> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Found::Absent;
+    };
+    if values.next().is_some() {
+        return Found::Invalid(AuthError::Malformed);
+    }
+    match value.to_str() {
+        Ok(value) => Found::Present(value.trim()),
+        Err(_) => Found::Invalid(AuthError::Malformed),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Found<'_> {
+    match single_header(headers, &header::AUTHORIZATION) {
+        Found::Present(value) => {
+            // The scheme is case-insensitive (RFC 9110 §11.1); another
+            // scheme (Basic, DPoP …) is not ours to judge.
+            let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Found::Present(token.trim_start())
+            } else {
+                Found::Absent
+            }
+        }
+        other => other,
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Found<'a> {
+    let mut found = None;
+    // HTTP/2 may split cookies over several header fields (RFC 9113 §8.2.3).
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for pair in value.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k == name {
+                if found.is_some() {
+                    return Found::Invalid(AuthError::Malformed);
+                }
+                found = Some(v.trim_matches('"'));
+            }
+        }
+    }
+    found.map_or(Found::Absent, Found::Present)
+}
+
+fn query<'a>(uri: &'a Uri, name: &str) -> Found<'a> {
+    let Some(query) = uri.query() else {
+        return Found::Absent;
+    };
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            if found.is_some() {
+                return Found::Invalid(AuthError::Malformed);
+            }
+            found = Some(v);
+        }
+    }
+    // Tokens and keys are base64url or hex; a value that needs
+    // percent-decoding is not one we issued.
+    match found {
+        Some(v) if v.contains('%') || v.contains('+') => Found::Invalid(AuthError::Malformed),
+        Some(v) => Found::Present(v),
+        None => Found::Absent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_absent() {
+        let uri = Uri::from_static("/");
+        let h = headers(&[("authorization", "bEaReR abc.def.ghi")]);
+        assert_eq!(
+            CredentialSource::Bearer.find(&h, &uri, 100),
+            Found::Present("abc.def.ghi")
+        );
+        let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(CredentialSource::Bearer.find(&h, &uri, 100), Found::Absent);
+        let h = headers(&[("authorization", "Bearer ")]);
+        assert_eq!(
+            CredentialSource::Bearer.find(&h, &uri, 100),
+            Found::Invalid(AuthError::Malformed)
+        );
+    }
+
+    #[test]
+    fn duplicates_and_oversized_values_are_refused() {
+        let uri = Uri::from_static("/?token=a&token=b");
+        let h = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert_eq!(
+            CredentialSource::Bearer.find(&h, &uri, 100),
+            Found::Invalid(AuthError::Malformed)
+        );
+        assert_eq!(
+            CredentialSource::Query("token".into()).find(&h, &uri, 100),
+            Found::Invalid(AuthError::Malformed)
+        );
+        let h = headers(&[("x-api-key", "0123456789")]);
+        assert_eq!(
+            CredentialSource::Header(HeaderName::from_static("x-api-key")).find(&h, &uri, 5),
+            Found::Invalid(AuthError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn cookies_across_fields_and_query_parameters() {
+        let uri = Uri::from_static("/x?a=1&access_token=tok&b");
+        let h = headers(&[("cookie", "a=1; session=s1"), ("cookie", "other=2")]);
+        assert_eq!(
+            CredentialSource::Cookie("session".into()).find(&h, &uri, 100),
+            Found::Present("s1")
+        );
+        let h2 = headers(&[("cookie", "session=s1"), ("cookie", "session=s2")]);
+        assert_eq!(
+            CredentialSource::Cookie("session".into()).find(&h2, &uri, 100),
+            Found::Invalid(AuthError::Malformed)
+        );
+        assert_eq!(
+            CredentialSource::Query("access_token".into()).find(&h, &uri, 100),
+            Found::Present("tok")
+        );
+        assert_eq!(
+            CredentialSource::Query("nope".into()).find(&h, &uri, 100),
+            Found::Absent
+        );
+    }
+}
