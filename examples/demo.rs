@@ -2,7 +2,8 @@
 //! front of three in-process services (users, orders, products), with an
 //! admin listener on 127.0.0.1:9901 (or `TOLLGATE_ADMIN_ADDR`) serving
 //! `/metrics` and `/healthz`. Every request gets an id, a trace and one
-//! JSON access-log line on stdout.
+//! JSON access-log line on stdout. `/api/orders` needs the scope
+//! `orders:read`: the demo prints a JWT and an API key that have it.
 //!
 //! ```sh
 //! cargo run --release --example demo
@@ -39,7 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("TOLLGATE_ADMIN_ADDR: {e}"))?;
     let services = demo_app::start_services().await?;
     let metrics = Metrics::new();
-    let router = demo_app::gateway(services, &metrics).build()?;
+    let auth = demo_app::DemoAuth::new()?;
+    let router = demo_app::gateway(services, &metrics, &auth)?.build()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let admin = tokio::net::TcpListener::bind(admin_addr).await?;
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tracing::info!(%addr, users = %services.users, orders = %services.orders, products = %services.products, "tollgate demo listening");
     eprintln!("\ntollgate demo on http://{addr} — try:\n");
-    for line in demo_app::curl_lines(addr) {
+    for line in demo_app::curl_lines(addr, &auth) {
         eprintln!("  {line}");
     }
     eprintln!("  curl -s http://{admin_addr}/metrics");

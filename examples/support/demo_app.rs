@@ -4,10 +4,15 @@
 //! Three small in-process services (users, orders, products) run on
 //! 127.0.0.1 ports picked by the OS; the gateway routes `/api/users/*`,
 //! `/api/orders/*` and `/api/products/*` to them, and `/api/v2/users/*` to
-//! the users service's v2 API. Later features add their layers in
+//! the users service's v2 API. `/api/orders/*` needs a caller with the
+//! `orders:read` scope, by JWT or API key ([`DemoAuth`] makes both);
+//! `/api/products/*` is public. Later features add their layers in
 //! [`gateway`].
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Json, Router,
@@ -18,10 +23,85 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tollgate::{
-    Gateway, GatewayBuilder, Route, Upstream,
+    ConfigError, Gateway, GatewayBuilder, Route, Upstream,
+    auth::{
+        ApiKeyAuth, AuthLayer, Consumer, IdentityHeaders, Issuer, JwtAuth, JwtKey,
+        MemoryApiKeyStore, Requirement,
+    },
     observe::{Metrics, ObserveLayer},
     request_id::{ClientIpLayer, RequestIdLayer},
 };
+
+/// The demo's issuer and audience.
+const ISSUER: &str = "tollgate-demo";
+const AUDIENCE: &str = "demo-api";
+
+/// The demo's credentials: a fresh HS256 secret, a token signed with it,
+/// and an API key, all random per run.
+#[derive(Debug, Clone)]
+pub(crate) struct DemoAuth {
+    /// A JWT for subject `42` with scope `orders:read`, valid for a day.
+    pub(crate) token: String,
+    /// An API key of consumer `demo-app`, plan `free`, scope `orders:read`.
+    pub(crate) api_key: String,
+    secret: String,
+}
+
+impl DemoAuth {
+    pub(crate) fn new() -> Result<Self, jsonwebtoken::errors::Error> {
+        let random = |n: usize| -> String {
+            std::iter::repeat_with(fastrand::alphanumeric)
+                .take(n)
+                .collect()
+        };
+        let secret = random(48);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let claims = json!({
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "42",
+            "scope": "orders:read profile",
+            "iat": now,
+            "exp": now + 24 * 3600,
+        });
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )?;
+        Ok(Self {
+            token,
+            api_key: format!("demo-{}", random(32)),
+            secret,
+        })
+    }
+
+    /// JWT or API key, `orders:read` required, the identity forwarded as
+    /// `X-User-Id`/`X-Consumer`/`X-Scopes`.
+    fn layer(&self) -> Result<AuthLayer, ConfigError> {
+        let jwt = JwtAuth::builder()
+            .issuer(
+                Issuer::new(ISSUER)
+                    .audience(AUDIENCE)
+                    .key(JwtKey::hmac(&self.secret)),
+            )
+            .build()?;
+        let keys = MemoryApiKeyStore::new();
+        keys.insert(
+            &self.api_key,
+            Consumer::new("demo-app")
+                .plan("free")
+                .scopes(["orders:read"]),
+        );
+        Ok(AuthLayer::new(jwt)
+            .or(ApiKeyAuth::new(keys))
+            .require_scopes(Requirement::all(["orders:read"]))
+            .forward_identity(IdentityHeaders::default()))
+    }
+}
 
 /// Where the demo services listen.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +159,10 @@ fn seen(service: &str, uri: &OriginalUri, headers: &HeaderMap) -> Value {
         "x_forwarded_host": header("x-forwarded-host"),
         "x_request_id": header("x-request-id"),
         "traceparent": header("traceparent"),
+        "x_user_id": header("x-user-id"),
+        "x_consumer": header("x-consumer"),
+        "x_scopes": header("x-scopes"),
+        "authorization_forwarded": headers.contains_key("authorization"),
     })
 }
 
@@ -111,9 +195,13 @@ async fn product(Path(sku): Path<String>, uri: OriginalUri, headers: HeaderMap) 
 
 /// The demo gateway in front of `services`: request ids, trace context,
 /// client IPs, an access-log line and metrics (into `metrics`) for every
-/// request, then the routes.
-pub(crate) fn gateway(services: Services, metrics: &Metrics) -> GatewayBuilder {
-    Gateway::builder()
+/// request, then the routes; `/api/orders` checks `auth`'s credentials.
+pub(crate) fn gateway(
+    services: Services,
+    metrics: &Metrics,
+    auth: &DemoAuth,
+) -> Result<GatewayBuilder, ConfigError> {
+    Ok(Gateway::builder()
         .request_id(RequestIdLayer::x_request_id())
         .trace_context(true)
         .client_ip(ClientIpLayer::peer_only())
@@ -131,6 +219,7 @@ pub(crate) fn gateway(services: Services, metrics: &Metrics) -> GatewayBuilder {
             Route::prefix("/api/orders")
                 .name("orders")
                 .replace_prefix("/orders")
+                .auth(auth.layer()?)
                 .to("orders"),
         )
         .route(
@@ -144,19 +233,28 @@ pub(crate) fn gateway(services: Services, metrics: &Metrics) -> GatewayBuilder {
                 .name("users-v2")
                 .replace_prefix("/v2/users")
                 .to("users"),
-        )
+        ))
 }
 
-/// `curl` lines that show the demo working against `addr`.
-pub(crate) fn curl_lines(addr: SocketAddr) -> Vec<String> {
-    [
+/// `curl` lines that show the demo working against `addr`, ready to paste.
+pub(crate) fn curl_lines(addr: SocketAddr, auth: &DemoAuth) -> Vec<String> {
+    let mut lines: Vec<String> = [
         "/api/users/42",
         "/api/v2/users/42",
-        "/api/orders/7",
         "/api/products/tea",
+        "/api/orders/7",
         "/api/nowhere",
     ]
     .iter()
     .map(|path| format!("curl -s http://{addr}{path}"))
-    .collect()
+    .collect();
+    lines.push(format!(
+        "curl -s -H 'Authorization: Bearer {}' http://{addr}/api/orders/7",
+        auth.token
+    ));
+    lines.push(format!(
+        "curl -s -H 'X-Api-Key: {}' http://{addr}/api/orders/7",
+        auth.api_key
+    ));
+    lines
 }

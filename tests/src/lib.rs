@@ -9,6 +9,7 @@
     reason = "test helpers fail the calling test by panicking, with a message"
 )]
 
+pub mod auth_support;
 pub mod observe_support;
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};

@@ -33,21 +33,44 @@ async fn get_json(gw: &RunningGateway, path: &str) -> serde_json::Value {
 }
 
 async fn get(addr: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
-    let req = Request::get(format!("http://{addr}{path}"))
-        .body(empty())
-        .expect("request");
+    get_with(addr, path, None).await
+}
+
+async fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&str, &str)>,
+) -> http::Response<hyper::body::Incoming> {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let req = req.body(empty()).expect("request");
     timeout(BOUND, client().request(req))
         .await
         .expect("answered in time")
         .expect("request sent")
 }
 
+/// The demo gateway as the example builds it, with fresh credentials.
+async fn demo_gateway() -> (axum::Router, demo_app::DemoAuth) {
+    let services = demo_app::start_services().await.expect("demo services");
+    demo_gateway_for(services)
+}
+
+fn demo_gateway_for(services: demo_app::Services) -> (axum::Router, demo_app::DemoAuth) {
+    let auth = demo_app::DemoAuth::new().expect("demo credentials");
+    let router = demo_app::gateway(services, &tollgate::observe::Metrics::new(), &auth)
+        .expect("demo auth")
+        .build()
+        .expect("demo gateway");
+    (router, auth)
+}
+
 #[tokio::test]
 async fn the_demo_gateway_routes_to_its_services() {
     let services = demo_app::start_services().await.expect("demo services");
-    let router = demo_app::gateway(services, &tollgate::observe::Metrics::new())
-        .build()
-        .expect("demo gateway");
+    let (router, auth) = demo_gateway_for(services);
     let mut gw = spawn_gateway(router).await;
 
     let user = get_json(&gw, "/api/users/42").await;
@@ -77,10 +100,30 @@ async fn the_demo_gateway_routes_to_its_services() {
     assert_eq!(v2["seen"]["service"], "users", "{v2}");
     assert_eq!(v2["seen"]["path"], "/v2/users/42", "{v2}");
 
-    let order = get_json(&gw, "/api/orders/7").await;
+    let bearer = format!("Bearer {}", auth.token);
+    let res = get_with(gw.addr, "/api/orders/7", Some(("authorization", &bearer))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let order = body_json(res).await;
     assert_eq!(order["id"], "7", "{order}");
     assert_eq!(order["seen"]["service"], "orders", "{order}");
     assert_eq!(order["seen"]["path"], "/orders/7", "{order}");
+    assert_eq!(order["seen"]["x_user_id"], "42", "{order}");
+    assert_eq!(order["seen"]["x_scopes"], "orders:read profile", "{order}");
+    assert_eq!(order["seen"]["authorization_forwarded"], false, "{order}");
+
+    let res = get_with(gw.addr, "/api/orders/7", Some(("x-api-key", &auth.api_key))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let order = body_json(res).await;
+    assert_eq!(order["seen"]["x_consumer"], "demo-app", "{order}");
+    assert_eq!(
+        order["seen"]["x_user_id"],
+        serde_json::Value::Null,
+        "{order}"
+    );
+
+    let res = get(gw.addr, "/api/orders/7").await;
+    let problem = assert_problem(res, 401, tollgate::core::problem::UNAUTHORIZED).await;
+    assert_eq!(problem["reason"], "missing", "{problem}");
 
     let product = get_json(&gw, "/api/products/tea").await;
     assert_eq!(product["sku"], "tea", "{product}");
@@ -98,24 +141,30 @@ async fn the_demo_gateway_routes_to_its_services() {
 
 #[tokio::test]
 async fn every_demo_curl_line_answers() {
-    let services = demo_app::start_services().await.expect("demo services");
-    let gw = spawn_gateway(
-        demo_app::gateway(services, &tollgate::observe::Metrics::new())
-            .build()
-            .expect("demo gateway"),
-    )
-    .await;
+    let (router, auth) = demo_gateway().await;
+    let gw = spawn_gateway(router).await;
 
-    let lines = demo_app::curl_lines(gw.addr);
-    assert!(lines.len() >= 5, "{lines:?}");
-    let base = format!("curl -s http://{}", gw.addr);
+    let lines = demo_app::curl_lines(gw.addr, &auth);
+    assert!(lines.len() >= 7, "{lines:?}");
+    let base = format!("http://{}", gw.addr);
     for line in lines {
-        let path = line
+        // `curl -s [-H 'Name: value'] http://addr/path`, as printed.
+        let rest = line.strip_prefix("curl -s ").expect("a curl line");
+        let (header, url) = match rest.strip_prefix("-H '") {
+            Some(rest) => {
+                let (header, url) = rest.split_once("' ").expect("quoted header");
+                (header.split_once(": "), url)
+            }
+            None => (None, rest),
+        };
+        let path = url
             .strip_prefix(&base)
             .unwrap_or_else(|| panic!("{line:?} does not target the gateway at {base}"));
-        let res = get(gw.addr, path).await;
+        let res = get_with(gw.addr, path, header).await;
         if path.contains("nowhere") {
             assert_problem(res, 404, ROUTE_NOT_FOUND).await;
+        } else if path.contains("orders") && header.is_none() {
+            assert_problem(res, 401, tollgate::core::problem::UNAUTHORIZED).await;
         } else {
             assert_eq!(res.status(), StatusCode::OK, "{line}");
             let json = body_json(res).await;
@@ -246,10 +295,7 @@ async fn the_proxy_example_refuses_a_bad_upstream_with_exit_code_2() {
 /// the service, and starts a W3C trace for it.
 #[tokio::test]
 async fn the_demo_adds_request_ids_and_trace_context() {
-    let services = demo_app::start_services().await.expect("services");
-    let router = demo_app::gateway(services, &tollgate::observe::Metrics::new())
-        .build()
-        .expect("gateway");
+    let (router, _auth) = demo_gateway().await;
     let gw = tollgate_tests::spawn_gateway(router).await;
     let req = http::Request::get(gw.url("/api/users/42"))
         .body(tollgate_tests::empty())

@@ -75,6 +75,13 @@ pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Query parameters that carry this method's credential, removed from
+    /// the request target before it goes upstream unless credentials are
+    /// kept.
+    fn credential_query_params(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the method can judge requests yet (e.g. signing keys are
     /// loaded). Readiness endpoints report it.
     fn is_ready(&self) -> bool {

@@ -51,6 +51,14 @@ impl CredentialSource {
         }
     }
 
+    /// The query parameter that carries the credential.
+    pub(crate) fn query_param(&self) -> Option<&str> {
+        match self {
+            Self::Query(name) => Some(name),
+            _ => None,
+        }
+    }
+
     /// The header that carries the credential, to remove before the
     /// request goes upstream.
     pub(crate) fn header(&self) -> Option<&HeaderName> {
@@ -60,6 +68,28 @@ impl CredentialSource {
             Self::Cookie(_) | Self::Query(_) => None,
         }
     }
+}
+
+/// `uri` without the query parameters named in `names`; the other
+/// parameters keep their bytes and order.
+pub(crate) fn without_query_params(uri: &Uri, names: &[String]) -> Option<Uri> {
+    let query = uri.query()?;
+    let is_credential = |pair: &&str| {
+        let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+        names.iter().any(|n| n == key)
+    };
+    if !query.split('&').any(|pair| is_credential(&pair)) {
+        return None;
+    }
+    let kept: Vec<&str> = query.split('&').filter(|p| !is_credential(p)).collect();
+    let mut target = uri.path().to_owned();
+    if !kept.is_empty() {
+        target.push('?');
+        target.push_str(&kept.join("&"));
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 fn single_header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Found<'a> {
@@ -187,6 +217,16 @@ mod tests {
             CredentialSource::Header(HeaderName::from_static("x-api-key")).find(&h, &uri, 5),
             Found::Invalid(AuthError::TooLarge)
         );
+    }
+
+    #[test]
+    fn credential_query_params_are_removed_and_the_rest_kept() {
+        let names = vec!["api_key".to_owned()];
+        let uri = Uri::from_static("/a?x=1&api_key=s3cret&y=%2F");
+        assert_eq!(without_query_params(&uri, &names).unwrap(), "/a?x=1&y=%2F");
+        let uri = Uri::from_static("/a?api_key=s3cret");
+        assert_eq!(without_query_params(&uri, &names).unwrap(), "/a");
+        assert!(without_query_params(&Uri::from_static("/a?x=1"), &names).is_none());
     }
 
     #[test]

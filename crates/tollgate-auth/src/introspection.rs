@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::{
     AuthError, Authenticator, CredentialSource, Scheme, Verdict,
-    cache::{VerdictCache, digest, now_unix},
+    cache::{VerdictCache, now_unix},
     credential::Found,
     http_client::{HttpClient, parse_url, read_body},
 };
@@ -116,16 +116,15 @@ impl Introspection {
     /// `Inactive` for a token the server does not vouch for,
     /// `Unavailable` when the server cannot be reached.
     pub async fn introspect(&self, token: &str) -> Result<Identity, AuthError> {
-        let key = digest(token);
-        if let Some(verdict) = self.inner.cache.get(&key) {
+        if let Some(verdict) = self.inner.cache.get(token, 0) {
             return verdict;
         }
-        self.inner.call(key, token).await
+        self.inner.call(token).await
     }
 }
 
 impl Inner {
-    async fn call(&self, key: crate::cache::Digest32, token: &str) -> Result<Identity, AuthError> {
+    async fn call(&self, token: &str) -> Result<Identity, AuthError> {
         let res = self
             .client
             .inner()
@@ -155,8 +154,13 @@ impl Inner {
         };
         let now = now_unix();
         if !answer.active || answer.exp.is_some_and(|exp| exp <= now) {
-            self.cache
-                .insert(key, Err(AuthError::Inactive), None, Some(self.negative_ttl));
+            self.cache.insert(
+                token,
+                Err(AuthError::Inactive),
+                None,
+                Some(self.negative_ttl),
+                0,
+            );
             return Err(AuthError::Inactive);
         }
         let mut claims = answer.rest;
@@ -187,7 +191,7 @@ impl Inner {
         }
         let identity = identity.with_claims(claims);
         self.cache
-            .insert(key, Ok(identity.clone()), answer.exp, Some(self.ttl));
+            .insert(token, Ok(identity.clone()), answer.exp, Some(self.ttl), 0);
         Ok(identity)
     }
 }
@@ -205,13 +209,12 @@ impl Authenticator for Introspection {
                 Found::Invalid(error) => return Verdict::Reject(error),
                 Found::Present(token) => token,
             };
-        let key = digest(token);
-        if let Some(verdict) = self.inner.cache.get(&key) {
+        if let Some(verdict) = self.inner.cache.get(token, 0) {
             return verdict.into();
         }
         let inner = Arc::clone(&self.inner);
         let token = token.to_owned();
-        Verdict::Pending(Box::pin(async move { inner.call(key, &token).await }))
+        Verdict::Pending(Box::pin(async move { inner.call(&token).await }))
     }
 
     fn scheme(&self) -> Scheme {

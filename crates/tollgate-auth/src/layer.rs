@@ -225,6 +225,7 @@ struct Shared {
     optional: bool,
     keep_credentials: bool,
     credential_headers: Vec<HeaderName>,
+    credential_params: Vec<String>,
     forward: Option<IdentityHeaders>,
     scopes: Option<Requirement>,
     roles: Option<Requirement>,
@@ -252,6 +253,7 @@ impl AuthLayer {
             optional: false,
             keep_credentials: false,
             credential_headers: Vec::new(),
+            credential_params: Vec::new(),
             forward: None,
             scopes: None,
             roles: None,
@@ -271,6 +273,7 @@ impl AuthLayer {
             optional: false,
             keep_credentials: true,
             credential_headers: Vec::new(),
+            credential_params: Vec::new(),
             forward: None,
             scopes: requirement_scopes,
             roles: requirement_roles,
@@ -290,6 +293,7 @@ impl AuthLayer {
             optional: arc.optional,
             keep_credentials: arc.keep_credentials,
             credential_headers: arc.credential_headers.clone(),
+            credential_params: arc.credential_params.clone(),
             forward: arc.forward.clone(),
             scopes: arc.scopes.clone(),
             roles: arc.roles.clone(),
@@ -308,6 +312,11 @@ impl AuthLayer {
             for header in method.credential_headers() {
                 if !s.credential_headers.contains(&header) {
                     s.credential_headers.push(header);
+                }
+            }
+            for param in method.credential_query_params() {
+                if !s.credential_params.contains(&param) {
+                    s.credential_params.push(param);
                 }
             }
             s.methods.push(Arc::new(method));
@@ -340,6 +349,18 @@ impl AuthLayer {
     /// Requires roles (403 otherwise).
     pub fn require_roles(self, requirement: Requirement) -> Self {
         self.update(|s| s.roles = Some(requirement))
+    }
+
+    /// The headers this layer forwards the identity in. A gateway strips
+    /// them from every client request, on every route, so no route can be
+    /// reached with a forged identity.
+    #[must_use]
+    pub fn identity_header_names(&self) -> Vec<HeaderName> {
+        self.shared
+            .forward
+            .as_ref()
+            .map(|f| f.names().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether every method can judge requests (keys loaded).
@@ -465,6 +486,11 @@ impl Shared {
                 if !self.keep_credentials {
                     for header in &self.credential_headers {
                         parts.headers.remove(header);
+                    }
+                    if let Some(uri) =
+                        crate::credential::without_query_params(&parts.uri, &self.credential_params)
+                    {
+                        parts.uri = uri;
                     }
                 }
                 if let Some(forward) = &self.forward {

@@ -61,6 +61,7 @@ pub use error::AuthError;
 pub use introspection::{Introspection, IntrospectionBuilder};
 pub use jsonwebtoken::Algorithm;
 pub use jwt::{
-    ClaimMapping, DEFAULT_MAX_TOKEN_LEN, FetchStats, Issuer, JwtAuth, JwtAuthBuilder, JwtKey,
+    ALGORITHMS, ClaimMapping, DEFAULT_MAX_TOKEN_LEN, FetchStats, Issuer, JwtAuth, JwtAuthBuilder,
+    JwtKey,
 };
 pub use layer::{AuthLayer, Authenticate, IdentityHeaders, Requirement, ResponseFuture};

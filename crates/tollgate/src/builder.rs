@@ -3,14 +3,20 @@
 
 use std::collections::HashMap;
 
+use std::{convert::Infallible, fmt, sync::Arc};
+
 use axum::{Router, body::Body};
-use http::{HeaderName, HeaderValue, Method};
-use tollgate_core::{ConfigError, ConfigErrorKind, RouteName};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use tollgate_auth::AuthLayer;
+use tollgate_core::{BoxError, ConfigError, ConfigErrorKind, RouteName};
 use tollgate_observe::ObserveLayer;
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
 
-use crate::routing::{CompiledRoute, GatewayService, Matcher, RouteService};
+use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+
+use crate::routing::{CompiledRoute, GatewayService, LayeredService, Matcher, RouteService};
 
 /// The entry point: `Gateway::builder()`.
 ///
@@ -49,6 +55,18 @@ pub struct Route {
     headers: Vec<(String, Option<String>)>,
     target: Target,
     rewrite: PathRewrite,
+    auth: Option<AuthLayer>,
+    layers: Vec<RouteLayer>,
+}
+
+/// A per-route layer, type-erased so routes can stack different ones.
+#[derive(Clone)]
+struct RouteLayer(Arc<dyn Fn(LayeredService) -> LayeredService + Send + Sync>);
+
+impl fmt::Debug for RouteLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RouteLayer")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +199,17 @@ impl GatewayBuilder {
             }
         }
         let mut compiled: Vec<CompiledRoute> = Vec::with_capacity(self.routes.len());
+        let mut strip: Vec<HeaderName> = Vec::new();
+        for name in self
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.as_ref())
+            .flat_map(AuthLayer::identity_header_names)
+        {
+            if !strip.contains(&name) {
+                strip.push(name);
+            }
+        }
         for route in self.routes {
             let place = route.place();
             let built = route.compile(&upstreams).map_err(|e| e.context(&place))?;
@@ -193,7 +222,7 @@ impl GatewayBuilder {
             }
             compiled.push(built);
         }
-        Ok(GatewayService::new(compiled))
+        Ok(GatewayService::new(compiled, strip))
     }
 }
 
@@ -210,6 +239,8 @@ impl Route {
             headers: Vec::new(),
             target: Target::None,
             rewrite: PathRewrite::Keep,
+            auth: None,
+            layers: Vec::new(),
         }
     }
 
@@ -298,6 +329,41 @@ impl Route {
         self.rewrite(PathRewrite::StripPrefix)
     }
 
+    /// Authenticates and authorizes this route's requests ([`AuthLayer`]):
+    /// JWT, API keys, introspection, required scopes and roles. It runs
+    /// after the route matched and the path was rewritten, before any
+    /// other per-route layer.
+    ///
+    /// Identity headers the layer forwards (`X-User-Id` …) are removed
+    /// from client requests on every route of the gateway, so a route
+    /// without auth cannot be used to pass a forged identity either.
+    pub fn auth(mut self, auth: AuthLayer) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Adds a tower layer in front of this route's upstream, after
+    /// [`auth`](Self::auth). Layers run in the order they are added. The
+    /// layer must answer rather than fail: its error type is `Infallible`
+    /// (problem+json responses, as tollgate's layers give).
+    pub fn layer<L, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<LayeredService> + Send + Sync + 'static,
+        L::Service: Service<Request<Body>, Response = Response<ResBody>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.layers.push(RouteLayer(Arc::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        })));
+        self
+    }
+
     /// Replaces the prefix: with `/users`, `/api/users/42` → `/users/42`.
     pub fn replace_prefix(self, with: impl Into<String>) -> Self {
         self.rewrite(PathRewrite::ReplacePrefix(with.into()))
@@ -370,6 +436,7 @@ impl Route {
                 return Err(invalid(format!("bad host {host:?}")));
             }
         }
+        let service = self.wrap(service);
         Ok(CompiledRoute {
             name: RouteName::new(self.display_name()),
             matcher: Matcher {
@@ -385,6 +452,24 @@ impl Route {
             rewriter: (!rewriter.is_keep()).then_some(rewriter),
             service,
         })
+    }
+
+    /// Stacks the route's layers around its forwarding service: auth
+    /// outermost, then the others in the order they were added.
+    fn wrap(&self, service: RouteService) -> RouteService {
+        if self.auth.is_none() && self.layers.is_empty() {
+            return service;
+        }
+        let mut service = service.boxed();
+        for layer in self.layers.iter().rev() {
+            service = (layer.0)(service);
+        }
+        if let Some(auth) = &self.auth {
+            service = BoxCloneSyncService::new(
+                auth.layer(service).map_response(|res| res.map(Body::new)),
+            );
+        }
+        RouteService::Layered(service)
     }
 }
 

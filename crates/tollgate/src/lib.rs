@@ -43,6 +43,7 @@
 //! | `tollgate-proxy` | [`proxy`]      | upstreams, balancing, streaming, upgrades, timeouts  |
 //! | `tollgate-request-id` | [`request_id`] | request ids, W3C trace context, client IP resolution |
 //! | `tollgate-observe` | [`observe`] | access log, Prometheus metrics, admin router, audit trail |
+//! | `tollgate-auth`  | [`auth`]       | JWT (JWKS, OIDC), API keys, introspection, scopes and roles |
 //!
 //! # Features
 //!
@@ -64,6 +65,9 @@ pub use tollgate_core::{ConfigError, Problem};
 #[doc(no_inline)]
 pub use tollgate_proxy::{Balance, PathRewrite, Protocol, Upstream, UpstreamBuilder};
 
+/// Authentication and authorization: JWT, API keys, introspection, scope
+/// checks (`tollgate-auth`).
+pub use tollgate_auth as auth;
 /// The shared vocabulary: extensions, problems, bodies (`tollgate-core`).
 pub use tollgate_core as core;
 /// Access logs, metrics, the admin router and the audit trail

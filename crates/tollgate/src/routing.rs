@@ -19,7 +19,14 @@ use tollgate_proxy::{
     rewrite::{Rewriter, strip_segment_prefix},
     validate_request,
 };
-use tower::Service;
+use tower::{
+    Service, ServiceExt,
+    util::{BoxCloneSyncService, Oneshot},
+};
+
+/// A route's service once per-route layers (auth, rate limits, your own)
+/// wrap the forwarding: boxed, because each route stacks different layers.
+pub(crate) type LayeredService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// Where a route sends its requests. Concrete rather than boxed: the hot
 /// path clones an `Arc` and calls, with no allocation of its own.
@@ -27,6 +34,23 @@ use tower::Service;
 pub(crate) enum RouteService {
     Upstream(Upstream<Body>),
     Split(WeightedSplit<Upstream<Body>>),
+    /// Per-route layers in front of one of the above.
+    Layered(LayeredService),
+}
+
+impl RouteService {
+    /// The forwarding as a boxed service, for layers to wrap.
+    pub(crate) fn boxed(self) -> LayeredService {
+        match self {
+            Self::Upstream(upstream) => {
+                BoxCloneSyncService::new(upstream.map_response(|res| res.map(Body::new)))
+            }
+            Self::Split(split) => {
+                BoxCloneSyncService::new(split.map_response(|res| res.map(Body::new)))
+            }
+            Self::Layered(service) => service,
+        }
+    }
 }
 
 /// A route matcher, compiled at build time.
@@ -61,6 +85,9 @@ pub(crate) struct CompiledRoute {
 #[derive(Clone, Debug)]
 pub struct GatewayService {
     routes: Arc<[CompiledRoute]>,
+    /// Identity headers some route forwards: removed from every client
+    /// request, so none can carry a forged identity.
+    strip: Arc<[HeaderName]>,
 }
 
 pin_project! {
@@ -78,6 +105,11 @@ pin_project! {
         Proxy {
             #[pin]
             inner: tollgate_proxy::ResponseFuture<PoolFuture<Body>>,
+        },
+        // Through the route's own layers.
+        Layered {
+            #[pin]
+            inner: Oneshot<LayeredService, Request<Body>>,
         },
         // Answered by the gateway itself.
         Ready {
@@ -176,7 +208,7 @@ impl GatewayService {
     /// specific host first (exact, then wildcard, then any), then the
     /// longest prefix, then the most other conditions (headers, methods),
     /// then registration order.
-    pub(crate) fn new(mut routes: Vec<CompiledRoute>) -> Self {
+    pub(crate) fn new(mut routes: Vec<CompiledRoute>, strip: Vec<HeaderName>) -> Self {
         routes.sort_by(|a, b| {
             let (a, b) = (&a.matcher, &b.matcher);
             b.host_rank()
@@ -186,6 +218,7 @@ impl GatewayService {
         });
         Self {
             routes: routes.into(),
+            strip: strip.into(),
         }
     }
 
@@ -251,6 +284,9 @@ impl Service<Request<Body>> for GatewayService {
         if let Some(problem) = validate_request(&req) {
             return reject(problem.for_request(&req));
         }
+        for name in self.strip.iter() {
+            req.headers_mut().remove(name);
+        }
         match self.find(&req) {
             Found::Route(route) => {
                 if let Some(rewriter) = &route.rewriter {
@@ -265,6 +301,13 @@ impl Service<Request<Body>> for GatewayService {
                 let inner = match &route.service {
                     RouteService::Upstream(upstream) => upstream.clone().call(req),
                     RouteService::Split(split) => split.clone().call(req),
+                    RouteService::Layered(service) => {
+                        return ResponseFuture {
+                            kind: Kind::Layered {
+                                inner: service.clone().oneshot(req),
+                            },
+                        };
+                    }
                 };
                 ResponseFuture {
                     kind: Kind::Proxy { inner },
@@ -315,6 +358,7 @@ impl Future for ResponseFuture {
             KindProj::Proxy { inner } => {
                 inner.poll(cx).map(|res| res.map(|res| res.map(Body::new)))
             }
+            KindProj::Layered { inner } => inner.poll(cx),
             KindProj::Ready { response } => match response.take() {
                 Some(res) => Poll::Ready(Ok(res)),
                 // Polled after completion: stay pending rather than panic.

@@ -280,15 +280,27 @@ impl KeySet {
         self.keys.len()
     }
 
-    /// The keys to try for a token: the one with its `kid`, or, without a
-    /// `kid`, every key that accepts `alg`.
-    pub(crate) fn candidates<'a>(
-        &'a self,
-        kid: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a JwtKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |k| kid.is_none() || k.kid_str() == kid)
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid_str() == Some(kid))
+    }
+
+    /// The keys to try for a token: those with its `kid`, or, when none
+    /// has it (or the token names none), the keys that declare no `kid`
+    /// themselves (a key without an id is a candidate for any token, as
+    /// a single configured secret is). The algorithm is checked after.
+    pub(crate) fn candidates<'a>(&'a self, kid: Option<&'a str>) -> Vec<&'a JwtKey> {
+        if let Some(kid) = kid {
+            let named: Vec<_> = self
+                .keys
+                .iter()
+                .filter(|k| k.kid_str() == Some(kid))
+                .collect();
+            if !named.is_empty() {
+                return named;
+            }
+            return self.keys.iter().filter(|k| k.kid_str().is_none()).collect();
+        }
+        self.keys.iter().collect()
     }
 }
 
@@ -317,10 +329,10 @@ mod tests {
         ]}"#;
         let set = KeySet::from_jwks(doc).unwrap();
         assert_eq!(set.len(), 1);
-        let key = set.candidates(Some("a")).next().unwrap();
+        let key = set.candidates(Some("a"))[0];
         assert!(key.accepts(Algorithm::HS256));
         assert!(!key.accepts(Algorithm::HS384));
-        assert!(set.candidates(Some("enc")).next().is_none());
+        assert!(set.candidates(Some("enc")).is_empty());
     }
 
     #[test]

@@ -3,10 +3,10 @@
 mod keys;
 mod remote;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use http::{HeaderName, request::Parts};
-use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, errors::ErrorKind};
 use serde_json::{Map, Value};
 use tollgate_core::{AuthMethod, ConfigError, ConfigErrorKind, Identity};
 
@@ -17,7 +17,7 @@ use self::{
 };
 use crate::{
     AuthError, Authenticator, CredentialSource, Scheme, Verdict,
-    cache::{VerdictCache, digest, now_unix},
+    cache::{VerdictCache, now_unix},
     credential::Found,
     http_client::{HttpClient, parse_url},
 };
@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 ///   request path; see [`Issuer::jwks_url`].
 /// - `exp`, `nbf` and `iat` with a leeway, issuer and audience lists,
 ///   required claims, several issuers each with its own keys.
-/// - Verified tokens are cached by the SHA-256 of the token until
+/// - Verified tokens are cached until
 ///   `min(exp, ttl)`, in a bounded cache.
 /// - The token header's `jku`, `x5u` and `jwk` are never followed, and a
 ///   token with `crit` extensions is refused.
@@ -75,7 +75,8 @@ struct Inner {
 struct IssuerState {
     /// `None`: tokens are accepted whatever their `iss`.
     iss: Option<String>,
-    validation: Validation,
+    algorithms: Vec<Algorithm>,
+    audiences: Vec<String>,
     keys: Keys,
 }
 
@@ -164,12 +165,12 @@ impl JwtAuth {
         let Some(cache) = &inner.cache else {
             return inner.verify_uncached(token).map(|(id, _)| id);
         };
-        let key = digest(token);
-        if let Some(verdict) = cache.get(&key) {
+        let generation = inner.generation();
+        if let Some(verdict) = cache.get(token, generation) {
             return verdict;
         }
         let (identity, exp) = inner.verify_uncached(token)?;
-        cache.insert(key, Ok(identity.clone()), exp, None);
+        cache.insert(token, Ok(identity.clone()), exp, None, generation);
         Ok(identity)
     }
 
@@ -232,6 +233,15 @@ impl Authenticator for JwtAuth {
         Scheme::Bearer
     }
 
+    fn credential_query_params(&self) -> Vec<String> {
+        self.inner
+            .sources
+            .iter()
+            .filter_map(CredentialSource::query_param)
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn credential_headers(&self) -> Vec<HeaderName> {
         self.inner
             .sources
@@ -266,6 +276,18 @@ struct IssPeek {
 }
 
 impl Inner {
+    /// Changes whenever a remote key set changes, so cached verdicts made
+    /// with a key that was rotated out stop counting at once.
+    fn generation(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| match &i.keys {
+                Keys::Static(_) => 0,
+                Keys::Remote(remote) => remote.generation(),
+            })
+            .fold(0, u64::wrapping_add)
+    }
+
     fn verify_uncached(&self, token: &str) -> Result<(Identity, Option<u64>), AuthError> {
         let mut segments = token.split('.');
         let (Some(header), Some(payload), Some(_), None) = (
@@ -295,31 +317,43 @@ impl Inner {
             }
         };
         let set = keys.set();
-        let mut candidates = set.candidates(header.kid.as_deref()).peekable();
-        if candidates.peek().is_none() {
-            if let (Some(_), Keys::Remote(remote)) = (&header.kid, &issuer.keys) {
-                remote.request_refetch();
-            }
+        if let (Some(kid), Keys::Remote(remote)) = (&header.kid, &issuer.keys)
+            && !set.has_kid(kid)
+        {
+            // Maybe a rotation: refetch in the background, rate-limited.
+            remote.request_refetch();
+        }
+        let candidates = set.candidates(header.kid.as_deref());
+        if candidates.is_empty() {
             return Err(if header.kid.is_some() {
                 AuthError::UnknownKey
             } else {
                 AuthError::UnsupportedAlgorithm
             });
         }
+        if !issuer.algorithms.contains(&alg) {
+            return Err(AuthError::UnsupportedAlgorithm);
+        }
+        // The signature covers `header.payload`; only the signature is
+        // checked here, the claims are parsed once and checked below.
+        let (message, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let mut error = AuthError::UnsupportedAlgorithm;
-        for key in candidates.filter(|k| k.accepts(alg)) {
-            if !issuer.validation.algorithms.contains(&alg) {
-                break;
-            }
-            match jsonwebtoken::decode::<Map<String, Value>>(
-                token,
+        for key in candidates.into_iter().filter(|k| k.accepts(alg)) {
+            match jsonwebtoken::crypto::verify(
+                signature,
+                message.as_bytes(),
                 key.decoding_key(),
-                &issuer.validation,
+                alg,
             ) {
-                Ok(data) => return self.identity(data.claims),
+                Ok(true) => {
+                    let claims: Map<String, Value> = decode_segment(payload)?;
+                    self.check(issuer, &claims)?;
+                    return Ok(self.identity(claims));
+                }
+                // Another key may have signed it.
+                Ok(false) => error = AuthError::BadSignature,
                 Err(e) => {
                     error = map_error(e.kind());
-                    // Only a bad signature makes the next key worth trying.
                     if error != AuthError::BadSignature {
                         break;
                     }
@@ -327,6 +361,48 @@ impl Inner {
             }
         }
         Err(error)
+    }
+
+    /// The registered claims (RFC 7519 §4.1) and the required ones.
+    fn check(&self, issuer: &IssuerState, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let now = now_unix();
+        let time = |name: &str| -> Result<Option<u64>, AuthError> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(value) => numeric_date(value).map(Some).ok_or(AuthError::Malformed),
+            }
+        };
+        if let Some(exp) = time("exp")?
+            && exp.saturating_add(self.leeway) <= now
+        {
+            return Err(AuthError::Expired);
+        }
+        for name in ["nbf", "iat"] {
+            if time(name)?.is_some_and(|t| t > now.saturating_add(self.leeway)) {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        if let Some(iss) = &issuer.iss
+            && claims.get("iss").and_then(Value::as_str) != Some(iss.as_str())
+        {
+            return Err(AuthError::WrongIssuer);
+        }
+        if !issuer.audiences.is_empty() {
+            let accepted = |aud: &str| issuer.audiences.iter().any(|a| a == aud);
+            let ok = match claims.get("aud") {
+                Some(Value::String(aud)) => accepted(aud),
+                Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(accepted),
+                _ => false,
+            };
+            if !ok {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        if let Some(missing) = self.required.iter().find(|c| lookup(claims, c).is_none()) {
+            tracing::debug!(claim = %missing, "token lacks a required claim");
+            return Err(AuthError::MissingClaim);
+        }
+        Ok(())
     }
 
     fn issuer_for(&self, payload: &str) -> Result<&IssuerState, AuthError> {
@@ -341,20 +417,8 @@ impl Inner {
             .ok_or(AuthError::WrongIssuer)
     }
 
-    fn identity(&self, claims: Map<String, Value>) -> Result<(Identity, Option<u64>), AuthError> {
-        if let Some(missing) = self.required.iter().find(|c| lookup(&claims, c).is_none()) {
-            tracing::debug!(claim = %missing, "token lacks a required claim");
-            return Err(AuthError::MissingClaim);
-        }
-        let now = now_unix();
-        if claims
-            .get("iat")
-            .and_then(Value::as_u64)
-            .is_some_and(|iat| iat > now.saturating_add(self.leeway))
-        {
-            return Err(AuthError::NotYetValid);
-        }
-        let exp = claims.get("exp").and_then(Value::as_u64);
+    fn identity(&self, claims: Map<String, Value>) -> (Identity, Option<u64>) {
+        let exp = claims.get("exp").and_then(numeric_date);
         let m = &self.mapping;
         let mut identity = Identity::default().with_method(AuthMethod::Jwt);
         identity.subject = claims.get("sub").and_then(Value::as_str).map(Arc::from);
@@ -363,8 +427,20 @@ impl Inner {
         identity.scopes = strings(&claims, &m.scopes);
         identity.roles = strings(&claims, &m.roles);
         let identity = identity.with_claims(claims);
-        Ok((identity, exp))
+        (identity, exp)
     }
+}
+
+/// A NumericDate (RFC 7519 §2): seconds, possibly fractional; negative
+/// or non-numeric values are malformed.
+fn numeric_date(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            // Truncation is what a date in whole seconds means here.
+            .map(|f| f as u64)
+    })
 }
 
 enum Keyring<'a> {
@@ -401,6 +477,9 @@ fn map_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::ImmatureSignature => AuthError::NotYetValid,
         ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
         ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        // An issuer or audience that is configured is required.
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
         ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
@@ -730,28 +809,14 @@ impl JwtAuthBuilder {
                     Keys::Remote(RemoteKeys::spawn(location, timings, http, &runtime))
                 }
             };
-            let algorithms = issuer.algorithms.clone().unwrap_or_else(|| ALL.to_vec());
-            let mut validation = Validation::new(Algorithm::HS256);
-            validation.algorithms = algorithms;
-            validation.leeway = leeway;
-            validation.validate_nbf = true;
-            validation.validate_aud = !issuer.audiences.is_empty();
-            if !issuer.audiences.is_empty() {
-                validation.set_audience(&issuer.audiences);
-            }
-            if let Some(iss) = &issuer.iss {
-                validation.set_issuer(&[iss]);
-            }
-            let spec: HashSet<String> = self
-                .required
-                .iter()
-                .filter(|c| matches!(c.as_str(), "exp" | "nbf" | "sub" | "iss" | "aud"))
-                .cloned()
-                .collect();
-            validation.required_spec_claims = spec;
+            let algorithms = issuer
+                .algorithms
+                .clone()
+                .unwrap_or_else(|| ALGORITHMS.to_vec());
             issuers.push(IssuerState {
                 iss: issuer.iss,
-                validation,
+                algorithms,
+                audiences: issuer.audiences,
                 keys,
             });
         }
@@ -771,7 +836,9 @@ impl JwtAuthBuilder {
     }
 }
 
-const ALL: [Algorithm; 12] = [
+/// Every signing algorithm `JwtAuth` verifies; an issuer accepts all of
+/// them unless narrowed with [`Issuer::algorithms`].
+pub const ALGORITHMS: [Algorithm; 12] = [
     Algorithm::HS256,
     Algorithm::HS384,
     Algorithm::HS512,

@@ -49,6 +49,8 @@ pub(crate) struct RemoteKeys {
     /// Woken to refetch early, and when the owner is dropped.
     wake: Arc<Notify>,
     loaded: Notify,
+    /// Bumped when a fetch brings a different key set.
+    generation: AtomicU64,
     fetches: AtomicU64,
     failures: AtomicU64,
 }
@@ -65,6 +67,7 @@ impl RemoteKeys {
             current: ArcSwapOption::empty(),
             wake: Arc::new(Notify::new()),
             loaded: Notify::new(),
+            generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         });
@@ -86,6 +89,10 @@ impl RemoteKeys {
     /// waits; the task rate-limits the fetches.
     pub(crate) fn request_refetch(&self) {
         self.wake.notify_one();
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -128,15 +135,20 @@ async fn refresh(
     let first_retry = Duration::from_secs(1).min(timings.refresh_interval);
     let mut retry = first_retry;
     let mut jwks_uri: Option<Url> = None;
+    let mut last: Option<crate::cache::Digest32> = None;
     loop {
         let Some(shared) = keys.upgrade() else {
             return;
         };
         shared.fetches.fetch_add(1, Ordering::Relaxed);
         let next = match fetch(&client, &location, &mut jwks_uri).await {
-            Ok(set) => {
+            Ok((set, digest)) => {
                 tracing::debug!(keys = set.len(), "fetched JWT signing keys");
                 shared.current.store(Some(Arc::new(set)));
+                if last.is_some_and(|last| last != digest) {
+                    shared.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                last = Some(digest);
                 shared.loaded.notify_waiters();
                 retry = first_retry;
                 timings.refresh_interval
@@ -163,11 +175,12 @@ async fn refresh(
     }
 }
 
+/// The key set and a digest of the document it came from.
 async fn fetch(
     client: &HttpClient,
     location: &Location,
     jwks_uri: &mut Option<Url>,
-) -> Result<KeySet, String> {
+) -> Result<(KeySet, crate::cache::Digest32), String> {
     let url = match (location, &jwks_uri) {
         (Location::Jwks(url), _) => url.clone(),
         (Location::Discovery { .. }, Some(url)) => url.clone(),
@@ -178,7 +191,8 @@ async fn fetch(
         }
     };
     let body = client.get(&url).await?;
-    KeySet::from_jwks(&body)
+    let set = KeySet::from_jwks(&body)?;
+    Ok((set, crate::cache::digest_bytes(&body)))
 }
 
 async fn discover(client: &HttpClient, issuer: &str, document: &Url) -> Result<Url, String> {
