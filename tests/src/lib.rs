@@ -10,6 +10,7 @@
 )]
 
 pub mod observe_support;
+pub mod redis_support;
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
