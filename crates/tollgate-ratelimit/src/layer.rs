@@ -138,6 +138,14 @@ impl RateLimitLayer {
         self.shared.memory.as_ref()
     }
 
+    /// Decides for `key` under `plan` (the default plan when unknown)
+    /// without a request, as the layer would: for benches and custom
+    /// middleware. Store failures are returned as they are, without the
+    /// failure mode.
+    pub fn check_key(&self, plan: &str, key: &[u8]) -> crate::Check {
+        self.shared.check_key(plan, key)
+    }
+
     /// The layer's name.
     #[must_use]
     pub fn name(&self) -> &str {

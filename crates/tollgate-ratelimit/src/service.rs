@@ -159,6 +159,23 @@ impl Shared {
             .unwrap_or(self.default_plan)
     }
 
+    pub(crate) fn check_key(&self, plan: &str, key: &[u8]) -> Check {
+        let plan = self
+            .plans
+            .iter()
+            .find(|p| *p.name == *plan)
+            .or_else(|| self.plans.get(self.default_plan));
+        match plan {
+            Some(plan) if !plan.unlimited => self.store.check(&StoreKey {
+                scope: &self.name,
+                plan: &plan.name,
+                key,
+                windows: &plan.windows,
+            }),
+            _ => Check::Ready(Ok(Decision::allowed(&[]))),
+        }
+    }
+
     fn begin<B>(&self, req: &Request<B>) -> Begin {
         let plan_index = self.plan_index(req);
         let Some(plan) = self.plans.get(plan_index) else {
