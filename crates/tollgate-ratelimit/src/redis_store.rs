@@ -160,6 +160,10 @@ impl RedisStore {
         if let Some(m) = self.inner.manager.get() {
             return Ok(m.clone());
         }
+        // The manager spawns its connection task on tokio: never outside it.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::new("redis: no tokio runtime"));
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.inner.timeout))
             .set_response_timeout(Some(self.inner.timeout))
