@@ -11,6 +11,7 @@
 
 pub mod auth_support;
 pub mod observe_support;
+pub mod redis_support;
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
