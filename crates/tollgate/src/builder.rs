@@ -12,6 +12,7 @@ use tollgate_auth::AuthLayer;
 use tollgate_core::{BoxError, ConfigError, ConfigErrorKind, RouteName};
 use tollgate_observe::ObserveLayer;
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
+use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
 
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
@@ -34,6 +35,7 @@ pub struct GatewayBuilder {
     trace_context: bool,
     client_ip: Option<ClientIpLayer>,
     observe: Option<ObserveLayer>,
+    rate_limit: Option<RateLimitLayer>,
 }
 
 /// One route: what it matches and where it sends the request.
@@ -55,7 +57,11 @@ pub struct Route {
     headers: Vec<(String, Option<String>)>,
     target: Target,
     rewrite: PathRewrite,
-    auth: Option<AuthLayer>,
+    concurrency: Option<RouteLayer>,
+    auth: Option<RouteLayer>,
+    /// The identity headers the auth layer forwards.
+    identity_headers: Vec<HeaderName>,
+    rate_limit: Option<RouteLayer>,
     layers: Vec<RouteLayer>,
 }
 
@@ -134,6 +140,16 @@ impl GatewayBuilder {
         self
     }
 
+    /// Applies one rate limit to every route, after the route's auth (so
+    /// it can key by identity and plan) and before the route's own rate
+    /// limit. All routes share its counters; key it by
+    /// [`Key::route`](tollgate_ratelimit::Key::route) as well to count
+    /// each route apart.
+    pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
+        self.rate_limit = Some(layer);
+        self
+    }
+
     /// Checks everything and builds the router.
     ///
     /// Unmatched requests get a 404 problem; a path matched but not its
@@ -200,19 +216,17 @@ impl GatewayBuilder {
         }
         let mut compiled: Vec<CompiledRoute> = Vec::with_capacity(self.routes.len());
         let mut strip: Vec<HeaderName> = Vec::new();
-        for name in self
-            .routes
-            .iter()
-            .filter_map(|r| r.auth.as_ref())
-            .flat_map(AuthLayer::identity_header_names)
-        {
-            if !strip.contains(&name) {
-                strip.push(name);
+        for name in self.routes.iter().flat_map(|r| &r.identity_headers) {
+            if !strip.contains(name) {
+                strip.push(name.clone());
             }
         }
+        let global_limit = self.rate_limit.map(route_layer);
         for route in self.routes {
             let place = route.place();
-            let built = route.compile(&upstreams).map_err(|e| e.context(&place))?;
+            let built = route
+                .compile(&upstreams, global_limit.as_ref())
+                .map_err(|e| e.context(&place))?;
             if let Some(other) = compiled.iter().find(|c| c.matcher.same_as(&built.matcher)) {
                 return Err(ConfigError::new(
                     ConfigErrorKind::Duplicate,
@@ -239,7 +253,10 @@ impl Route {
             headers: Vec::new(),
             target: Target::None,
             rewrite: PathRewrite::Keep,
+            concurrency: None,
             auth: None,
+            identity_headers: Vec::new(),
+            rate_limit: None,
             layers: Vec::new(),
         }
     }
@@ -338,7 +355,24 @@ impl Route {
     /// from client requests on every route of the gateway, so a route
     /// without auth cannot be used to pass a forged identity either.
     pub fn auth(mut self, auth: AuthLayer) -> Self {
-        self.auth = Some(auth);
+        self.identity_headers = auth.identity_header_names();
+        self.auth = Some(route_layer(auth));
+        self
+    }
+
+    /// Rate-limits this route ([`RateLimitLayer`]): after auth, so quotas
+    /// can follow the caller's identity and plan; 429 problem+json over
+    /// the limit.
+    pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
+        self.rate_limit = Some(route_layer(layer));
+        self
+    }
+
+    /// Caps the requests in flight on this route
+    /// ([`ConcurrencyLimitLayer`]): past the cap, 503 problem+json with
+    /// `Retry-After` at once, before any other work (auth included).
+    pub fn concurrency_limit(mut self, layer: ConcurrencyLimitLayer) -> Self {
+        self.concurrency = Some(route_layer(layer));
         self
     }
 
@@ -358,9 +392,7 @@ impl Route {
         ResBody: http_body::Body<Data = Bytes> + Send + 'static,
         ResBody::Error: Into<BoxError>,
     {
-        self.layers.push(RouteLayer(Arc::new(move |inner| {
-            BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
-        })));
+        self.layers.push(route_layer(layer));
         self
     }
 
@@ -383,6 +415,7 @@ impl Route {
     fn compile(
         self,
         upstreams: &HashMap<String, Upstream<Body>>,
+        global_limit: Option<&RouteLayer>,
     ) -> Result<CompiledRoute, ConfigError> {
         let invalid = |msg: String| ConfigError::new(ConfigErrorKind::InvalidValue, msg);
         let rewriter = Rewriter::new(&self.prefix, &self.rewrite)?;
@@ -436,7 +469,7 @@ impl Route {
                 return Err(invalid(format!("bad host {host:?}")));
             }
         }
-        let service = self.wrap(service);
+        let service = self.wrap(service, global_limit);
         Ok(CompiledRoute {
             name: RouteName::new(self.display_name()),
             matcher: Matcher {
@@ -454,23 +487,46 @@ impl Route {
         })
     }
 
-    /// Stacks the route's layers around its forwarding service: auth
-    /// outermost, then the others in the order they were added.
-    fn wrap(&self, service: RouteService) -> RouteService {
-        if self.auth.is_none() && self.layers.is_empty() {
+    /// Stacks the route's layers around its forwarding service, from the
+    /// outside in: in-flight limit, auth, the gateway's rate limit, the
+    /// route's rate limit, then the route's own layers in the order added.
+    fn wrap(&self, service: RouteService, global_limit: Option<&RouteLayer>) -> RouteService {
+        let outer = [
+            &self.concurrency,
+            &self.auth,
+            &global_limit.cloned(),
+            &self.rate_limit,
+        ];
+        if self.layers.is_empty() && outer.iter().all(|l| l.is_none()) {
             return service;
         }
         let mut service = service.boxed();
         for layer in self.layers.iter().rev() {
             service = (layer.0)(service);
         }
-        if let Some(auth) = &self.auth {
-            service = BoxCloneSyncService::new(
-                auth.layer(service).map_response(|res| res.map(Body::new)),
-            );
+        for layer in outer.into_iter().rev().flatten() {
+            service = (layer.0)(service);
         }
         RouteService::Layered(service)
     }
+}
+
+/// Type-erases a layer for a route's stack; its answers become axum bodies.
+fn route_layer<L, ResBody>(layer: L) -> RouteLayer
+where
+    L: Layer<LayeredService> + Send + Sync + 'static,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    RouteLayer(Arc::new(move |inner| {
+        BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+    }))
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@
 //! | `tollgate-request-id` | [`request_id`] | request ids, W3C trace context, client IP resolution |
 //! | `tollgate-observe` | [`observe`] | access log, Prometheus metrics, admin router, audit trail |
 //! | `tollgate-auth`  | [`auth`]       | JWT (JWKS, OIDC), API keys, introspection, scopes and roles |
+//! | `tollgate-ratelimit` | [`ratelimit`] | GCRA quotas by key and plan, Redis store, in-flight limits |
 //!
 //! # Features
 //!
@@ -75,5 +76,8 @@ pub use tollgate_core as core;
 pub use tollgate_observe as observe;
 /// The data plane (`tollgate-proxy`).
 pub use tollgate_proxy as proxy;
+/// Rate limits, plans, the Redis store and in-flight limits
+/// (`tollgate-ratelimit`).
+pub use tollgate_ratelimit as ratelimit;
 /// Request ids, trace context and client IPs (`tollgate-request-id`).
 pub use tollgate_request_id as request_id;
