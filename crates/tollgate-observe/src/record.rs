@@ -51,6 +51,9 @@ pub(crate) struct Record {
     problem_type: Option<&'static str>,
     bytes_out: u64,
     body_error: bool,
+    /// The request's OpenTelemetry server span, ended with the record.
+    #[cfg(feature = "otel")]
+    pub(crate) server_span: Option<crate::otel::ServerSpan>,
 }
 
 // === impl Record ===
@@ -90,7 +93,15 @@ impl Record {
             problem_type: None,
             bytes_out: 0,
             body_error: false,
+            #[cfg(feature = "otel")]
+            server_span: None,
         }
+    }
+
+    /// The server span, to enter while the inner service runs.
+    #[cfg(feature = "otel")]
+    pub(crate) fn server_span(&self) -> Option<&tracing::Span> {
+        self.server_span.as_ref().map(crate::otel::ServerSpan::span)
     }
 
     /// Takes what the response headers tell: status, problem, and the route
@@ -160,6 +171,10 @@ impl Drop for Record {
             "other" => self.method.as_str(),
             standard => standard,
         };
+        #[cfg(feature = "otel")]
+        if let Some(span) = self.server_span.take() {
+            span.finish(&self.method, self.route.as_ref(), status);
+        }
         let client_ip = self.client_ip.map(IpText::new);
         let trace_hex = self.trace.map(|t| t.trace_id_hex_bytes());
         let trace_id = trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
