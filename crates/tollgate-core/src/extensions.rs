@@ -45,6 +45,16 @@ pub struct TraceContext {
     pub flags: u8,
 }
 
+/// The span id the caller sent in its `traceparent` (the `parent-id`
+/// field): the parent of the gateway's own span.
+///
+/// The trace-context layer inserts it next to [`TraceContext`] only when
+/// the request came with a valid `traceparent`; a trace the gateway starts
+/// has no parent. An OpenTelemetry exporter reads it to join the gateway's
+/// span to the caller's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParentSpanId(pub [u8; 8]);
+
 /// Why a request to an upstream failed. The proxy puts it into the
 /// extensions of the problem response it returns, so metrics can count
 /// upstream errors by kind.

@@ -11,6 +11,7 @@
 //! | [`ConnectionInfo`] | the server (`tollgate::serve`) | client-IP resolution, `X-Forwarded-Proto` |
 //! | [`Identity`]       | auth layers                    | scope checks, rate limits, transforms     |
 //! | [`TraceContext`]   | request-id layer               | logs, the proxy (via `traceparent`)       |
+//! | [`ParentSpanId`]   | request-id layer (valid incoming `traceparent`) | the OpenTelemetry export |
 //! | [`RouteName`]      | the gateway builder            | metrics labels, logs                      |
 //! | [`Observed`]       | the observe layer (a slot)     | filled by the route table and the proxy   |
 //!
@@ -47,7 +48,8 @@ pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
-    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, RequestId, RouteName, TraceContext,
+    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, ParentSpanId, RequestId, RouteName,
+    TraceContext,
     UpstreamCall, UpstreamErrorKind,
 };
 pub use hook::{OnRequest, RequestHook};

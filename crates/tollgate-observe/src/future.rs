@@ -42,7 +42,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let polled = {
+            // The inner service runs inside the request's server span.
+            #[cfg(feature = "otel")]
+            let _entered = this
+                .record
+                .as_deref()
+                .and_then(Record::server_span)
+                .map(tracing::Span::enter);
+            this.inner.poll(cx)
+        };
+        let result = ready!(polled);
         let Some(mut record) = this.record.take() else {
             // Polled after completion: an inner future that returns twice
             // gets an unobserved body rather than a panic.

@@ -97,9 +97,9 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn key(&mut self, field: &Field) {
-        self.line.push(',');
-        push_json_str(self.line, field.name());
-        self.line.push(':');
+        self.line.push_str(",\"");
+        push_escaped(self.line, field.name());
+        self.line.push_str("\":");
     }
 }
 
@@ -111,22 +111,17 @@ impl Visit for Fields<'_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        if value.is_finite() {
-            // Three decimals: milliseconds to the microsecond.
-            let _ = write!(self.line, "{value:.3}");
-        } else {
-            self.line.push_str("null");
-        }
+        push_f64(self.line, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -160,10 +155,71 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// A finite number with three decimals (milliseconds to the microsecond),
+/// else `null`.
+fn push_f64(out: &mut String, value: f64) {
+    if !value.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    // Thousandths as an integer, formatted without `fmt`: the float
+    // formatter is the costliest part of a line. Past 2^53 thousandths the
+    // integer is no longer exact; leave those to `fmt`.
+    let thousandths = (value.abs() * 1000.0).round();
+    if thousandths >= 9_007_199_254_740_992.0 {
+        let _ = write!(out, "{value:.3}");
+        return;
+    }
+    // A non-negative whole number below 2^53: the cast is exact.
+    let thousandths = thousandths as u64;
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    out.push_str(itoa::Buffer::new().format(thousandths / 1000));
+    push_three_digits(out, thousandths % 1000);
+}
+
+/// `.` and `n` (below 1000) as three digits.
+fn push_three_digits(out: &mut String, n: u64) {
+    let digit = |d: u64| char::from(b'0' + (d % 10) as u8);
+    out.push('.');
+    out.push(digit(n / 100));
+    out.push(digit(n / 10));
+    out.push(digit(n));
+}
+
+/// Whether `s` has a byte JSON wants escaped: `"`, `\\` or a control
+/// character. Eight bytes at a time: this runs on every key and value.
+fn needs_escape(s: &str) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of `x` is zero (or `x` holds a byte below `n`): the classic
+    // "has less than" bit trick, exact for `n <= 0x80`.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
 /// `s` escaped for the inside of a JSON string.
 fn push_escaped(out: &mut String, s: &str) {
-    // Most values (ids, paths, addresses) need no escaping: one byte scan.
-    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // Most values (ids, paths, addresses) need no escaping.
+    if !needs_escape(s) {
         out.push_str(s);
         return;
     }
@@ -206,7 +262,8 @@ fn push_timestamp(out: &mut String) {
         }
         out.push_str(&cache.1);
     });
-    let _ = write!(out, ".{:03}Z", now.subsec_millis());
+    push_three_digits(out, u64::from(now.subsec_millis()));
+    out.push('Z');
 }
 
 /// The UTC date and time of a Unix second (Howard Hinnant's
@@ -284,6 +341,36 @@ mod tests {
         assert_eq!(civil(0), "1970-01-01T00:00:00");
         assert_eq!(civil(951_782_400), "2000-02-29T00:00:00");
         assert_eq!(civil(1_795_838_892), "2026-11-28T04:08:12");
+    }
+
+    #[test]
+    fn floats_have_three_decimals_like_fmt() {
+        for value in [
+            0.0, -0.0, 1.23456, 0.0004, 0.0006, 12.5, 999.9996, -3.25, 1e12, 1e300,
+        ] {
+            let mut out = String::new();
+            push_f64(&mut out, value);
+            assert_eq!(out, format!("{value:.3}"), "{value}");
+        }
+        let mut out = String::new();
+        push_f64(&mut out, f64::NAN);
+        assert_eq!(out, "null");
+    }
+
+    #[test]
+    fn escape_scan_finds_every_special_byte() {
+        for len in 0..20 {
+            let plain = "a".repeat(len);
+            assert!(!needs_escape(&plain));
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+                    let mut s = plain.clone();
+                    s.replace_range(at..=at, &special.to_string());
+                    assert!(needs_escape(&s), "{s:?}");
+                }
+            }
+        }
+        assert!(!needs_escape("é\u{7f} ~/"));
     }
 
     #[test]

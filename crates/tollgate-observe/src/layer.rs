@@ -19,10 +19,27 @@ pub struct ObserveBuilder {
     config: Config,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) metrics: Option<Metrics>,
     pub(crate) log_query: bool,
+    #[cfg(feature = "otel")]
+    pub(crate) server_spans: bool,
+}
+
+#[cfg_attr(
+    not(feature = "otel"),
+    expect(clippy::derivable_impls, reason = "spans default to on with `otel`")
+)]
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            metrics: None,
+            log_query: false,
+            #[cfg(feature = "otel")]
+            server_spans: true,
+        }
+    }
 }
 
 // === impl ObserveLayer ===
@@ -66,6 +83,16 @@ impl ObserveBuilder {
     /// `false`: queries often carry personal data or tokens).
     pub fn log_query(mut self, log_query: bool) -> Self {
         self.config.log_query = log_query;
+        self
+    }
+
+    /// Whether each request opens a server span for the OpenTelemetry
+    /// export (default `true`); see [`otel`](crate::otel). Without a
+    /// subscriber that wants the span, nothing is opened either way.
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn server_spans(mut self, on: bool) -> Self {
+        self.config.server_spans = on;
         self
     }
 

@@ -74,6 +74,13 @@
 //! # Metrics
 //!
 //! See [`Metrics`] for the families and their labels.
+//!
+//! # OpenTelemetry
+//!
+//! With the cargo feature `otel`, each request also opens a server span,
+//! exported over OTLP by `otel::OtlpExporter` and joined to
+//! the caller's W3C trace. The default build does not depend on the
+//! OpenTelemetry crates.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admin;
@@ -83,6 +90,9 @@ pub mod future;
 mod json_lines;
 mod layer;
 mod metrics;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 mod record;
 mod sensitive;
 mod service;

@@ -1,8 +1,12 @@
 //! What one request leaves in the access log and the metrics.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
 
-use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, header, uri::PathAndQuery};
 use tokio::time::Instant;
 use tollgate_core::{
     ClientIp, ConnectionInfo, Identity, Observed, Problem, RequestId, RouteName, TraceContext,
@@ -33,7 +37,7 @@ pub(crate) struct Record {
     metrics: Option<Metrics>,
     log_query: bool,
     method: Method,
-    uri: Uri,
+    path: Option<PathAndQuery>,
     request_id: Option<RequestId>,
     trace: Option<TraceContext>,
     observed: Observed,
@@ -47,6 +51,9 @@ pub(crate) struct Record {
     problem_type: Option<&'static str>,
     bytes_out: u64,
     body_error: bool,
+    /// The request's OpenTelemetry server span, ended with the record.
+    #[cfg(feature = "otel")]
+    pub(crate) server_span: Option<crate::otel::ServerSpan>,
 }
 
 // === impl Record ===
@@ -72,7 +79,7 @@ impl Record {
             metrics: config.metrics.clone(),
             log_query: config.log_query,
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            path: req.uri().path_and_query().cloned(),
             request_id: ext.get::<RequestId>().cloned(),
             trace: ext.get::<TraceContext>().copied(),
             observed,
@@ -86,7 +93,15 @@ impl Record {
             problem_type: None,
             bytes_out: 0,
             body_error: false,
+            #[cfg(feature = "otel")]
+            server_span: None,
         }
+    }
+
+    /// The server span, to enter while the inner service runs.
+    #[cfg(feature = "otel")]
+    pub(crate) fn server_span(&self) -> Option<&tracing::Span> {
+        self.server_span.as_ref().map(crate::otel::ServerSpan::span)
     }
 
     /// Takes what the response headers tell: status, problem, and the route
@@ -146,15 +161,21 @@ impl Drop for Record {
                 problem_type: self.problem_type,
             });
         }
-        let path = if self.log_query {
-            self.uri.path_and_query().map_or("", |pq| pq.as_str())
-        } else {
-            self.uri.path()
+        let path = match &self.path {
+            Some(pq) if self.log_query => pq.as_str(),
+            Some(pq) => pq.path(),
+            // An authority-form target (`CONNECT host:port`) has no path.
+            None => "",
         };
         let method = match method_label(&self.method) {
             "other" => self.method.as_str(),
             standard => standard,
         };
+        #[cfg(feature = "otel")]
+        if let Some(span) = self.server_span.take() {
+            span.finish(&self.method, self.route.as_ref(), status);
+        }
+        let client_ip = self.client_ip.map(IpText::new);
         let trace_hex = self.trace.map(|t| t.trace_id_hex_bytes());
         let trace_id = trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
         tracing::info!(
@@ -170,7 +191,7 @@ impl Drop for Record {
             endpoint = upstream.map(|c| &*c.endpoint),
             upstream_latency_ms = upstream.map(|c| c.latency.as_secs_f64() * 1000.0),
             upstream_error = upstream.and_then(|c| c.error).map(UpstreamErrorKind::as_str),
-            client_ip = self.client_ip.map(display),
+            client_ip = client_ip.as_ref().map(IpText::as_str),
             subject = self.subject.as_deref(),
             consumer = self.consumer.as_deref(),
             user_agent = self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
@@ -180,5 +201,77 @@ impl Drop for Record {
             body_error = self.body_error.then_some(true),
             "request"
         );
+    }
+}
+
+/// An IP address as text, formatted into a fixed buffer: IPv4, the common
+/// case, without `fmt`.
+struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> Self {
+        let mut text = Self {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => text.push_v4(v4),
+            // The longest IPv6 text is 45 bytes (`ffff:…:255.255.255.255`).
+            IpAddr::V6(v6) => {
+                let _ = write!(text, "{v6}");
+            }
+        }
+        text
+    }
+
+    fn push_v4(&mut self, ip: Ipv4Addr) {
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b".");
+            }
+            self.push(itoa::Buffer::new().format(octet).as_bytes());
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "203.0.113.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 }

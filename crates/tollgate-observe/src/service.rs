@@ -63,8 +63,26 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .or_else(|| req.body().size_hint().exact());
+        // Before the record: the span may rewrite the trace context.
+        #[cfg(feature = "otel")]
+        let server_span = if self.config.server_spans {
+            crate::otel::ServerSpan::start(&mut req)
+        } else {
+            None
+        };
         // Boxed: the record is moved into the future, then into the body.
-        let record = Box::new(Record::start(&req, bytes_in, &self.config, observed));
-        ResponseFuture::new(self.inner.call(req), record)
+        #[cfg_attr(not(feature = "otel"), expect(unused_mut, reason = "set with `otel`"))]
+        let mut record = Box::new(Record::start(&req, bytes_in, &self.config, observed));
+        #[cfg(feature = "otel")]
+        {
+            record.server_span = server_span;
+        }
+        let inner = {
+            // The inner service is called inside the request's server span.
+            #[cfg(feature = "otel")]
+            let _entered = record.server_span().map(tracing::Span::enter);
+            self.inner.call(req)
+        };
+        ResponseFuture::new(inner, record)
     }
 }

@@ -6,7 +6,7 @@
 //! - [`RequestIdLayer`]: a UUID v7 id per request (or a trusted,
 //!   well-formed incoming one) in the `X-Request-Id` header (configurable),
 //!   the `RequestId` extension, the upstream request and the response.
-//!   Built on tower-http's `SetRequestId`.
+//!   Its id generator, [`MakeUuidV7`], is a tower-http `MakeRequestId`.
 //! - [`TraceparentLayer`]: W3C `traceparent`/`tracestate` propagated, or a
 //!   new trace started, with a `TraceContext` extension.
 //! - [`ClientIpLayer`]: the `ClientIp` extension, resolved once from the
@@ -50,6 +50,6 @@ mod trace;
 
 pub use client_ip::{ClientIpConfig, ClientIpLayer, ForwardedSource, ResolveClientIp};
 pub use request_id::{
-    IntoCore, MAX_ID_LEN, MakeUuidV7, RequestIdLayer, RequestIds, ResponseFuture, is_valid_id,
+    MAX_ID_LEN, MakeUuidV7, RequestIdLayer, RequestIds, ResponseFuture, is_valid_id,
 };
 pub use trace::{Traceparent, TraceparentLayer};

@@ -2,7 +2,7 @@
 //! upstream, created when absent or malformed.
 
 use http::{HeaderName, HeaderValue, Request};
-use tollgate_core::{OnRequest, RequestHook, TraceContext};
+use tollgate_core::{OnRequest, ParentSpanId, RequestHook, TraceContext};
 use tower::Layer;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -15,7 +15,9 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// `tracestate` untouched. A missing or malformed one starts a new trace
 /// (sampled), and a `tracestate` without a valid `traceparent` is dropped,
 /// as the W3C spec asks. Either way the request carries a
-/// [`TraceContext`] extension, for logs.
+/// [`TraceContext`] extension, for logs; a valid incoming one also leaves
+/// the caller's span id in a [`ParentSpanId`] extension, so an exporter
+/// can join the gateway's span to the caller's.
 #[derive(Clone, Copy, Debug, Default)]
 #[must_use]
 pub struct TraceparentLayer;
@@ -44,11 +46,14 @@ impl RequestHook for TraceparentLayer {
         let incoming = req.headers().get(TRACEPARENT);
         let parsed = incoming.and_then(|v| parse(v.as_bytes()));
         let ctx = match parsed {
-            Some((trace_id, flags)) => TraceContext {
-                trace_id,
-                span_id: new_span_id(),
-                flags,
-            },
+            Some((trace_id, parent, flags)) => {
+                req.extensions_mut().insert(ParentSpanId(parent));
+                TraceContext {
+                    trace_id,
+                    span_id: new_span_id(),
+                    flags,
+                }
+            }
             None => {
                 if let Some(bad) = incoming {
                     let shown: String = String::from_utf8_lossy(bad.as_bytes())
@@ -73,8 +78,8 @@ impl RequestHook for TraceparentLayer {
 }
 
 /// `version-traceid-parentid-flags`, lowercase hex (W3C Trace Context §3.2).
-/// Returns the trace id and flags.
-fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+/// Returns the trace id, the parent (caller's span) id and the flags.
+fn parse(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
     if value.len() < 55 {
         return None;
     }
@@ -102,7 +107,7 @@ fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
     if trace_id == [0; 16] || parent == [0; 8] {
         return None;
     }
-    Some((trace_id, flags))
+    Some((trace_id, parent, flags))
 }
 
 /// Two lowercase hex digits.
@@ -193,6 +198,30 @@ mod tests {
         }
         let (tp, _, _) = seen(&[]).await;
         assert_eq!(tp.unwrap().len(), 55);
+    }
+
+    #[tokio::test]
+    async fn only_a_valid_traceparent_leaves_the_callers_span_id() {
+        let parent = |value: Option<&'static str>| async move {
+            let svc = ServiceBuilder::new()
+                .layer(TraceparentLayer::new())
+                .service(service_fn(|req: Request<()>| async move {
+                    Ok::<_, Infallible>(req.extensions().get::<ParentSpanId>().copied())
+                }));
+            let mut b = Request::builder();
+            if let Some(value) = value {
+                b = b.header("traceparent", value);
+            }
+            svc.oneshot(b.body(()).unwrap()).await.unwrap()
+        };
+        assert_eq!(
+            parent(Some(VALID)).await,
+            Some(ParentSpanId([
+                0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7
+            ]))
+        );
+        assert_eq!(parent(Some("garbage")).await, None);
+        assert_eq!(parent(None).await, None);
     }
 
     #[test]

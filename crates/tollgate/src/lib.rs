@@ -51,6 +51,7 @@
 //! | feature | default | what it enables                                            |
 //! |---------|---------|------------------------------------------------------------|
 //! | `serde` | no      | `Deserialize` for the plain-data configs of every layer    |
+//! | `otel`  | no      | OpenTelemetry: one server span per request exported over OTLP (`observe::otel`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
