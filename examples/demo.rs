@@ -55,7 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in demo_app::curl_lines(addr, &auth) {
         eprintln!("  {line}");
     }
-    eprintln!("  curl -s http://{admin_addr}/metrics");
+    eprintln!("\n  # past the free plan's quota: 429 with Retry-After and RateLimit headers");
+    eprintln!("  {}", demo_app::curl_loop_line(addr, &auth));
+    eprintln!("\n  curl -s http://{admin_addr}/metrics");
     eprintln!("\nCtrl-C to stop.\n");
 
     tollgate::serve(listener, router, tollgate::shutdown_signal()).await?;

@@ -5,7 +5,8 @@
 //! 127.0.0.1 ports picked by the OS; the gateway routes `/api/users/*`,
 //! `/api/orders/*` and `/api/products/*` to them, and `/api/v2/users/*` to
 //! the users service's v2 API. `/api/orders/*` needs a caller with the
-//! `orders:read` scope, by JWT or API key ([`DemoAuth`] makes both);
+//! `orders:read` scope, by JWT or API key ([`DemoAuth`] makes both), and
+//! is rate-limited by plan (the API key's `free` plan allows 5 a minute);
 //! `/api/products/*` is public. Later features add their layers in
 //! [`gateway`].
 
@@ -29,8 +30,28 @@ use tollgate::{
         MemoryApiKeyStore, Requirement,
     },
     observe::{Metrics, ObserveLayer},
+    ratelimit::{Key, Plan, Quota, RateLimitLayer},
     request_id::{ClientIpLayer, RequestIdLayer},
 };
+
+/// The demo API key's plan: a tiny quota, so a `curl` loop shows 429s.
+pub(crate) const FREE_PER_MINUTE: u32 = 5;
+
+/// Quotas per plan, keyed by the caller (API-key consumer, token subject,
+/// else the client IP). The demo API key is on `free`; the demo token has
+/// no plan and gets `standard`. Every answer carries the `RateLimit`
+/// headers.
+fn rate_limit() -> Result<RateLimitLayer, ConfigError> {
+    RateLimitLayer::builder()
+        .name("orders")
+        .key(Key::consumer().or(Key::subject()).or(Key::client_ip()))
+        .plan(Plan::new("free").quota(Quota::per_minute(FREE_PER_MINUTE).burst(FREE_PER_MINUTE)))
+        .plan(Plan::new("standard").quota(Quota::per_minute(1000).burst(50)))
+        .plan(Plan::unlimited("partner"))
+        .default_plan("standard")
+        .headers_on_allowed(true)
+        .build()
+}
 
 /// The demo's issuer and audience.
 const ISSUER: &str = "tollgate-demo";
@@ -220,6 +241,7 @@ pub(crate) fn gateway(
                 .name("orders")
                 .replace_prefix("/orders")
                 .auth(auth.layer()?)
+                .rate_limit(rate_limit()?)
                 .to("orders"),
         )
         .route(
@@ -257,4 +279,13 @@ pub(crate) fn curl_lines(addr: SocketAddr, auth: &DemoAuth) -> Vec<String> {
         auth.api_key
     ));
     lines
+}
+
+/// A `curl` loop that runs the demo API key past its `free` quota: the
+/// status and the `RateLimit` fields of each answer, 429 after five.
+pub(crate) fn curl_loop_line(addr: SocketAddr, auth: &DemoAuth) -> String {
+    format!(
+        "for i in $(seq 8); do curl -s -o /dev/null -D - -H 'X-Api-Key: {}' http://{addr}/api/orders/7 | grep -iE '^(HTTP|ratelimit|retry-after)'; done",
+        auth.api_key
+    )
 }

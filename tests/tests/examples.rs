@@ -125,6 +125,23 @@ async fn the_demo_gateway_routes_to_its_services() {
     let problem = assert_problem(res, 401, tollgate::core::problem::UNAUTHORIZED).await;
     assert_eq!(problem["reason"], "missing", "{problem}");
 
+    // The API key's free plan: one request above was the first of five.
+    let loop_line = demo_app::curl_loop_line(gw.addr, &auth);
+    assert!(loop_line.contains(&auth.api_key), "{loop_line}");
+    for _ in 1..demo_app::FREE_PER_MINUTE {
+        let res = get_with(gw.addr, "/api/orders/7", Some(("x-api-key", &auth.api_key))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.headers().contains_key("ratelimit"),
+            "{:?}",
+            res.headers()
+        );
+    }
+    let res = get_with(gw.addr, "/api/orders/7", Some(("x-api-key", &auth.api_key))).await;
+    assert!(res.headers().contains_key("retry-after"));
+    let problem = assert_problem(res, 429, tollgate::core::problem::RATE_LIMITED).await;
+    assert_eq!(problem["plan"], "free", "{problem}");
+
     let product = get_json(&gw, "/api/products/tea").await;
     assert_eq!(product["sku"], "tea", "{product}");
     assert_eq!(product["seen"]["service"], "products", "{product}");

@@ -49,8 +49,7 @@ pub mod problem;
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
     AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, ParentSpanId, RequestId, RouteName,
-    TraceContext,
-    UpstreamCall, UpstreamErrorKind,
+    TraceContext, UpstreamCall, UpstreamErrorKind,
 };
 pub use hook::{OnRequest, RequestHook};
 pub use problem::Problem;

@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 use tollgate_core::RouteName;
-use tollgate_core::UpstreamErrorKind;
+use tollgate_core::{Problem, UpstreamErrorKind, problem};
 
 /// The `Content-Type` of [`Metrics::render`]'s output: the OpenMetrics text
 /// format, which Prometheus scrapes natively.
@@ -35,6 +35,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_request_duration_seconds`                  | histogram | `route`                 | [`ObserveLayer`](crate::ObserveLayer) |
 /// | `tollgate_in_flight_requests`                        | gauge     |                         | [`ObserveLayer`](crate::ObserveLayer) |
 /// | `tollgate_rejections_total`                          | counter   | `type`                  | [`ObserveLayer`](crate::ObserveLayer), for every response carrying a [`Problem`](tollgate_core::Problem) |
+/// | `tollgate_auth_failures_total`                       | counter   | `reason`                | [`ObserveLayer`](crate::ObserveLayer), for 401, 403 and 503 answers of the auth layer (`expired`, `bad_signature` …) |
+/// | `tollgate_rate_limited_total`                        | counter   | `plan`                  | [`ObserveLayer`](crate::ObserveLayer), for 429 answers of the rate limiter |
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
 ///
@@ -62,6 +64,8 @@ struct Inner {
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     rejections: Family<RejectionLabels, Counter>,
+    auth_failures: Family<ReasonLabels, Counter>,
+    rate_limited: Family<PlanLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     unmatched: RouteLabel,
@@ -89,6 +93,16 @@ struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PlanLabels {
+    plan: Arc<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: Arc<str>,
 }
@@ -113,6 +127,8 @@ impl Metrics {
         let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let in_flight = Gauge::default();
         let rejections = Family::<RejectionLabels, Counter>::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let rate_limited = Family::<PlanLabels, Counter>::default();
         let upstream_duration =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
@@ -138,6 +154,16 @@ impl Metrics {
             "Responses the gateway answered itself with a problem, by problem type",
             rejections.clone(),
         );
+        registry.register(
+            "tollgate_auth_failures",
+            "Requests the auth layer refused or could not check, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "tollgate_rate_limited",
+            "Requests refused by a rate limit, by plan",
+            rate_limited.clone(),
+        );
         registry.register_with_unit(
             "tollgate_upstream_duration",
             "Time of upstream calls, by upstream",
@@ -157,6 +183,8 @@ impl Metrics {
                 duration,
                 in_flight,
                 rejections,
+                auth_failures,
+                rate_limited,
                 upstream_duration,
                 upstream_errors,
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
@@ -237,6 +265,17 @@ impl Metrics {
                 .rejections
                 .get_or_create(&RejectionLabels { r#type })
                 .inc();
+            if let Some(label) = done.problem_label {
+                if r#type == problem::RATE_LIMITED {
+                    let plan = PlanLabels { plan: label.into() };
+                    inner.rate_limited.get_or_create(&plan).inc();
+                } else {
+                    let reason = ReasonLabels {
+                        reason: label.into(),
+                    };
+                    inner.auth_failures.get_or_create(&reason).inc();
+                }
+            }
         }
     }
 }
@@ -262,6 +301,21 @@ pub(crate) struct Finished<'a> {
     pub(crate) status: u16,
     pub(crate) elapsed: Duration,
     pub(crate) problem_type: Option<&'static str>,
+    pub(crate) problem_label: Option<&'a str>,
+}
+
+/// The label a rejection adds to its own counter: the `reason` member of
+/// an auth failure, the `plan` member of a rate-limit rejection. Both are
+/// names from the gateway's code and configuration, so their number is
+/// bounded.
+pub(crate) fn problem_label(problem: &Problem) -> Option<&str> {
+    match problem.type_uri() {
+        problem::UNAUTHORIZED | problem::FORBIDDEN | problem::AUTH_UNAVAILABLE => {
+            problem.member_value("reason")
+        }
+        problem::RATE_LIMITED => problem.member_value("plan"),
+        _ => None,
+    }
 }
 
 /// The `method` label: a standard method's name, or `other`.

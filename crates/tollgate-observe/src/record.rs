@@ -49,6 +49,8 @@ pub(crate) struct Record {
     bytes_in: Option<u64>,
     status: Option<u16>,
     problem_type: Option<&'static str>,
+    /// The auth failure reason or the rate-limited plan, for metrics.
+    problem_label: Option<Arc<str>>,
     bytes_out: u64,
     body_error: bool,
     /// The request's OpenTelemetry server span, ended with the record.
@@ -91,6 +93,7 @@ impl Record {
             bytes_in,
             status: None,
             problem_type: None,
+            problem_label: None,
             bytes_out: 0,
             body_error: false,
             #[cfg(feature = "otel")]
@@ -109,7 +112,11 @@ impl Record {
     pub(crate) fn response<B>(&mut self, res: &Response<B>) {
         let ext = res.extensions();
         self.status = Some(res.status().as_u16());
-        self.problem_type = ext.get::<Problem>().map(Problem::type_uri);
+        let problem = ext.get::<Problem>();
+        self.problem_type = problem.map(Problem::type_uri);
+        self.problem_label = problem
+            .and_then(crate::metrics::problem_label)
+            .map(Arc::from);
         if let Some(route) = ext.get::<RouteName>() {
             self.route = Some(route.clone());
         }
@@ -159,6 +166,7 @@ impl Drop for Record {
                 status,
                 elapsed,
                 problem_type: self.problem_type,
+                problem_label: self.problem_label.as_deref(),
             });
         }
         let path = match &self.path {
