@@ -1,0 +1,18 @@
+//! Request and response transformation for the tollgate gateway.
+//!
+//! - Request rules: headers (set, add, remove, rename) from templates,
+//!   path and query rewrites, JSON body edits within a byte limit.
+//! - Response rules: headers, status mapping, JSON field deny- and
+//!   allow-lists with nested and wildcard paths, compressed bodies.
+//! - Rule sets per client class ([`Classifier`], [`BySelector`]) for
+//!   Backends-for-Frontends.
+//! - Request limits with problem+json answers, and CORS through
+//!   tower-http.
+//!
+//! Bodies stream unless a rule must read them; a body a rule reads is
+//! buffered up to a limit.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod class;
+
+pub use class::{BySelector, Classifier};
