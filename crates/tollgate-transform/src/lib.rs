@@ -14,5 +14,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod class;
+mod limits;
 
 pub use class::{BySelector, Classifier};
+pub use limits::{
+    BodyTooLarge, HeaderLimit, HeaderLimitLayer, LimitFuture, LimitedBody, RequestBodyLimit,
+    RequestBodyLimitLayer,
+};

@@ -14,6 +14,8 @@ use tollgate_observe::ObserveLayer;
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
+use tollgate_transform::{HeaderLimitLayer, RequestBodyLimitLayer};
+use tower_http::cors::CorsLayer;
 
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 
@@ -58,6 +60,9 @@ pub struct Route {
     target: Target,
     rewrite: PathRewrite,
     concurrency: Option<RouteLayer>,
+    cors: Option<RouteLayer>,
+    header_limit: Option<RouteLayer>,
+    body_limit: Option<RouteLayer>,
     auth: Option<RouteLayer>,
     /// The identity headers the auth layer forwards.
     identity_headers: Vec<HeaderName>,
@@ -254,6 +259,9 @@ impl Route {
             target: Target::None,
             rewrite: PathRewrite::Keep,
             concurrency: None,
+            cors: None,
+            header_limit: None,
+            body_limit: None,
             auth: None,
             identity_headers: Vec::new(),
             rate_limit: None,
@@ -365,6 +373,33 @@ impl Route {
     /// the limit.
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
         self.rate_limit = Some(route_layer(layer));
+        self
+    }
+
+    /// Answers CORS for this route with tower-http's [`CorsLayer`]:
+    /// preflight `OPTIONS` requests are answered before auth (they carry
+    /// no credentials), and every answer, problems included, gets the
+    /// CORS headers.
+    pub fn cors(mut self, cors: CorsLayer) -> Self {
+        self.cors = Some(route_layer(cors));
+        self
+    }
+
+    /// Refuses request bodies over `max` bytes with 413 problem+json
+    /// ([`RequestBodyLimitLayer`]), before auth.
+    pub fn body_limit(mut self, max: RequestBodyLimitLayer) -> Self {
+        self.body_limit = Some(RouteLayer(Arc::new(move |inner: LayeredService| {
+            // The limit wraps the body; the route's stack takes axum bodies.
+            let inner = inner.map_request(|req: Request<_>| req.map(Body::new));
+            BoxCloneSyncService::new(max.layer(inner).map_response(|res| res.map(Body::new)))
+        })));
+        self
+    }
+
+    /// Refuses requests with too many or too large headers with 431
+    /// problem+json ([`HeaderLimitLayer`]), before auth.
+    pub fn header_limit(mut self, limit: HeaderLimitLayer) -> Self {
+        self.header_limit = Some(route_layer(limit));
         self
     }
 
@@ -488,11 +523,15 @@ impl Route {
     }
 
     /// Stacks the route's layers around its forwarding service, from the
-    /// outside in: in-flight limit, auth, the gateway's rate limit, the
-    /// route's rate limit, then the route's own layers in the order added.
+    /// outside in: in-flight limit, CORS, header limit, body limit, auth,
+    /// the gateway's rate limit, the route's rate limit, then the route's
+    /// own layers in the order added.
     fn wrap(&self, service: RouteService, global_limit: Option<&RouteLayer>) -> RouteService {
         let outer = [
             &self.concurrency,
+            &self.cors,
+            &self.header_limit,
+            &self.body_limit,
             &self.auth,
             &global_limit.cloned(),
             &self.rate_limit,

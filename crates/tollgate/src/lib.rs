@@ -45,6 +45,7 @@
 //! | `tollgate-observe` | [`observe`] | access log, Prometheus metrics, admin router, audit trail |
 //! | `tollgate-auth`  | [`auth`]       | JWT (JWKS, OIDC), API keys, introspection, scopes and roles |
 //! | `tollgate-ratelimit` | [`ratelimit`] | GCRA quotas by key and plan, Redis store, in-flight limits |
+//! | `tollgate-transform` | [`transform`] | header, path, query and JSON body rules, client classes, limits |
 //!
 //! # Features
 //!
@@ -82,3 +83,6 @@ pub use tollgate_proxy as proxy;
 pub use tollgate_ratelimit as ratelimit;
 /// Request ids, trace context and client IPs (`tollgate-request-id`).
 pub use tollgate_request_id as request_id;
+/// Request and response transforms, client classes, CORS and request
+/// limits (`tollgate-transform`).
+pub use tollgate_transform as transform;
