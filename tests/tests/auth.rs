@@ -561,12 +561,49 @@ async fn tokens_can_come_from_a_cookie_or_a_query_parameter() {
     let cookie = format!("theme=dark; session={}", token("from-cookie"));
     let echo = front.echo("/orders", &[("cookie", &cookie)]).await;
     assert_eq!(echo.one("x-user-id").as_deref(), Some("from-cookie"));
-    let path = format!("/orders?access_token={}", token("from-query"));
+    // The token's cookie stays at the gateway; the others go on.
+    assert_eq!(echo.one("cookie").as_deref(), Some("theme=dark"));
+    let echo = front
+        .echo(
+            "/orders",
+            &[("cookie", &format!("session={}", token("only")))],
+        )
+        .await;
+    assert_eq!(echo.one("cookie"), None);
+    let path = format!("/orders?access_token={}&page=2", token("from-query"));
     let echo = front.echo(&path, &[]).await;
     assert_eq!(echo.one("x-user-id").as_deref(), Some("from-query"));
+    assert_eq!(echo.uri(), "/orders?page=2");
     // A bad token in the cookie is refused, not ignored.
     let res = front.get("/orders", &[("cookie", "session=a.b.c")]).await;
     assert_malformed(res).await;
+}
+
+#[tokio::test]
+async fn a_basic_authorization_meant_for_the_upstream_is_kept() {
+    let layer = AuthLayer::new(jwt_builder().build().unwrap())
+        .optional()
+        .forward_identity(all_identity_headers());
+    let front = front(&layer).await;
+    let echo = front
+        .echo("/orders", &[("authorization", "Basic dXNlcjpwYXNz")])
+        .await;
+    assert_eq!(
+        echo.one("authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz")
+    );
+    assert_eq!(echo.one("x-user-id"), None);
+    // No scopes: no empty `X-Scopes` either.
+    assert_eq!(echo.one("x-scopes"), None);
+}
+
+#[test]
+fn an_issuer_without_algorithms_is_a_config_error() {
+    let err = JwtAuth::builder()
+        .issuer(Issuer::any().key(JwtKey::hmac(HMAC_SECRET)).algorithms([]))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one algorithm"), "{err}");
 }
 
 // === API keys ===
@@ -673,8 +710,13 @@ async fn api_key_in_the_query_only_when_configured() {
     )
     .await;
 
-    let layer = AuthLayer::new(ApiKeyAuth::new(api_keys()).query("api_key"))
-        .forward_identity(IdentityHeaders::default());
+    // The query source stays when the header is renamed after it.
+    let layer = AuthLayer::new(
+        ApiKeyAuth::new(api_keys())
+            .query("api_key")
+            .header(http::HeaderName::from_static("x-key")),
+    )
+    .forward_identity(IdentityHeaders::default());
     let with_query = front(&layer).await;
     let echo = with_query.echo("/orders?api_key=k-partner", &[]).await;
     assert_eq!(echo.one("x-consumer").as_deref(), Some("partner"));
@@ -1041,12 +1083,10 @@ async fn required_roles_are_403_insufficient_scope() {
         "insufficient_role",
     )
     .await;
+    // `scope` names scopes only (RFC 6750 §3): no roles in it.
     assert_eq!(
         refusal.challenges,
-        [format!(
-            "{}, scope=\"admin ops\"",
-            bearer_challenge("insufficient_scope", "insufficient_role")
-        )]
+        [bearer_challenge("insufficient_scope", "insufficient_role")]
     );
     let ops = hs256().sign(&with(claims("carol"), "roles", json!(["user", "ops"])));
     jwt_route.echo_bearer(&ops).await;

@@ -62,8 +62,9 @@ async fn a_route_with_auth_checks_and_forwards_the_identity() {
     let router = Gateway::builder()
         .upstream(Upstream::builder("svc").endpoint(format!("http://{upstream}")))
         .route(
-            Route::prefix("/orders")
+            Route::prefix("/api/orders")
                 .name("orders")
+                .replace_prefix("/orders")
                 .auth(auth())
                 .to("svc"),
         )
@@ -72,14 +73,15 @@ async fn a_route_with_auth_checks_and_forwards_the_identity() {
         .unwrap();
     let gw = spawn_gateway(router).await;
 
-    let res = get(gw.url("/orders/1"), &[]).await;
+    let res = get(gw.url("/api/orders/1"), &[]).await;
     let problem = assert_problem(res, 401, UNAUTHORIZED).await;
     assert_eq!(problem["reason"], "missing");
-    assert_eq!(problem["instance"], "/orders/1");
+    // The path the client sent, not the rewritten one.
+    assert_eq!(problem["instance"], "/api/orders/1");
 
     let bearer = format!("Bearer {}", token("orders:read"));
     let res = get(
-        gw.url("/orders/1"),
+        gw.url("/api/orders/1"),
         &[("authorization", &bearer), ("x-user-id", "admin")],
     )
     .await;
@@ -90,7 +92,7 @@ async fn a_route_with_auth_checks_and_forwards_the_identity() {
     assert_eq!(header(&echo, "authorization"), None, "{echo}");
 
     let bearer = format!("Bearer {}", token("profile"));
-    let res = get(gw.url("/orders/1"), &[("authorization", &bearer)]).await;
+    let res = get(gw.url("/api/orders/1"), &[("authorization", &bearer)]).await;
     assert_eq!(
         res.headers()["www-authenticate"],
         "Bearer realm=\"tollgate\", error=\"insufficient_scope\", error_description=\"insufficient_scope\", scope=\"orders:read\""

@@ -320,10 +320,12 @@ impl ApiKeyAuth {
         }
     }
 
-    /// Reads the key from another header.
+    /// Reads the key from another header (instead of `X-Api-Key`).
     #[must_use]
     pub fn header(mut self, name: HeaderName) -> Self {
-        self.sources = vec![CredentialSource::Header(name)];
+        self.sources
+            .retain(|s| !matches!(s, CredentialSource::Header(_)));
+        self.sources.insert(0, CredentialSource::Header(name));
         self
     }
 
@@ -357,24 +359,12 @@ impl Authenticator for ApiKeyAuth {
         Verdict::Absent
     }
 
+    fn credential_sources(&self) -> Vec<CredentialSource> {
+        self.sources.clone()
+    }
+
     fn scheme(&self) -> Scheme {
         Scheme::ApiKey
-    }
-
-    fn credential_query_params(&self) -> Vec<String> {
-        self.sources
-            .iter()
-            .filter_map(CredentialSource::query_param)
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn credential_headers(&self) -> Vec<HeaderName> {
-        self.sources
-            .iter()
-            .filter_map(CredentialSource::header)
-            .cloned()
-            .collect()
     }
 }
 

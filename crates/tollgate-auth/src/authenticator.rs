@@ -3,10 +3,10 @@
 
 use std::{fmt, future::Future, pin::Pin};
 
-use http::{HeaderName, request::Parts};
+use http::request::Parts;
 use tollgate_core::Identity;
 
-use crate::AuthError;
+use crate::{AuthError, CredentialSource};
 
 /// A boxed future of a verdict that needs I/O (introspection, a remote
 /// key store).
@@ -69,16 +69,11 @@ pub trait Authenticator: fmt::Debug + Send + Sync + 'static {
     /// The challenge scheme of this method's 401s.
     fn scheme(&self) -> Scheme;
 
-    /// Headers that carry this method's credential, removed before the
-    /// request goes upstream unless credentials are kept.
-    fn credential_headers(&self) -> Vec<HeaderName> {
-        Vec::new()
-    }
-
-    /// Query parameters that carry this method's credential, removed from
-    /// the request target before it goes upstream unless credentials are
-    /// kept.
-    fn credential_query_params(&self) -> Vec<String> {
+    /// Where this method reads credentials from: they are removed from
+    /// the request before it goes upstream unless credentials are kept
+    /// (`Authorization` only when it is a `Bearer` one, a cookie only
+    /// itself, a query parameter only itself).
+    fn credential_sources(&self) -> Vec<CredentialSource> {
         Vec::new()
     }
 

@@ -2,7 +2,7 @@
 //! cookie or a query parameter. Every reader refuses duplicates and
 //! oversized values before anything is parsed.
 
-use http::{HeaderMap, HeaderName, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header, request::Parts};
 
 use crate::AuthError;
 
@@ -51,21 +51,61 @@ impl CredentialSource {
         }
     }
 
-    /// The query parameter that carries the credential.
-    pub(crate) fn query_param(&self) -> Option<&str> {
+    /// Removes this credential from the request: the `Authorization`
+    /// header only when it is a `Bearer` one (a `Basic` header meant for
+    /// the upstream stays), a header, one cookie of the `Cookie` header(s),
+    /// or one query parameter (the others keep their bytes and order).
+    pub(crate) fn strip(&self, parts: &mut Parts) {
         match self {
-            Self::Query(name) => Some(name),
-            _ => None,
+            Self::Bearer => {
+                if matches!(
+                    bearer(&parts.headers),
+                    Found::Present(_) | Found::Invalid(_)
+                ) {
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
+            }
+            Self::Header(name) => {
+                parts.headers.remove(name);
+            }
+            Self::Cookie(name) => strip_cookie(&mut parts.headers, name),
+            Self::Query(name) => {
+                if let Some(uri) = without_query_params(&parts.uri, std::slice::from_ref(name)) {
+                    parts.uri = uri;
+                }
+            }
         }
     }
+}
 
-    /// The header that carries the credential, to remove before the
-    /// request goes upstream.
-    pub(crate) fn header(&self) -> Option<&HeaderName> {
-        match self {
-            Self::Bearer => Some(&header::AUTHORIZATION),
-            Self::Header(name) => Some(name),
-            Self::Cookie(_) | Self::Query(_) => None,
+/// Removes the cookie `name` from every `Cookie` field, dropping fields
+/// left empty.
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let fields: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if fields.is_empty() {
+        return;
+    }
+    let is_named = |pair: &str| pair.trim().split_once('=').is_some_and(|(k, _)| k == name);
+    headers.remove(header::COOKIE);
+    for field in fields {
+        let Ok(text) = field.to_str() else {
+            // Not text: not ours to edit.
+            headers.append(header::COOKIE, field);
+            continue;
+        };
+        if !text.split(';').any(is_named) {
+            headers.append(header::COOKIE, field);
+            continue;
+        }
+        let kept: Vec<&str> = text
+            .split(';')
+            .filter(|p| !is_named(p))
+            .map(str::trim)
+            .collect();
+        if !kept.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.append(header::COOKIE, value);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use http::{HeaderName, request::Parts};
+use http::request::Parts;
 use serde_json::{Map, Value};
 use tollgate_core::{AuthMethod, ConfigError, ConfigErrorKind, Identity};
 use url::Url;
@@ -217,12 +217,12 @@ impl Authenticator for Introspection {
         Verdict::Pending(Box::pin(async move { inner.call(&token).await }))
     }
 
-    fn scheme(&self) -> Scheme {
-        Scheme::Bearer
+    fn credential_sources(&self) -> Vec<CredentialSource> {
+        vec![CredentialSource::Bearer]
     }
 
-    fn credential_headers(&self) -> Vec<HeaderName> {
-        vec![http::header::AUTHORIZATION]
+    fn scheme(&self) -> Scheme {
+        Scheme::Bearer
     }
 }
 

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tollgate_core::{Identity, Observed, Problem, RequestId, RouteName, audit, body::ResponseBody};
 use tower::{Layer, Service};
 
-use crate::{AuthError, Authenticator, Scheme, Verdict, VerdictFuture};
+use crate::{AuthError, Authenticator, CredentialSource, Scheme, Verdict, VerdictFuture};
 
 /// Which scopes or roles a route needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,8 +224,7 @@ struct Shared {
     schemes: Vec<Scheme>,
     optional: bool,
     keep_credentials: bool,
-    credential_headers: Vec<HeaderName>,
-    credential_params: Vec<String>,
+    credentials: Vec<CredentialSource>,
     forward: Option<IdentityHeaders>,
     scopes: Option<Requirement>,
     roles: Option<Requirement>,
@@ -252,8 +251,7 @@ impl AuthLayer {
             schemes: Vec::new(),
             optional: false,
             keep_credentials: false,
-            credential_headers: Vec::new(),
-            credential_params: Vec::new(),
+            credentials: Vec::new(),
             forward: None,
             scopes: None,
             roles: None,
@@ -272,8 +270,7 @@ impl AuthLayer {
             schemes: vec![Scheme::Bearer],
             optional: false,
             keep_credentials: true,
-            credential_headers: Vec::new(),
-            credential_params: Vec::new(),
+            credentials: Vec::new(),
             forward: None,
             scopes: requirement_scopes,
             roles: requirement_roles,
@@ -292,8 +289,7 @@ impl AuthLayer {
             schemes: arc.schemes.clone(),
             optional: arc.optional,
             keep_credentials: arc.keep_credentials,
-            credential_headers: arc.credential_headers.clone(),
-            credential_params: arc.credential_params.clone(),
+            credentials: arc.credentials.clone(),
             forward: arc.forward.clone(),
             scopes: arc.scopes.clone(),
             roles: arc.roles.clone(),
@@ -309,14 +305,9 @@ impl AuthLayer {
             if !s.schemes.contains(&scheme) {
                 s.schemes.push(scheme);
             }
-            for header in method.credential_headers() {
-                if !s.credential_headers.contains(&header) {
-                    s.credential_headers.push(header);
-                }
-            }
-            for param in method.credential_query_params() {
-                if !s.credential_params.contains(&param) {
-                    s.credential_params.push(param);
+            for source in method.credential_sources() {
+                if !s.credentials.contains(&source) {
+                    s.credentials.push(source);
                 }
             }
             s.methods.push(Arc::new(method));
@@ -484,13 +475,8 @@ impl Shared {
                     .map_or("anonymous", tollgate_core::AuthMethod::as_str);
                 audit::event(request_id, subject, route, "allowed", how);
                 if !self.keep_credentials {
-                    for header in &self.credential_headers {
-                        parts.headers.remove(header);
-                    }
-                    if let Some(uri) =
-                        crate::credential::without_query_params(&parts.uri, &self.credential_params)
-                    {
-                        parts.uri = uri;
+                    for source in &self.credentials {
+                        source.strip(parts);
                     }
                 }
                 if let Some(forward) = &self.forward {
@@ -520,16 +506,14 @@ impl Shared {
                 audit::event(request_id, subject, route, outcome, error.reason());
                 let scope = match error {
                     AuthError::InsufficientScope => self.scopes.as_ref().map(Requirement::joined),
-                    AuthError::InsufficientRole => self.roles.as_ref().map(Requirement::joined),
+                    // RFC 6750's `scope` names scopes only.
                     _ => None,
                 };
-                let problem = error
-                    .to_problem(&self.schemes, scope.as_deref())
-                    .request_id(request_id);
-                Some(match parts.uri.path_and_query() {
-                    Some(pq) => problem.instance(pq.path()),
-                    None => problem,
-                })
+                Some(
+                    error
+                        .to_problem(&self.schemes, scope.as_deref())
+                        .for_parts(parts),
+                )
             }
         }
     }

@@ -109,6 +109,12 @@ pub struct UpstreamCall {
     pub error: Option<UpstreamErrorKind>,
 }
 
+/// The client's path and query before a path rewrite changed them, put
+/// into the request extensions so that problems name the path the client
+/// sent (their `instance`), not the internal one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginalPath(pub http::uri::PathAndQuery);
+
 /// Who is calling, as established by an auth layer.
 ///
 /// Later layers read it: scope checks, rate-limit keys and plans, header

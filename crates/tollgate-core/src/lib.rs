@@ -48,8 +48,8 @@ pub mod problem;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
-    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, ParentSpanId, RequestId, RouteName,
-    TraceContext, UpstreamCall, UpstreamErrorKind,
+    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, OriginalPath, ParentSpanId,
+    RequestId, RouteName, TraceContext, UpstreamCall, UpstreamErrorKind,
 };
 pub use hook::{OnRequest, RequestHook};
 pub use problem::Problem;

@@ -16,7 +16,7 @@ use http::{
     header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER},
 };
 
-use crate::{RequestId, body::ResponseBody};
+use crate::{OriginalPath, RequestId, body::ResponseBody};
 
 /// The content type of a problem.
 pub const CONTENT_TYPE_PROBLEM: &str = "application/problem+json";
@@ -243,13 +243,26 @@ impl Problem {
     /// A request whose target is not a path (authority form) gets no
     /// `instance`.
     pub fn for_request<B>(self, req: &http::Request<B>) -> Self {
-        let path = req.uri().path();
+        self.for_head(req.uri(), req.extensions())
+    }
+
+    /// As [`for_request`](Self::for_request), from a request's parts.
+    pub fn for_parts(self, parts: &http::request::Parts) -> Self {
+        self.for_head(&parts.uri, &parts.extensions)
+    }
+
+    /// The `instance` is the path the client sent: the [`OriginalPath`]
+    /// when a rewrite changed it, else the request's own.
+    fn for_head(self, uri: &http::Uri, extensions: &http::Extensions) -> Self {
+        let path = extensions
+            .get::<OriginalPath>()
+            .map_or_else(|| uri.path(), |original| original.0.path());
         let this = if path.is_empty() {
             self
         } else {
             self.instance(path)
         };
-        this.request_id(req.extensions().get::<RequestId>())
+        this.request_id(extensions.get::<RequestId>())
     }
 
     /// Sets `Retry-After`, in whole seconds rounded up and never 0.

@@ -49,11 +49,7 @@ pub enum PathRewrite {
     Template(String),
 }
 
-/// The client's path and query before a [`RewritePath`] changed them, put
-/// into the request extensions so that problems name the path the client
-/// sent (their `instance`), not the internal one.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginalPath(pub PathAndQuery);
+pub use tollgate_core::OriginalPath;
 
 /// A [`PathRewrite`] bound to a prefix, checked and ready to apply.
 #[derive(Clone, Debug)]

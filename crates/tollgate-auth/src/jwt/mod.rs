@@ -5,7 +5,7 @@ mod remote;
 
 use std::{sync::Arc, time::Duration};
 
-use http::{HeaderName, request::Parts};
+use http::request::Parts;
 use jsonwebtoken::{Algorithm, errors::ErrorKind};
 use serde_json::{Map, Value};
 use tollgate_core::{AuthMethod, ConfigError, ConfigErrorKind, Identity};
@@ -229,26 +229,12 @@ impl Authenticator for JwtAuth {
         Verdict::Absent
     }
 
+    fn credential_sources(&self) -> Vec<CredentialSource> {
+        self.inner.sources.clone()
+    }
+
     fn scheme(&self) -> Scheme {
         Scheme::Bearer
-    }
-
-    fn credential_query_params(&self) -> Vec<String> {
-        self.inner
-            .sources
-            .iter()
-            .filter_map(CredentialSource::query_param)
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn credential_headers(&self) -> Vec<HeaderName> {
-        self.inner
-            .sources
-            .iter()
-            .filter_map(CredentialSource::header)
-            .cloned()
-            .collect()
     }
 
     fn is_ready(&self) -> bool {
@@ -813,6 +799,9 @@ impl JwtAuthBuilder {
                 .algorithms
                 .clone()
                 .unwrap_or_else(|| ALGORITHMS.to_vec());
+            if algorithms.is_empty() {
+                return Err(invalid("an issuer needs at least one algorithm").context(&place));
+            }
             issuers.push(IssuerState {
                 iss: issuer.iss,
                 algorithms,
