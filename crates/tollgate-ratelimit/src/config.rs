@@ -124,8 +124,12 @@ pub enum Per {
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, for one Redis. Leave it empty with
+    /// `cluster_nodes`.
     pub url: String,
+    /// Some nodes of a Redis Cluster (`redis://host:port` each), instead of
+    /// `url`: see `RedisStore::open_cluster`.
+    pub cluster_nodes: Vec<String>,
     /// The key prefix (default `tollgate:rl`).
     pub prefix: Option<String>,
     /// The longest a decision may take, in milliseconds (default 250).
@@ -200,7 +204,15 @@ fn with_redis(
     builder: crate::RateLimitBuilder,
     config: &RedisConfig,
 ) -> Result<crate::RateLimitBuilder, ConfigError> {
-    let mut store = crate::RedisStore::open(&config.url)?;
+    let mut store = match (config.url.is_empty(), config.cluster_nodes.is_empty()) {
+        (false, true) => crate::RedisStore::open(&config.url)?,
+        (true, false) => crate::RedisStore::open_cluster(&config.cluster_nodes)?,
+        _ => {
+            return Err(invalid(
+                "a Redis store needs either `url` or `cluster_nodes`",
+            ));
+        }
+    };
     if let Some(prefix) = &config.prefix {
         store = store.prefix(prefix)?;
     }

@@ -9,7 +9,11 @@ use std::{
     time::Duration,
 };
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClient, ClusterConfig},
+    cluster_async::ClusterConnection,
+};
 use tokio::time::Instant;
 use tollgate_core::{ConfigError, ConfigErrorKind};
 
@@ -69,11 +73,14 @@ pub const DEFAULT_PREFIX: &str = "tollgate:rl";
 /// - One round trip per decision: a Lua script run with `EVALSHA` (loaded
 ///   again by itself after a Redis restart), deciding every window of the
 ///   plan atomically. Keys expire by themselves (`PX` = time until full).
-/// - Redis Cluster: a decision's keys are
-///   `{prefix}:{<layer>\x1f<key>}:<window>`; the `{…}` hash tag puts all
-///   windows of one key on one slot.
-/// - The connection is a `ConnectionManager`, made on the first check (so
-///   a gateway starts while Redis is down) and reconnecting by itself.
+/// - Redis Cluster ([`open_cluster`](Self::open_cluster)): a decision's
+///   keys are `{prefix}:{<layer>\x1f<key>}:<window>`; the `{…}` hash tag
+///   puts all windows of one key on one slot, so the script runs on the one
+///   node that owns that slot.
+/// - The connection is made on the first check (so a gateway starts while
+///   Redis is down) and reconnects by itself: a `ConnectionManager` for one
+///   Redis ([`open`](Self::open)), a cluster connection (slot map, `MOVED`
+///   and `ASK` redirections) for a cluster.
 /// - A decision that fails or takes longer than the
 ///   [timeout](Self::timeout) is a [`StoreError`]; the layer applies its
 ///   `StoreFailure` mode. After a failure, Redis is tried again at most
@@ -87,8 +94,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    client: redis::Client,
-    manager: OnceLock<ConnectionManager>,
+    backend: Backend,
     script: redis::Script,
     prefix: String,
     timeout: Duration,
@@ -96,6 +102,21 @@ struct Inner {
     epoch: Instant,
     /// Nanoseconds after `epoch` before which Redis is not tried.
     down_until: AtomicU64,
+}
+
+/// Where the decisions go. Both connections are made on the first check.
+enum Backend {
+    /// One Redis.
+    Single {
+        client: redis::Client,
+        connection: OnceLock<ConnectionManager>,
+    },
+    /// Redis Cluster: the script goes to the node that owns the key's slot.
+    Cluster {
+        /// Boxed: much larger than a `redis::Client`.
+        client: Box<ClusterClient>,
+        connection: OnceLock<ClusterConnection>,
+    },
 }
 
 // === impl RedisStore ===
@@ -111,10 +132,59 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| {
             ConfigError::new(ConfigErrorKind::InvalidUrl, format!("redis URL: {e}"))
         })?;
-        Ok(Self {
+        Ok(Self::with_backend(Backend::Single {
+            client,
+            connection: OnceLock::new(),
+        }))
+    }
+
+    /// A store for the Redis Cluster reached through `nodes`
+    /// (`redis://host:port` each; a few of the cluster's nodes are enough,
+    /// the others are discovered). Nothing is connected until the first
+    /// check.
+    ///
+    /// ```
+    /// # use tollgate_ratelimit::RedisStore;
+    /// let store = RedisStore::open_cluster([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    /// ])?;
+    /// # Ok::<_, tollgate_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When there is no node or a node is not a Redis URL.
+    pub fn open_cluster(
+        nodes: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Self, ConfigError> {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        if nodes.is_empty() {
+            return Err(invalid("a Redis Cluster needs at least one node URL"));
+        }
+        // Few, short retries: a decision has `timeout` in all, and an
+        // outage is the failure mode's business, not a retry loop's.
+        let client = ClusterClient::builder(nodes)
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()
+            .map_err(|e| {
+                ConfigError::new(
+                    ConfigErrorKind::InvalidUrl,
+                    format!("redis cluster node URL: {e}"),
+                )
+            })?;
+        Ok(Self::with_backend(Backend::Cluster {
+            client: Box::new(client),
+            connection: OnceLock::new(),
+        }))
+    }
+
+    fn with_backend(backend: Backend) -> Self {
+        Self {
             inner: Arc::new(Inner {
-                client,
-                manager: OnceLock::new(),
+                backend,
                 script: redis::Script::new(GCRA_LUA),
                 prefix: DEFAULT_PREFIX.into(),
                 timeout: Duration::from_millis(250),
@@ -122,7 +192,7 @@ impl RedisStore {
                 epoch: Instant::now(),
                 down_until: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     fn configure(mut self, f: impl FnOnce(&mut Inner)) -> Self {
@@ -156,22 +226,40 @@ impl RedisStore {
         self.configure(|i| i.retry_every = every)
     }
 
-    fn manager(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(m) = self.inner.manager.get() {
+    /// The single-node connection, made on first use.
+    fn manager(
+        &self,
+        client: &redis::Client,
+        connection: &OnceLock<ConnectionManager>,
+    ) -> Result<ConnectionManager, StoreError> {
+        if let Some(m) = connection.get() {
             return Ok(m.clone());
-        }
-        // The manager spawns its connection task on tokio: never outside it.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(StoreError::new("redis: no tokio runtime"));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.inner.timeout))
             .set_response_timeout(Some(self.inner.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(self.inner.client.clone(), config)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| StoreError::new(format!("redis: {:?}", e.kind())))?;
-        Ok(self.inner.manager.get_or_init(|| manager).clone())
+        Ok(connection.get_or_init(|| manager).clone())
+    }
+
+    /// The cluster connection, made on first use; it connects in the
+    /// background and finds the slot map by itself.
+    fn cluster(
+        &self,
+        client: &ClusterClient,
+        connection: &OnceLock<ClusterConnection>,
+    ) -> ClusterConnection {
+        connection
+            .get_or_init(|| {
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(self.inner.timeout)
+                    .set_response_timeout(self.inner.timeout);
+                client.get_pending_async_connection_with_config(config)
+            })
+            .clone()
     }
 
     fn now_nanos(&self) -> u64 {
@@ -210,14 +298,29 @@ impl Clone for Inner {
     /// The same settings, with a connection of its own.
     fn clone(&self) -> Self {
         Self {
-            client: self.client.clone(),
-            manager: OnceLock::new(),
+            backend: self.backend.clone(),
             script: redis::Script::new(GCRA_LUA),
             prefix: self.prefix.clone(),
             timeout: self.timeout,
             retry_every: self.retry_every,
             epoch: self.epoch,
             down_until: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Clone for Backend {
+    /// The same client, not yet connected.
+    fn clone(&self) -> Self {
+        match self {
+            Self::Single { client, .. } => Self::Single {
+                client: client.clone(),
+                connection: OnceLock::new(),
+            },
+            Self::Cluster { client, .. } => Self::Cluster {
+                client: client.clone(),
+                connection: OnceLock::new(),
+            },
         }
     }
 }
@@ -252,11 +355,33 @@ impl RateLimitStore for RedisStore {
         if now < self.inner.down_until.load(Ordering::Relaxed) {
             return Check::Ready(Err(StoreError::new("redis: unavailable, retrying later")));
         }
-        let manager = match self.manager() {
-            Ok(m) => m,
-            Err(e) => return Check::Ready(Err(e)),
-        };
-        let mut manager = manager;
+        // Both connections spawn their tasks on tokio: never outside it.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Check::Ready(Err(StoreError::new("redis: no tokio runtime")));
+        }
+        match &self.inner.backend {
+            Backend::Single { client, connection } => match self.manager(client, connection) {
+                Ok(manager) => self.decide(manager, key),
+                Err(e) => Check::Ready(Err(e)),
+            },
+            Backend::Cluster { client, connection } => {
+                self.decide(self.cluster(client, connection), key)
+            }
+        }
+    }
+}
+
+// === impl RedisStore (decisions) ===
+
+impl RedisStore {
+    /// One decision over `connection`, single node or cluster alike: the
+    /// script (`EVALSHA`, loaded again on `NOSCRIPT`; on a cluster, on the
+    /// node that owns the key's slot), the timeout and the failure
+    /// bookkeeping.
+    fn decide<C>(&self, mut connection: C, key: &StoreKey<'_>) -> Check
+    where
+        C: ConnectionLike + Send + 'static,
+    {
         // Owned: the future outlives `key`.
         let (keys, args) = self.keys_and_args(key);
         let windows = key.windows.len();
@@ -271,7 +396,7 @@ impl RateLimitStore for RedisStore {
             }
             let result = tokio::time::timeout(
                 this.inner.timeout,
-                invocation.invoke_async::<Vec<i64>>(&mut manager),
+                invocation.invoke_async::<Vec<i64>>(&mut connection),
             )
             .await;
             let reply = match result {
@@ -299,10 +424,72 @@ impl RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cluster = matches!(self.inner.backend, Backend::Cluster { .. });
         f.debug_struct("RedisStore")
+            .field("cluster", &cluster)
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .field("retry_every", &self.inner.retry_every)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Plan, Quota};
+
+    /// Redis Cluster's hash tag: what lies between the first `{` and the
+    /// next `}`, when that is not empty; else the whole key.
+    fn hash_tag(key: &[u8]) -> &[u8] {
+        if let Some(open) = key.iter().position(|&b| b == b'{')
+            && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    #[test]
+    fn all_windows_of_a_key_share_one_hash_tag() {
+        let plan = Plan::new("p")
+            .quota(Quota::per_second(5))
+            .quota(Quota::per_minute(100))
+            .quota(Quota::per_day(1000))
+            .compile(&mut 0)
+            .unwrap();
+        let store = RedisStore::open_cluster(["redis://127.0.0.1:7000"]).unwrap();
+        for key in [
+            &b"alice"[..],
+            b"",
+            b"a}b{c",
+            b"}",
+            b"{x}",
+            b"ip\x1f203.0.113.7",
+        ] {
+            let (keys, args) = store.keys_and_args(&StoreKey {
+                scope: "layer",
+                plan: "p",
+                key,
+                windows: &plan.windows,
+            });
+            assert_eq!(keys.len(), 3);
+            assert_eq!(args.len(), 6);
+            let tag = hash_tag(&keys[0]);
+            assert!(tag.starts_with(b"layer\x1f"), "{:?}", keys[0]);
+            for k in &keys {
+                assert_eq!(hash_tag(k), tag, "{k:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn open_cluster_checks_its_nodes() {
+        let none: [&str; 0] = [];
+        assert!(RedisStore::open_cluster(none).is_err());
+        assert!(RedisStore::open_cluster(["not a url"]).is_err());
+        let store = RedisStore::open_cluster(vec!["redis://127.0.0.1:7000".to_owned()]).unwrap();
+        assert!(format!("{store:?}").contains("cluster: true"));
     }
 }

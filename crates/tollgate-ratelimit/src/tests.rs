@@ -503,3 +503,23 @@ fn config_deserialises_and_builds_like_the_builder() {
         serde_json::from_value(serde_json::json!({"max_in_flight": 8})).unwrap();
     assert!(ConcurrencyLimitLayer::try_from(&concurrency).is_ok());
 }
+
+#[cfg(all(feature = "serde", feature = "redis"))]
+#[test]
+fn redis_config_takes_a_url_or_cluster_nodes() {
+    let build = |redis: serde_json::Value| {
+        let config: RateLimitConfig = serde_json::from_value(serde_json::json!({
+            "plans": [{"name": "free", "quotas": [{"count": 100, "per": "minute"}]}],
+            "redis": redis,
+        }))
+        .unwrap();
+        RateLimitLayer::try_from(&config)
+    };
+    assert!(build(serde_json::json!({"url": "redis://127.0.0.1:6379/"})).is_ok());
+    let nodes = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"];
+    assert!(build(serde_json::json!({"cluster_nodes": nodes, "prefix": "gw"})).is_ok());
+    let both = serde_json::json!({"url": "redis://127.0.0.1:6379/", "cluster_nodes": nodes});
+    assert!(build(both).is_err(), "one or the other");
+    assert!(build(serde_json::json!({})).is_err(), "neither");
+    assert!(build(serde_json::json!({"cluster_nodes": ["nope"]})).is_err());
+}
