@@ -103,6 +103,18 @@ impl DemoAuth {
     /// JWT or API key, `orders:read` required, the identity forwarded as
     /// `X-User-Id`/`X-Consumer`/`X-Scopes`.
     fn layer(&self) -> Result<AuthLayer, ConfigError> {
+        Ok(self
+            .methods()?
+            .require_scopes(Requirement::all(["orders:read"])))
+    }
+
+    /// The same methods, optional: anonymous callers pass, a valid
+    /// credential adds its identity headers, an invalid one is refused.
+    fn optional_layer(&self) -> Result<AuthLayer, ConfigError> {
+        Ok(self.methods()?.optional())
+    }
+
+    fn methods(&self) -> Result<AuthLayer, ConfigError> {
         let jwt = JwtAuth::builder()
             .issuer(
                 Issuer::new(ISSUER)
@@ -119,7 +131,6 @@ impl DemoAuth {
         );
         Ok(AuthLayer::new(jwt)
             .or(ApiKeyAuth::new(keys))
-            .require_scopes(Requirement::all(["orders:read"]))
             .forward_identity(IdentityHeaders::default()))
     }
 }
@@ -137,7 +148,7 @@ pub(crate) async fn start_services() -> std::io::Result<Services> {
     let users = Router::new()
         .route(
             "/users",
-            get(|| async { Json(json!([{"id": "1"}, {"id": "42"}])) }),
+            get(|| async { Json(json!([{"id": "1"}, {"id": "42"}])) }).post(create_user),
         )
         .route("/users/{id}", get(user))
         .route("/v2/users/{id}", get(user_v2));
@@ -195,6 +206,20 @@ async fn user(Path(id): Path<String>, uri: OriginalUri, headers: HeaderMap) -> J
     }))
 }
 
+/// `POST /users`: echoes what the service received, with the internal
+/// fields a real service might leak (`internal_id`, `debug_info`).
+async fn create_user(uri: OriginalUri, headers: HeaderMap, body: axum::body::Bytes) -> Json<Value> {
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Json(json!({
+        "id": "123",
+        "name": sent.get("name").cloned().unwrap_or(Value::Null),
+        "internal_id": "db-7f3a-0042",
+        "debug_info": {"shard": 7, "query_ms": 3},
+        "received_body": sent,
+        "seen": seen("users", &uri, &headers),
+    }))
+}
+
 async fn user_v2(Path(id): Path<String>, uri: OriginalUri, headers: HeaderMap) -> Json<Value> {
     Json(json!({
         "id": id,
@@ -234,6 +259,7 @@ pub(crate) fn gateway(
             Route::prefix("/api/users")
                 .name("users")
                 .replace_prefix("/users")
+                .auth(auth.optional_layer()?)
                 .to("users"),
         )
         .route(

@@ -330,3 +330,36 @@ async fn the_demo_adds_request_ids_and_trace_context() {
     let tp = json["seen"]["traceparent"].as_str().expect("a traceparent");
     assert_eq!(tp.len(), 55, "{tp}");
 }
+
+/// The seed's example: `POST /api/users` with a token and `X-Client:
+/// mobile` reaches the users service as `POST /users` with the identity,
+/// the request id, `X-Forwarded-For` and the same body.
+#[tokio::test]
+async fn the_demo_forwards_post_api_users_with_the_callers_context() {
+    let (router, auth) = demo_gateway().await;
+    let gw = spawn_gateway(router).await;
+    let body = r#"{"name":"Ada"}"#;
+    let req = Request::post(gw.url("/api/users"))
+        .header("authorization", format!("Bearer {}", auth.token))
+        .header("x-client", "mobile")
+        .header("content-type", "application/json")
+        .body(tollgate_tests::full(body))
+        .expect("request");
+    let res = timeout(BOUND, client().request(req))
+        .await
+        .expect("answered in time")
+        .expect("request sent");
+    assert_eq!(res.status(), StatusCode::OK);
+    let request_id = res.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let json = body_json(res).await;
+    let seen = &json["seen"];
+    assert_eq!(seen["path"], "/users", "{json}");
+    assert_eq!(seen["x_user_id"], "42", "{json}");
+    assert_eq!(seen["x_request_id"], request_id.as_str(), "{json}");
+    assert_eq!(seen["x_forwarded_for"], "127.0.0.1", "{json}");
+    assert_eq!(seen["authorization_forwarded"], false, "{json}");
+    assert_eq!(json["received_body"]["name"], "Ada", "{json}");
+}
