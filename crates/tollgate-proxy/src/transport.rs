@@ -69,6 +69,9 @@ pub struct TransportConfig {
     pub max_idle_per_endpoint: usize,
     /// The TLS settings for `https://` endpoints.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS server name to send and verify instead of each endpoint's
+    /// host, when one is set.
+    pub tls_server_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// A failed exchange with an upstream, classified.
@@ -150,9 +153,14 @@ where
         // hyper-rustls sets ALPN from the protocol below and panics on a
         // config that already has some.
         tls.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let mut https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
+        if let Some(name) = &config.tls_server_name {
+            https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                name.clone(),
+            ));
+        }
         let https = match config.protocol {
             Protocol::Auto => https.enable_all_versions().wrap_connector(http),
             Protocol::Http1 => https.enable_http1().wrap_connector(http),

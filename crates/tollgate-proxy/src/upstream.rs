@@ -4,6 +4,7 @@ use std::{
     convert::Infallible,
     fmt,
     future::Future,
+    path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -19,6 +20,7 @@ use http_body::Body;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::time::{Duration, Sleep};
 use tollgate_core::{
     BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, Observed, RequestId,
@@ -90,6 +92,15 @@ pub struct UpstreamConfig {
     /// Which connection pool is used.
     #[cfg_attr(feature = "serde", serde(default))]
     pub pool: PoolKind,
+    /// A PEM file of CA certificates that `https://` endpoints are verified
+    /// against, instead of the Mozilla roots.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub ca_file: Option<PathBuf>,
+    /// The TLS server name sent (SNI) to `https://` endpoints and that
+    /// their certificates are verified against, instead of the endpoint's
+    /// host. The `Host` header is not changed.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub tls_server_name: Option<String>,
 }
 
 mod defaults {
@@ -192,6 +203,8 @@ impl UpstreamConfig {
             max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
             forwarded: ForwardedHeaders::default(),
             pool: PoolKind::default(),
+            ca_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -284,12 +297,33 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Trusts the CA certificates in the PEM file `path` for `https://`
+    /// endpoints, instead of the Mozilla roots. The file is read by
+    /// [`build`](Self::build); it cannot be combined with
+    /// [`tls_config`](Self::tls_config).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.ca_file = Some(path.into());
+        self
+    }
+
+    /// Sends `name` as the TLS server name (SNI) to `https://` endpoints and
+    /// verifies their certificates against it, instead of the endpoint's
+    /// host: for an endpoint reached by IP address or by an internal name
+    /// that its certificate does not carry. The `Host` header still names
+    /// the endpoint (see [`preserve_host`](Self::preserve_host)).
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.config.tls_server_name = Some(name.into());
+        self
+    }
+
     /// Checks the configuration and builds the upstream.
     ///
     /// # Errors
     ///
     /// When there is no endpoint, an endpoint URL is not an absolute
-    /// `http`/`https` URL without path and query, or the name is empty.
+    /// `http`/`https` URL without path and query, or the name is empty;
+    /// when the CA file cannot be read or holds no certificate, or the TLS
+    /// server name is not a DNS name or IP address.
     pub fn build<B>(self) -> Result<Upstream<B>, ConfigError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -386,9 +420,29 @@ where
             })?;
             list.push(Endpoint::new(scheme, authority, host));
         }
-        let tls = match tls {
-            Some(tls) => tls,
-            None => Arc::new(default_tls_config().map_err(|e| e.context(&place))?),
+        let tls = match (tls, &config.ca_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidValue,
+                    "ca_file and tls_config cannot be combined; add the CA to the tls_config",
+                )
+                .context(&place));
+            }
+            (Some(tls), None) => tls,
+            (None, Some(path)) => {
+                Arc::new(ca_file_tls_config(path).map_err(|e| e.context(&place))?)
+            }
+            (None, None) => Arc::new(default_tls_config().map_err(|e| e.context(&place))?),
+        };
+        let tls_server_name = match &config.tls_server_name {
+            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
+                ConfigError::new(
+                    ConfigErrorKind::Tls,
+                    format!("tls_server_name {name:?} is not a DNS name or IP address"),
+                )
+                .context(&place)
+            })?),
+            None => None,
         };
         let transport = make_transport(&TransportConfig {
             endpoints: list
@@ -400,6 +454,7 @@ where
             idle_timeout: config.idle_timeout,
             max_idle_per_endpoint: config.max_idle_per_endpoint,
             tls,
+            tls_server_name,
         })
         .map_err(|e| e.context(&place))?;
 
@@ -763,6 +818,31 @@ fn default_tls_config() -> Result<rustls::ClientConfig, ConfigError> {
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Only the CA certificates of the PEM file at `path`, with aws-lc-rs.
+fn ca_file_tls_config(path: &Path) -> Result<rustls::ClientConfig, ConfigError> {
+    let tls = |message: String| ConfigError::new(ConfigErrorKind::Tls, message);
+    let pem = std::fs::read(path).map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(tls(format!(
+            "ca_file {}: no CERTIFICATE in the file",
+            path.display()
+        )));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

@@ -128,7 +128,7 @@ where
         };
         let mut targets = Vec::with_capacity(config.endpoints.len());
         for (scheme, authority) in &config.endpoints {
-            targets.push(target(scheme, authority)?);
+            targets.push(target(scheme, authority, config.tls_server_name.as_ref())?);
         }
         let slots = targets
             .iter()
@@ -153,7 +153,11 @@ where
     }
 }
 
-fn target(scheme: &Scheme, authority: &Authority) -> Result<Target, ConfigError> {
+fn target(
+    scheme: &Scheme,
+    authority: &Authority,
+    server_name: Option<&ServerName<'static>>,
+) -> Result<Target, ConfigError> {
     let secure = *scheme == Scheme::HTTPS;
     let port = authority
         .port_u16()
@@ -165,15 +169,17 @@ fn target(scheme: &Scheme, authority: &Authority) -> Result<Target, ConfigError>
     } else {
         format!("{bare}:{port}")
     };
-    let server_name = if secure {
+    let server_name = if !secure {
+        None
+    } else if let Some(name) = server_name {
+        Some(name.clone())
+    } else {
         Some(ServerName::try_from(bare.to_owned()).map_err(|_| {
             ConfigError::new(
                 ConfigErrorKind::Tls,
                 format!("{host:?} is not a valid TLS server name"),
             )
         })?)
-    } else {
-        None
     };
     Ok(Target {
         secure,

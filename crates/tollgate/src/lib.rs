@@ -59,10 +59,14 @@ mod builder;
 mod parse_error;
 mod routing;
 mod serve;
+mod tls;
 
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use routing::{GatewayService, ResponseFuture};
 pub use serve::{Serve, serve, shutdown_signal};
+pub use tls::{
+    ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, hsts_layer, redirect_to_https,
+};
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};
 #[doc(no_inline)]

@@ -18,16 +18,23 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
     service::TowerToHyperService,
 };
 use std::convert::Infallible;
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    task::JoinSet,
+};
 use tollgate_core::BoxError;
-use tollgate_core::ConnectionInfo;
+use tollgate_core::{ConnectionInfo, Identity};
 use tower::{Service, ServiceExt};
 
-use crate::parse_error::ProblemOnParseError;
+use crate::{parse_error::ProblemOnParseError, tls::TlsConfig};
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
 ///
@@ -66,6 +73,7 @@ where
         shutdown,
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
+        tls: None,
     }
 }
 
@@ -77,6 +85,7 @@ pub struct Serve<S, F> {
     shutdown: F,
     drain_timeout: Duration,
     header_read_timeout: Duration,
+    tls: Option<TlsConfig>,
 }
 
 impl<S, F> std::fmt::Debug for Serve<S, F> {
@@ -85,6 +94,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("listener", &self.listener)
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +121,20 @@ where
         self
     }
 
+    /// Terminates TLS on every connection with `config`: certificates by
+    /// SNI, ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, and client
+    /// certificates when configured (see [`TlsConfig`]).
+    ///
+    /// Each handshake runs in its connection's task, bounded by the
+    /// [header read timeout](Self::header_read_timeout), so a slow or silent
+    /// client never holds up the accept loop. Requests carry a
+    /// [`ConnectionInfo`] with `secure` set and, after a verified client
+    /// certificate, an [`Identity`].
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     async fn run(self) -> io::Result<()> {
         let Self {
             listener,
@@ -118,7 +142,9 @@ where
             shutdown,
             drain_timeout,
             header_read_timeout,
+            tls,
         } = self;
+        let acceptor = tls.as_ref().map(TlsConfig::acceptor);
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -158,42 +184,27 @@ where
             if let Some(local) = local {
                 info = info.with_local(local);
             }
-            // hyper's header read timeout starts only once HTTP/1 parsing
-            // begins; the auto server's protocol sniff before it has no
-            // timer. A connection that has not started a request within the
-            // header read timeout is closed here.
-            let started = Arc::new(AtomicBool::new(false));
-            let seen = Arc::clone(&started);
-            let svc = service
-                .clone()
-                .map_request(move |mut req: Request<Incoming>| {
-                    seen.store(true, Ordering::Relaxed);
-                    req.extensions_mut().insert(info);
-                    req.map(Body::new)
-                });
-            let conn = builder
-                .serve_connection_with_upgrades(
-                    TokioIo::new(ProblemOnParseError::new(stream)),
-                    TowerToHyperService::new(svc),
-                )
-                .into_owned();
-            let conn = graceful.watch(conn);
-            connections.spawn(async move {
-                let mut conn = std::pin::pin!(conn);
-                let result = tokio::select! {
-                    result = &mut conn => result,
-                    () = tokio::time::sleep(header_read_timeout) => {
-                        if !started.load(Ordering::Relaxed) {
-                            tracing::debug!(%remote, "no request within the header read timeout; closing");
-                            return;
-                        }
-                        conn.await
-                    }
-                };
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, %remote, "connection ended with an error");
-                }
-            });
+            let watcher = graceful.watcher();
+            match &acceptor {
+                Some(acceptor) => connections.spawn(crate::tls::accept(
+                    acceptor.clone(),
+                    stream,
+                    info,
+                    builder.clone(),
+                    service.clone(),
+                    watcher,
+                    header_read_timeout,
+                )),
+                None => connections.spawn(serve_connection(
+                    &builder,
+                    stream,
+                    info,
+                    None,
+                    service.clone(),
+                    watcher,
+                    header_read_timeout,
+                )),
+            };
         }
 
         drop(listener);
@@ -208,6 +219,65 @@ where
         }
         connections.shutdown().await;
         Ok(())
+    }
+}
+
+/// Serves one connection: the plain socket, or the decrypted TLS stream.
+///
+/// Every request gets `info` and, when there is one, `identity`.
+pub(crate) fn serve_connection<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    info: ConnectionInfo,
+    identity: Option<Identity>,
+    service: S,
+    watcher: Watcher,
+    header_read_timeout: Duration,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let remote = info.remote;
+    // hyper's header read timeout starts only once HTTP/1 parsing
+    // begins; the auto server's protocol sniff before it has no
+    // timer. A connection that has not started a request within the
+    // header read timeout is closed here.
+    let started = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&started);
+    let svc = service.map_request(move |mut req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        req.extensions_mut().insert(info);
+        if let Some(identity) = &identity {
+            req.extensions_mut().insert(identity.clone());
+        }
+        req.map(Body::new)
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(ProblemOnParseError::new(io)),
+            TowerToHyperService::new(svc),
+        )
+        .into_owned();
+    let conn = watcher.watch(conn);
+    async move {
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = &mut conn => result,
+            () = tokio::time::sleep(header_read_timeout) => {
+                if !started.load(Ordering::Relaxed) {
+                    tracing::debug!(%remote, "no request within the header read timeout; closing");
+                    return;
+                }
+                conn.await
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(error = %err, %remote, "connection ended with an error");
+        }
     }
 }
 

@@ -1,0 +1,778 @@
+//! HTTPS for [`serve`](crate::serve): [`TlsConfig`] (certificates by SNI,
+//! ALPN, TLS 1.2 and 1.3, reload without restart, client certificates),
+//! the plain-HTTP redirect ([`redirect_to_https`]) and the HSTS header
+//! ([`hsts_layer`]).
+//!
+//! rustls with the aws-lc-rs provider does the cryptography; it is the only
+//! provider tollgate uses.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    fmt,
+    future::{Future, Ready, ready},
+    net::Ipv6Addr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{
+    HeaderValue, Request, Response, StatusCode,
+    header::{CONTENT_LENGTH, HOST, LOCATION, STRICT_TRANSPORT_SECURITY},
+    uri::Authority,
+};
+use hyper_util::{
+    rt::TokioExecutor,
+    server::{conn::auto, graceful::Watcher},
+};
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, DnsName, PrivateKeyDer, pem::PemObject},
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, ConnectionInfo, Identity};
+use tower::Service;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::serve::{Serve, serve, serve_connection};
+
+/// The TLS settings of a listener: certificates chosen by SNI, ALPN `h2`
+/// and `http/1.1`, TLS 1.2 and 1.3 only, and optionally client
+/// certificates. Pass it to [`Serve::tls`].
+///
+/// Certificates and keys are read from PEM files when it is built and
+/// again on every [`reload`](Self::reload), which swaps them in atomically:
+/// handshakes that follow use the new ones, established connections keep
+/// going. Clones share the certificates, so reloading one reloads all.
+///
+/// ```no_run
+/// # async fn run(router: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+/// use tollgate::{ClientAuth, TlsConfig};
+///
+/// let tls = TlsConfig::builder()
+///     .certificate("/etc/tollgate/default.pem", "/etc/tollgate/default.key")
+///     .sni_certificate("api.example.com", "/etc/tollgate/api.pem", "/etc/tollgate/api.key")
+///     .client_auth(ClientAuth::optional("/etc/tollgate/clients-ca.pem"))
+///     .build()?;
+/// // `kill -HUP <pid>` re-reads the certificate files.
+/// tls.reload_on_sighup()?;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
+/// tollgate::serve(listener, router, tollgate::shutdown_signal())
+///     .tls(tls)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsConfig {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`TlsConfig`]; see [`TlsConfig::builder`].
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct TlsConfigBuilder {
+    files: CertFilesSet,
+    client_auth: Option<ClientAuth>,
+}
+
+/// Client-certificate (mutual TLS) settings: the CA bundle that client
+/// certificates are verified against, and whether a certificate is
+/// required.
+///
+/// The verified certificate becomes the connection's [`Identity`], put into
+/// every request of that connection:
+///
+/// - `subject`: the certificate's subject distinguished name, formatted by
+///   `x509-parser` with the attributes in certificate order, e.g.
+///   `C=FR, O=Example, CN=alice`;
+/// - `method`: [`AuthMethod::ClientCertificate`];
+/// - `claims`: `dn` (the same name), `cn` (the first common name, when there
+///   is one) and `serial` (hex, colon-separated).
+///
+/// An auth layer that authenticates the request later replaces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct ClientAuth {
+    ca_file: PathBuf,
+    required: bool,
+}
+
+/// The plain-HTTP service that redirects every request to HTTPS; see
+/// [`redirect_to_https`].
+#[derive(Clone, Debug)]
+pub struct RedirectToHttps {
+    /// The port written into the `Location`; `None` for 443.
+    port: Option<u16>,
+}
+
+struct Shared {
+    files: CertFilesSet,
+    client_auth: Option<ClientAuth>,
+    provider: Arc<CryptoProvider>,
+    resolver: Arc<CertResolver>,
+    server: Arc<ServerConfig>,
+}
+
+/// The PEM files of every certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct CertFilesSet {
+    default: Option<CertFiles>,
+    /// Lower-case server name (or `*.suffix`) and its files.
+    by_name: Vec<(String, CertFiles)>,
+}
+
+/// One certificate chain and its private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The loaded certificates; replaced whole on reload.
+#[derive(Debug)]
+struct CertSet {
+    default: Option<Arc<CertifiedKey>>,
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// Picks the certificate for a handshake from the current [`CertSet`].
+#[derive(Debug)]
+struct CertResolver {
+    current: ArcSwap<CertSet>,
+}
+
+// === impl TlsConfigBuilder ===
+
+impl TlsConfigBuilder {
+    /// The default certificate: for clients that send no server name (SNI)
+    /// or one that no [`sni_certificate`](Self::sni_certificate) matches.
+    ///
+    /// `cert` is a PEM file with the chain, leaf first; `key` a PEM file
+    /// with its private key (PKCS#8, PKCS#1 or SEC1). Without a default, a
+    /// handshake without a known name fails.
+    pub fn certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.files.default = Some(CertFiles {
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// A certificate for the server name `name` (`api.example.com`, or
+    /// `*.example.com` for any one label in front of `example.com`),
+    /// chosen by the client's SNI. Exact names win over wildcards; names
+    /// are matched case-insensitively.
+    pub fn sni_certificate(
+        mut self,
+        name: impl Into<String>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.files.by_name.push((
+            name.into().to_ascii_lowercase(),
+            CertFiles {
+                cert: cert.into(),
+                key: key.into(),
+            },
+        ));
+        self
+    }
+
+    /// Verifies client certificates (mutual TLS); see [`ClientAuth`].
+    pub fn client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.client_auth = Some(client_auth);
+        self
+    }
+
+    /// Reads every file and builds the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] of kind `Tls` naming the file at fault when a file
+    /// cannot be read, holds no certificate or key, or a key does not match
+    /// its certificate; of kind `Missing` when there is no certificate;
+    /// of kind `InvalidValue` for a server name that is not a DNS name or
+    /// given twice.
+    pub fn build(self) -> Result<TlsConfig, ConfigError> {
+        let Self { files, client_auth } = self;
+        if files.default.is_none() && files.by_name.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::Missing,
+                "tls: no certificate; add one with `certificate`",
+            ));
+        }
+        for (i, (name, _)) in files.by_name.iter().enumerate() {
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if DnsName::try_from(bare).is_err() || bare.contains('*') {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidValue,
+                    format!("tls: {name:?} is not a DNS name"),
+                ));
+            }
+            if files.by_name[..i].iter().any(|(other, _)| other == name) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidValue,
+                    format!("tls: two certificates for {name:?}"),
+                ));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let resolver = Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(load_set(&files, &provider)?),
+        });
+        let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&versions)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, format!("tls: {e}")))?;
+        let builder = match &client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => {
+                let roots = load_roots(&auth.ca_file)?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
+                let verifier = if auth.required {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                let verifier = verifier.build().map_err(|e| {
+                    ConfigError::new(
+                        ConfigErrorKind::Tls,
+                        format!("client CA file {}: {e}", auth.ca_file.display()),
+                    )
+                })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsConfig {
+            shared: Arc::new(Shared {
+                files,
+                client_auth,
+                provider,
+                resolver,
+                server: Arc::new(server),
+            }),
+        })
+    }
+}
+
+// === impl ClientAuth ===
+
+impl ClientAuth {
+    /// Every client must present a certificate issued by a CA in `ca_file`
+    /// (PEM); a handshake without one fails.
+    pub fn required(ca_file: impl Into<PathBuf>) -> Self {
+        Self {
+            ca_file: ca_file.into(),
+            required: true,
+        }
+    }
+
+    /// A client may present a certificate; when it does, it must be issued
+    /// by a CA in `ca_file` (PEM). Clients without one connect with no
+    /// [`Identity`].
+    pub fn optional(ca_file: impl Into<PathBuf>) -> Self {
+        Self {
+            ca_file: ca_file.into(),
+            required: false,
+        }
+    }
+}
+
+// === impl TlsConfig ===
+
+impl TlsConfig {
+    /// A builder; add at least one certificate.
+    pub fn builder() -> TlsConfigBuilder {
+        TlsConfigBuilder::default()
+    }
+
+    /// Reads the certificate and key files again and swaps the new
+    /// certificates in atomically. New handshakes use them; established
+    /// connections are not touched. The client CA bundle is not re-read.
+    ///
+    /// On failure the current certificates stay in use. Either way the
+    /// outcome is logged and audited (`reloaded` or `rejected`, reason
+    /// `tls reload: …`). It reads files, so call it off the async threads
+    /// when that matters ([`reload_on_sighup`](Self::reload_on_sighup)
+    /// does).
+    ///
+    /// # Errors
+    ///
+    /// As [`TlsConfigBuilder::build`], naming the file at fault.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        match load_set(&self.shared.files, &self.shared.provider) {
+            Ok(set) => {
+                self.shared.resolver.current.store(Arc::new(set));
+                tracing::info!("tls certificates reloaded");
+                tollgate_core::audit::event(
+                    None,
+                    None,
+                    None,
+                    "reloaded",
+                    "tls reload: certificates reloaded",
+                );
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "tls reload failed; keeping the current certificates");
+                tollgate_core::audit::event(
+                    None,
+                    None,
+                    None,
+                    "rejected",
+                    &format!("tls reload: {err}"),
+                );
+                Err(err)
+            }
+        }
+    }
+
+    /// Spawns a task that calls [`reload`](Self::reload) on every SIGHUP,
+    /// for as long as the runtime runs (abort the handle to stop it).
+    ///
+    /// # Errors
+    ///
+    /// When the signal handler cannot be installed.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let tls = self.clone();
+        Ok(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let tls = tls.clone();
+                // The outcome is logged and audited by `reload` itself.
+                if let Err(err) = tokio::task::spawn_blocking(move || tls.reload()).await {
+                    tracing::warn!(error = %err, "tls reload task failed");
+                }
+            }
+        }))
+    }
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.shared.server))
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("files", &self.shared.files)
+            .field("client_auth", &self.shared.client_auth)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl CertSet ===
+
+impl CertSet {
+    fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name else {
+            return self.default.clone();
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.exact
+            .get(&name)
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+            .or(self.default.as_ref())
+            .cloned()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().pick(client_hello.server_name())
+    }
+}
+
+fn tls_error(message: String) -> ConfigError {
+    ConfigError::new(ConfigErrorKind::Tls, message)
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| tls_error(format!("{what} {}: {e}", path.display())))
+}
+
+/// Every certificate in a PEM file; at least one.
+pub(crate) fn load_certs(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = read_file(path, what)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(format!("{what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!(
+            "{what} {}: no CERTIFICATE in the file",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path, "client CA file")? {
+        roots
+            .add(cert)
+            .map_err(|e| tls_error(format!("client CA file {}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+fn load_key(files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, ConfigError> {
+    let chain = load_certs(&files.cert, "certificate file")?;
+    let pem = read_file(&files.key, "key file")?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| tls_error(format!("key file {}: {e}", files.key.display())))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        tls_error(format!(
+            "key file {} with certificate file {}: {e}",
+            files.key.display(),
+            files.cert.display()
+        ))
+    })
+}
+
+fn load_set(files: &CertFilesSet, provider: &CryptoProvider) -> Result<CertSet, ConfigError> {
+    let default = match &files.default {
+        Some(f) => Some(Arc::new(load_key(f, provider)?)),
+        None => None,
+    };
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    for (name, f) in &files.by_name {
+        let key = Arc::new(load_key(f, provider)?);
+        match name.strip_prefix("*.") {
+            Some(suffix) => wildcard.insert(suffix.to_owned(), key),
+            None => exact.insert(name.clone(), key),
+        };
+    }
+    Ok(CertSet {
+        default,
+        exact,
+        wildcard,
+    })
+}
+
+/// The [`Identity`] of a verified client certificate; see [`ClientAuth`].
+fn client_identity(cert: &CertificateDer<'_>) -> Option<Identity> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let dn = subject.to_string();
+    let mut claims = serde_json::Map::new();
+    claims.insert("dn".to_owned(), dn.clone().into());
+    if let Some(cn) = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+    {
+        claims.insert("cn".to_owned(), cn.into());
+    }
+    claims.insert("serial".to_owned(), parsed.raw_serial_as_string().into());
+    let identity = if dn.is_empty() {
+        Identity::default()
+    } else {
+        Identity::subject(dn)
+    };
+    Some(
+        identity
+            .with_method(AuthMethod::ClientCertificate)
+            .with_claims(claims),
+    )
+}
+
+/// Runs the TLS handshake of one accepted connection, bounded by
+/// `timeout`, then serves it; the task [`Serve`] spawns per connection.
+pub(crate) async fn accept<S, B>(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    info: ConnectionInfo,
+    builder: auto::Builder<TokioExecutor>,
+    service: S,
+    watcher: Watcher,
+    timeout: Duration,
+) where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let remote = info.remote;
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, %remote, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "tls handshake timed out");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let identity = session
+        .peer_certificates()
+        .and_then(<[_]>::first)
+        .and_then(client_identity);
+    // ALPN decides the protocol; without ALPN the auto server sniffs it.
+    let builder = match session.alpn_protocol() {
+        Some(b"h2") => builder.http2_only(),
+        Some(b"http/1.1") => builder.http1_only(),
+        _ => builder,
+    };
+    serve_connection(
+        &builder,
+        stream,
+        info.with_secure(true),
+        identity,
+        service,
+        watcher,
+        timeout,
+    )
+    .await;
+}
+
+// === redirect ===
+
+/// Serves `listener` with plain HTTP, answering every request with a
+/// `308 Permanent Redirect` to the same host, path and query over HTTPS on
+/// `https_port` (left out of the URL when it is 443).
+///
+/// The host comes from the `Host` header (or the HTTP/2 `:authority`); it
+/// must be a DNS name, an IPv4 address or a bracketed IPv6 address, else the
+/// answer is a 400 problem. The returned [`Serve`] has the usual settings
+/// (drain and header read timeouts).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let plain = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// tollgate::redirect_to_https(plain, 443, tollgate::shutdown_signal()).await
+/// # }
+/// ```
+pub fn redirect_to_https<F>(
+    listener: TcpListener,
+    https_port: u16,
+    shutdown: F,
+) -> Serve<RedirectToHttps, F>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    serve(listener, RedirectToHttps::new(https_port), shutdown)
+}
+
+impl RedirectToHttps {
+    /// Redirects to `https_port` (443 is left out of the URL).
+    #[must_use]
+    pub fn new(https_port: u16) -> Self {
+        Self {
+            port: (https_port != 443).then_some(https_port),
+        }
+    }
+
+    fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+        match self.location(req) {
+            Some(location) => {
+                let mut res = Response::new(Body::empty());
+                *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                res.headers_mut().insert(LOCATION, location);
+                res.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                res
+            }
+            None => tollgate_core::Problem::bad_request()
+                .detail("the request has no valid Host header")
+                .for_request(req)
+                .into_response::<Body>()
+                .map(Body::new),
+        }
+    }
+
+    fn location<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
+        let raw = match req.headers().get(HOST) {
+            Some(value) => value.to_str().ok()?,
+            None => req.uri().authority()?.as_str(),
+        };
+        if raw.contains('@') {
+            return None;
+        }
+        let authority: Authority = raw.parse().ok()?;
+        let host = authority.host();
+        if !valid_host(host) {
+            return None;
+        }
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let url = match self.port {
+            Some(port) => format!("https://{host}:{port}{path}"),
+            None => format!("https://{host}{path}"),
+        };
+        HeaderValue::try_from(url).ok()
+    }
+}
+
+/// A DNS name, an IPv4 address or a bracketed IPv6 address.
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl<B> Service<Request<B>> for RedirectToHttps {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.answer(&req)))
+    }
+}
+
+// === hsts ===
+
+/// A layer that adds `Strict-Transport-Security: max-age=…` (with
+/// `; includeSubDomains` when asked) to every response that does not set
+/// the header itself, so it is never duplicated.
+///
+/// Stack it on the HTTPS router; browsers ignore the header over plain
+/// HTTP (RFC 6797), where [`redirect_to_https`] answers instead.
+///
+/// ```
+/// # use std::time::Duration;
+/// let app = axum::Router::<()>::new()
+///     .layer(tollgate::hsts_layer(Duration::from_secs(31_536_000), true));
+/// ```
+pub fn hsts_layer(
+    max_age: Duration,
+    include_subdomains: bool,
+) -> SetResponseHeaderLayer<HeaderValue> {
+    let value = if include_subdomains {
+        format!("max-age={}; includeSubDomains", max_age.as_secs())
+    } else {
+        format!("max-age={}", max_age.as_secs())
+    };
+    // Digits and ASCII only: the fallback is unreachable.
+    let value = HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("max-age=0"));
+    SetResponseHeaderLayer::if_not_present(STRICT_TRANSPORT_SECURITY, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(host: Option<&str>, uri: &str) -> Request<()> {
+        let mut req = Request::get(uri);
+        if let Some(host) = host {
+            req = req.header(HOST, host);
+        }
+        req.body(()).unwrap()
+    }
+
+    #[test]
+    fn redirect_location_keeps_host_path_and_query() {
+        let r = RedirectToHttps::new(8443);
+        let res = r.answer(&get(Some("example.com:8080"), "/a/b?c=d"));
+        assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(res.headers()[LOCATION], "https://example.com:8443/a/b?c=d");
+        let r = RedirectToHttps::new(443);
+        let res = r.answer(&get(Some("[::1]:80"), "/"));
+        assert_eq!(res.headers()[LOCATION], "https://[::1]/");
+        let res = r.answer(&get(Some("Example.COM"), "/x"));
+        assert_eq!(res.headers()[LOCATION], "https://Example.COM/x");
+    }
+
+    #[test]
+    fn redirect_refuses_bad_hosts() {
+        let r = RedirectToHttps::new(443);
+        for host in [
+            None,
+            Some(""),
+            Some("user@evil.example"),
+            Some("a..b"),
+            Some("-a.example"),
+            Some("a b"),
+            Some("[zz]"),
+            Some("evil.example/path"),
+        ] {
+            let res = r.answer(&get(host, "/"));
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{host:?}");
+            assert_eq!(res.headers()["content-type"], "application/problem+json");
+        }
+    }
+
+    #[tokio::test]
+    async fn hsts_value() {
+        use tower::{Layer, ServiceExt, service_fn};
+        for (subdomains, expected) in [
+            (true, "max-age=60; includeSubDomains"),
+            (false, "max-age=60"),
+        ] {
+            let svc = hsts_layer(Duration::from_secs(60), subdomains).layer(service_fn(
+                |_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) },
+            ));
+            let res = svc.oneshot(get(None, "/")).await.unwrap();
+            assert_eq!(res.headers()[STRICT_TRANSPORT_SECURITY], expected);
+        }
+    }
+
+    #[test]
+    fn sni_pick_prefers_exact_then_wildcard_then_default() {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let key = |name: &str| {
+            let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+            let der = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+            Arc::new(CertifiedKey::from_der(vec![c.cert.der().clone()], der, &provider).unwrap())
+        };
+        let (d, e, w) = (key("default"), key("a.example"), key("x.example"));
+        let set = CertSet {
+            default: Some(Arc::clone(&d)),
+            exact: HashMap::from([("a.example".to_owned(), Arc::clone(&e))]),
+            wildcard: HashMap::from([("example".to_owned(), Arc::clone(&w))]),
+        };
+        let pick = |n| set.pick(n).unwrap();
+        assert!(Arc::ptr_eq(&pick(Some("A.Example")), &e));
+        assert!(Arc::ptr_eq(&pick(Some("b.example")), &w));
+        assert!(Arc::ptr_eq(&pick(Some("b.c.example")), &d));
+        assert!(Arc::ptr_eq(&pick(None), &d));
+    }
+}

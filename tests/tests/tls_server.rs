@@ -1,0 +1,981 @@
+//! TLS termination in `tollgate::serve`, with real rustls clients and
+//! certificates made by rcgen: ALPN h1/h2, SNI, TLS versions, certificate
+//! reload (direct and by SIGHUP), mTLS, the HTTPS redirect, HSTS, and
+//! upstream TLS with a private CA and an SNI override on both pools.
+
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::Request, routing::get};
+use http::{StatusCode, header};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tollgate::{
+    ClientAuth, Gateway, Protocol, Route, TlsConfig, Upstream,
+    core::{AuthMethod, ConnectionInfo, Identity},
+    proxy::PoolKind,
+};
+use tollgate_tests::{body_json, client, empty, listener, raw_exchange, spawn_gateway};
+
+// === certificates and files ===
+
+/// A temporary directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-tls-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+struct Leaf {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.0.der().clone()
+    }
+
+    fn leaf(&self, sans: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        Leaf { cert, key }
+    }
+
+    fn server(&self, sans: &[&str]) -> Leaf {
+        self.leaf(sans, sans[0], ExtendedKeyUsagePurpose::ServerAuth)
+    }
+}
+
+impl Leaf {
+    /// Writes `{stem}.pem` (leaf + CA chain) and `{stem}.key`.
+    fn write(&self, dir: &Dir, stem: &str, ca: &Ca) -> (PathBuf, PathBuf) {
+        let chain = format!("{}{}", self.cert.pem(), ca.0.pem());
+        (
+            dir.write(&format!("{stem}.pem"), &chain),
+            dir.write(&format!("{stem}.key"), &self.key.serialize_pem()),
+        )
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
+    }
+}
+
+// === clients ===
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Accepts any server certificate (signatures are still checked), to see
+/// which certificate the server picks for names it does not carry.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How a test client is set up.
+struct ClientSetup {
+    trust: Option<CertificateDer<'static>>,
+    alpn: Vec<&'static [u8]>,
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+impl ClientSetup {
+    fn trusting(ca: &Ca) -> Self {
+        Self {
+            trust: Some(ca.der()),
+            alpn: vec![b"h2", b"http/1.1"],
+            versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
+            identity: None,
+        }
+    }
+
+    fn any_cert() -> Self {
+        Self {
+            trust: None,
+            ..Self::trusting(&Ca::new("unused"))
+        }
+    }
+
+    fn alpn(mut self, alpn: &[&'static [u8]]) -> Self {
+        self.alpn = alpn.to_vec();
+        self
+    }
+
+    fn versions(mut self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Self {
+        self.versions = versions.to_vec();
+        self
+    }
+
+    fn with_cert(mut self, leaf: &Leaf, ca: &Ca) -> Self {
+        self.identity = Some((vec![leaf.der(), ca.der()], leaf.key_der()));
+        self
+    }
+
+    fn config(self) -> Arc<ClientConfig> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&self.versions)
+            .unwrap();
+        let builder = match self.trust {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).unwrap();
+                builder.with_root_certificates(roots)
+            }
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider()))),
+        };
+        let mut config = match self.identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    async fn connect(self, addr: SocketAddr, name: &str) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        TlsConnector::from(self.config()).connect(name, tcp).await
+    }
+}
+
+/// The SANs (DNS names) of the certificate the server presented.
+fn presented_sans(stream: &TlsStream<TcpStream>) -> Vec<String> {
+    let der = &stream.get_ref().1.peer_certificates().unwrap()[0];
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One HTTP request on an established TLS stream, by the negotiated ALPN
+/// protocol; the answer's JSON.
+async fn get_json(stream: TlsStream<TcpStream>) -> Value {
+    let mut sender = Sender::new(stream).await;
+    sender.get_json("/").await
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<tollgate_tests::ClientBody>),
+    H2(hyper::client::conn::http2::SendRequest<tollgate_tests::ClientBody>),
+}
+
+impl Sender {
+    async fn new(stream: TlsStream<TcpStream>) -> Self {
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(stream);
+        if h2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            Self::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            Self::H1(sender)
+        }
+    }
+
+    async fn try_get_json(&mut self, path: &str) -> hyper::Result<Value> {
+        let res = match self {
+            Self::H1(s) => {
+                let req = http::Request::get(path)
+                    .header(header::HOST, "gateway.test")
+                    .body(empty())
+                    .unwrap();
+                s.send_request(req).await?
+            }
+            Self::H2(s) => {
+                let req = http::Request::get(format!("https://gateway.test{path}"))
+                    .body(empty())
+                    .unwrap();
+                s.send_request(req).await?
+            }
+        };
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await?.to_bytes();
+        assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+        Ok(serde_json::from_slice(&body).unwrap())
+    }
+
+    async fn get_json(&mut self, path: &str) -> Value {
+        self.try_get_json(path).await.unwrap()
+    }
+}
+
+// === servers ===
+
+/// Answers with what the request knows about its connection.
+fn whoami() -> Router {
+    Router::new().fallback(|req: Request| async move {
+        let info = req.extensions().get::<ConnectionInfo>().copied();
+        let identity = req.extensions().get::<Identity>();
+        Json(json!({
+            "version": format!("{:?}", req.version()),
+            "secure": info.map(|i| i.secure),
+            "subject": identity.and_then(|i| i.subject.as_deref()),
+            "client_cert": identity.map(|i| i.method == Some(AuthMethod::ClientCertificate)),
+            "cn": identity.and_then(|i| i.claims.as_ref()).and_then(|c| c.get("cn").cloned()),
+        }))
+    })
+}
+
+async fn spawn_tls(tls: TlsConfig, router: Router) -> SocketAddr {
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, router, std::future::pending())
+            .header_read_timeout(Duration::from_secs(5))
+            .tls(tls)
+            .into_future(),
+    );
+    addr
+}
+
+/// A server with one certificate for `localhost` from a fresh CA.
+async fn simple_server(dir: &Dir) -> (SocketAddr, Ca) {
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "server", &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    (spawn_tls(tls, whoami()).await, ca)
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn https_speaks_h2_and_http1_by_alpn() {
+    let dir = Dir::new();
+    let (addr, ca) = simple_server(&dir).await;
+
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let json = get_json(stream).await;
+    assert_eq!(json["version"], "HTTP/2.0", "{json}");
+    assert_eq!(json["secure"], true, "{json}");
+    assert_eq!(json["subject"], Value::Null, "{json}");
+
+    let stream = ClientSetup::trusting(&ca)
+        .alpn(&[b"http/1.1"])
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let json = get_json(stream).await;
+    assert_eq!(json["version"], "HTTP/1.1", "{json}");
+    assert_eq!(json["secure"], true, "{json}");
+
+    // No ALPN at all: the server sniffs HTTP/1.1.
+    let stream = ClientSetup::trusting(&ca)
+        .alpn(&[])
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    assert_eq!(get_json(stream).await["version"], "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (dc, dk) = ca.server(&["default.test"]).write(&dir, "default", &ca);
+    let (ac, ak) = ca.server(&["api.test"]).write(&dir, "api", &ca);
+    let (wc, wk) = ca.server(&["*.wild.test"]).write(&dir, "wild", &ca);
+    let tls = TlsConfig::builder()
+        .certificate(dc, dk)
+        .sni_certificate("API.test", ac, ak)
+        .sni_certificate("*.wild.test", wc, wk)
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+
+    // Verified against the CA: each name gets its own certificate.
+    for (name, san) in [
+        ("api.test", "api.test"),
+        ("x.wild.test", "*.wild.test"),
+        ("default.test", "default.test"),
+    ] {
+        let stream = ClientSetup::trusting(&ca)
+            .connect(addr, name)
+            .await
+            .unwrap();
+        assert_eq!(presented_sans(&stream), [san], "{name}");
+        assert_eq!(get_json(stream).await["secure"], true);
+    }
+    // An unknown name, and no SNI at all (an IP address is never sent as
+    // SNI), get the default.
+    for name in ["unknown.test", "127.0.0.1"] {
+        let stream = ClientSetup::any_cert().connect(addr, name).await.unwrap();
+        assert_eq!(presented_sans(&stream), ["default.test"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_default_unknown_names_are_refused() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (ac, ak) = ca.server(&["api.test"]).write(&dir, "api", &ca);
+    let tls = TlsConfig::builder()
+        .sni_certificate("api.test", ac, ak)
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+    assert!(
+        ClientSetup::trusting(&ca)
+            .connect(addr, "api.test")
+            .await
+            .is_ok()
+    );
+    assert!(
+        ClientSetup::any_cert()
+            .connect(addr, "other.test")
+            .await
+            .is_err()
+    );
+    assert!(
+        ClientSetup::any_cert()
+            .connect(addr, "127.0.0.1")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn only_tls_1_2_and_1_3_are_spoken() {
+    let dir = Dir::new();
+    let (addr, ca) = simple_server(&dir).await;
+    for (version, expected) in [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ] {
+        let stream = ClientSetup::trusting(&ca)
+            .versions(&[version])
+            .connect(addr, "localhost")
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(expected));
+        assert_eq!(get_json(stream).await["secure"], true);
+    }
+
+    // rustls clients cannot speak TLS 1.1; send a TLS 1.1 ClientHello by
+    // hand, with ECDHE suites, groups and signature schemes the server has,
+    // so that only the version is wrong.
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[7; 32]); // random
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x2f]);
+    hello.extend_from_slice(&[0x01, 0x00]); // null compression
+    hello.extend_from_slice(&[
+        0x00, 0x1a, // extensions
+        0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x08, 0x04, // signature_algorithms
+        0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, // supported_groups
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats
+    ]);
+    let mut handshake = vec![0x01, 0x00, 0x00, u8::try_from(hello.len()).unwrap()];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![
+        0x16,
+        0x03,
+        0x01,
+        0x00,
+        u8::try_from(handshake.len()).unwrap(),
+    ];
+    record.extend_from_slice(&handshake);
+
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&record).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    // An alert record (0x15): fatal (2), protocol_version (70). Never a
+    // ServerHello (a handshake record, 0x16).
+    assert!(answer.len() >= 7, "{answer:?}");
+    assert_eq!(answer[0], 0x15, "{answer:?}");
+    assert_eq!(&answer[5..7], &[2, 70], "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, whoami(), std::future::pending())
+            .header_read_timeout(Duration::from_millis(300))
+            .tls(tls)
+            .into_future(),
+    );
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // Meanwhile the accept loop goes on: another client is served.
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(get_json(stream).await["secure"], true);
+    let mut buf = [0; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("the silent connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+/// Writes a fresh `localhost` certificate to `server.pem`/`server.key`.
+fn write_server_cert(dir: &Dir, ca: &Ca) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let leaf = ca.server(&["localhost"]);
+    let (cert, key) = leaf.write(dir, "server", ca);
+    (cert, key, leaf.der())
+}
+
+fn presented(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+#[tokio::test]
+async fn reload_swaps_the_certificate_and_keeps_open_connections() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key, mut first) = write_server_cert(&dir, &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let addr = spawn_tls(tls.clone(), whoami()).await;
+
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let old = ClientSetup::trusting(&ca)
+            .alpn(&[alpn])
+            .connect(addr, "localhost")
+            .await
+            .unwrap();
+        assert_eq!(presented(&old), first);
+        assert_eq!(old.get_ref().1.alpn_protocol(), Some(alpn));
+        let mut old = Sender::new(old).await;
+        old.get_json("/before").await;
+
+        let (_, _, second) = write_server_cert(&dir, &ca);
+        tls.reload().unwrap();
+
+        let new = ClientSetup::trusting(&ca)
+            .connect(addr, "localhost")
+            .await
+            .unwrap();
+        assert_eq!(presented(&new), second);
+        assert_ne!(first, second);
+        get_json(new).await;
+        // The connection opened before the reload still works.
+        assert_eq!(old.get_json("/after").await["secure"], true);
+        first = second;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_the_old_certificate() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key, first) = write_server_cert(&dir, &ca);
+    let tls = TlsConfig::builder()
+        .certificate(&cert, &key)
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls.clone(), whoami()).await;
+
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\ngarbage!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let err = tls.reload().unwrap_err();
+    assert_eq!(err.kind(), tollgate::core::ConfigErrorKind::Tls);
+    assert!(
+        err.to_string().contains(&cert.display().to_string()),
+        "{err}"
+    );
+
+    // A key that does not match the certificate is refused too.
+    let other = ca.server(&["localhost"]);
+    std::fs::write(
+        &cert,
+        format!("{}{}", ca.server(&["localhost"]).cert.pem(), ca.0.pem()),
+    )
+    .unwrap();
+    std::fs::write(&key, other.key.serialize_pem()).unwrap();
+    let err = tls.reload().unwrap_err();
+    assert!(
+        err.to_string().contains(&key.display().to_string()),
+        "{err}"
+    );
+
+    std::fs::remove_file(&key).unwrap();
+    let err = tls.reload().unwrap_err();
+    assert!(
+        err.to_string().contains(&key.display().to_string()),
+        "{err}"
+    );
+
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(presented(&stream), first);
+    get_json(stream).await;
+}
+
+#[tokio::test]
+async fn build_errors_name_the_file() {
+    let dir = Dir::new();
+    let missing = dir.0.join("missing.pem");
+    let err = TlsConfig::builder()
+        .certificate(&missing, &missing)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let empty = dir.write("empty.pem", "");
+    let err = TlsConfig::builder()
+        .certificate(&empty, &empty)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("empty.pem"), "{err}");
+    assert!(TlsConfig::builder().build().is_err());
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "s", &ca);
+    let err = TlsConfig::builder()
+        .certificate(&cert, &key)
+        .client_auth(ClientAuth::required(&empty))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("empty.pem"), "{err}");
+    let err = TlsConfig::builder()
+        .sni_certificate("not a name", &cert, &key)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("not a name"), "{err}");
+}
+
+/// `reload_on_sighup`: a SIGHUP sent to this very process (with the `kill`
+/// command, no `unsafe`) reloads the certificates. The handler is installed
+/// before the signal is sent, so the process is never at risk.
+#[tokio::test]
+async fn sighup_reloads_the_certificates() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key, first) = write_server_cert(&dir, &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let task = tls.reload_on_sighup().unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(presented(&stream), first);
+
+    let (_, _, second) = write_server_cert(&dir, &ca);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut seen = None;
+    for _ in 0..100 {
+        let stream = ClientSetup::trusting(&ca)
+            .connect(addr, "localhost")
+            .await
+            .unwrap();
+        seen = Some(presented(&stream));
+        if seen.as_ref() == Some(&second) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(second), "SIGHUP did not reload the certificate");
+    task.abort();
+}
+
+#[tokio::test]
+async fn mtls_required_verifies_and_sets_identity() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let stranger = Ca::new("other CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let client_ca = dir.write("clients.pem", &clients.0.pem());
+    let tls = TlsConfig::builder()
+        .certificate(cert, key)
+        .client_auth(ClientAuth::required(client_ca))
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+
+    // A certificate from the client CA: the handler sees its subject.
+    let alice = clients.leaf(
+        &["alice.test"],
+        "alice",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let stream = ClientSetup::trusting(&ca)
+        .with_cert(&alice, &clients)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    let mut sender = Sender::new(stream).await;
+    for _ in 0..2 {
+        let json = sender.get_json("/").await;
+        assert_eq!(json["subject"], "CN=alice", "{json}");
+        assert_eq!(json["cn"], "alice", "{json}");
+        assert_eq!(json["client_cert"], true, "{json}");
+    }
+
+    // No certificate, or one from another CA: refused. With TLS 1.3 the
+    // client may finish its side first; the refusal then arrives as an
+    // alert on the first read.
+    let mallory = stranger.leaf(&["m.test"], "mallory", ExtendedKeyUsagePurpose::ClientAuth);
+    for setup in [
+        ClientSetup::trusting(&ca),
+        ClientSetup::trusting(&ca).with_cert(&mallory, &stranger),
+    ] {
+        let refused = match setup.connect(addr, "localhost").await {
+            Err(_) => true,
+            Ok(stream) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = TokioIo::new(stream);
+                if h2 {
+                    match hyper::client::conn::http2::handshake::<_, _, tollgate_tests::ClientBody>(
+                        TokioExecutor::new(),
+                        io,
+                    )
+                    .await
+                    {
+                        Err(_) => true,
+                        Ok((mut s, conn)) => {
+                            tokio::spawn(conn);
+                            s.send_request(
+                                http::Request::get("https://localhost/")
+                                    .body(empty())
+                                    .unwrap(),
+                            )
+                            .await
+                            .is_err()
+                        }
+                    }
+                } else {
+                    unreachable!("ALPN h2 was offered")
+                }
+            }
+        };
+        assert!(refused);
+    }
+}
+
+#[tokio::test]
+async fn mtls_optional_admits_clients_without_a_certificate() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let client_ca = dir.write("clients.pem", &clients.0.pem());
+    let tls = TlsConfig::builder()
+        .certificate(cert, key)
+        .client_auth(ClientAuth::optional(client_ca))
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    let json = get_json(stream).await;
+    assert_eq!(json["subject"], Value::Null, "{json}");
+    let bob = clients.leaf(&["bob.test"], "bob", ExtendedKeyUsagePurpose::ClientAuth);
+    let stream = ClientSetup::trusting(&ca)
+        .with_cert(&bob, &clients)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=bob");
+}
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_https() {
+    let (plain, addr) = listener().await;
+    tokio::spawn(tollgate::redirect_to_https(plain, 8443, std::future::pending()).into_future());
+    let res = client()
+        .request(
+            http::Request::post(format!("http://{addr}/a/b?c=d&e"))
+                .header(header::HOST, "example.com:8080")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        res.headers()[header::LOCATION],
+        "https://example.com:8443/a/b?c=d&e"
+    );
+
+    let raw = raw_exchange(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: -bad-.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("application/problem+json"), "{raw}");
+
+    let (plain, addr) = listener().await;
+    tokio::spawn(tollgate::redirect_to_https(plain, 443, std::future::pending()).into_future());
+    let res = client()
+        .request(
+            http::Request::get(format!("http://{addr}/"))
+                .header(header::HOST, "example.com")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::LOCATION], "https://example.com/");
+}
+
+#[tokio::test]
+async fn hsts_header_is_added_once() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let router = Router::new()
+        .route("/plain", get(|| async { "ok" }))
+        .route(
+            "/own",
+            get(|| async { ([(header::STRICT_TRANSPORT_SECURITY, "max-age=5")], "ok") }),
+        )
+        .layer(tollgate::hsts_layer(Duration::from_secs(31_536_000), true));
+    let addr = spawn_tls(tls, router).await;
+    let stream = ClientSetup::trusting(&ca)
+        .alpn(&[b"http/1.1"])
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    let Sender::H1(mut sender) = Sender::new(stream).await else {
+        unreachable!()
+    };
+    for (path, expected) in [
+        ("/plain", "max-age=31536000; includeSubDomains"),
+        ("/own", "max-age=5"),
+    ] {
+        let res = sender
+            .send_request(
+                http::Request::get(path)
+                    .header(header::HOST, "localhost")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let values: Vec<_> = res
+            .headers()
+            .get_all(header::STRICT_TRANSPORT_SECURITY)
+            .iter()
+            .collect();
+        assert_eq!(values, [expected], "{path}");
+        res.into_body().collect().await.unwrap();
+    }
+}
+
+/// An upstream behind a private CA whose certificate names only
+/// `internal.example`, reached at `localhost`: the gateway trusts the CA
+/// file and sends and verifies the overriding name, on both pools.
+#[tokio::test]
+async fn upstream_private_ca_and_sni_override_on_both_pools() {
+    let dir = Dir::new();
+    let ca = Ca::new("internal CA");
+    let (cert, key) = ca
+        .server(&["internal.example"])
+        .write(&dir, "upstream", &ca);
+    let ca_file = dir.write("internal-ca.pem", &ca.0.pem());
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let upstream = spawn_tls(tls, whoami()).await;
+
+    let gateway = |pool: PoolKind, protocol: Protocol, name: Option<&str>| {
+        let mut up = Upstream::builder("internal")
+            .pool(pool)
+            .protocol(protocol)
+            .endpoint(format!("https://localhost:{}", upstream.port()))
+            .ca_file(&ca_file);
+        if let Some(name) = name {
+            up = up.tls_server_name(name);
+        }
+        Gateway::builder()
+            .upstream(up)
+            .route(Route::prefix("/").to("internal"))
+            .build()
+            .unwrap()
+    };
+    for pool in [PoolKind::HyperUtil, PoolKind::Worker] {
+        for (protocol, version) in [(Protocol::Auto, "HTTP/2.0"), (Protocol::Http1, "HTTP/1.1")] {
+            let gw = spawn_gateway(gateway(pool, protocol, Some("internal.example"))).await;
+            let res = client()
+                .request(http::Request::get(gw.url("/x")).body(empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{pool:?} {protocol:?}");
+            let json = body_json(res).await;
+            assert_eq!(json["version"], version, "{pool:?} {json}");
+            assert_eq!(json["secure"], true, "{pool:?} {json}");
+        }
+        // Without the override the certificate does not match `localhost`.
+        let gw = spawn_gateway(gateway(pool, Protocol::Auto, None)).await;
+        let res = client()
+            .request(http::Request::get(gw.url("/x")).body(empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 502, "{pool:?}");
+    }
+}
+
+#[test]
+fn upstream_tls_settings_are_checked_at_build() {
+    let dir = Dir::new();
+    let bad = |up: tollgate::UpstreamBuilder| {
+        Gateway::builder()
+            .upstream(up)
+            .route(Route::prefix("/").to("u"))
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let missing: &Path = &dir.0.join("nope.pem");
+    let err = bad(Upstream::builder("u")
+        .endpoint("https://localhost:1")
+        .ca_file(missing));
+    assert!(err.contains("nope.pem"), "{err}");
+    let empty = dir.write("empty.pem", "");
+    let err = bad(Upstream::builder("u")
+        .endpoint("https://localhost:1")
+        .ca_file(&empty));
+    assert!(err.contains("empty.pem"), "{err}");
+    let err = bad(Upstream::builder("u")
+        .endpoint("https://localhost:1")
+        .tls_server_name("not a name"));
+    assert!(err.contains("not a name"), "{err}");
+}
