@@ -16,3 +16,14 @@
 mod class;
 
 pub use class::{BySelector, Classifier};
+
+// --- request side (#6) ---
+pub mod request;
+pub mod template;
+
+pub use request::{
+    RequestBody, RequestRules, RequestRulesBuilder, RequestRulesConfig, RequestTransform,
+    RequestTransformLayer,
+};
+pub use template::{MissingValue, OnMissing, PathParams, Template};
+// --- end request side ---
