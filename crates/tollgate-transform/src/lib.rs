@@ -21,3 +21,14 @@ pub use limits::{
     BodyTooLarge, HeaderLimit, HeaderLimitLayer, LimitFuture, LimitedBody, RequestBodyLimit,
     RequestBodyLimitLayer,
 };
+
+// --- request side (#6) ---
+pub mod request;
+pub mod template;
+
+pub use request::{
+    RequestBody, RequestRules, RequestRulesBuilder, RequestRulesConfig, RequestTransform,
+    RequestTransformLayer,
+};
+pub use template::{MissingValue, OnMissing, PathParams, Template};
+// --- end request side ---
