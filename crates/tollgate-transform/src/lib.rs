@@ -16,3 +16,11 @@
 mod class;
 
 pub use class::{BySelector, Classifier};
+
+// Response rules (#6): headers, status mapping, JSON body filtering.
+pub mod response;
+pub use response::{
+    BodyRulesConfig, DEFAULT_BODY_LIMIT, FieldAdd, FieldRename, HeaderEntry, HeaderRename,
+    HeaderRulesConfig, OnMalformed, OnTooLarge, ResponseRules, ResponseRulesBuilder,
+    ResponseRulesConfig, ResponseTransform, ResponseTransformLayer, StatusMapping, TransformedBody,
+};
