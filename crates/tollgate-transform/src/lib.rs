@@ -32,3 +32,11 @@ pub use request::{
 };
 pub use template::{MissingValue, OnMissing, PathParams, Template};
 // --- end request side ---
+
+// Response rules (#6): headers, status mapping, JSON body filtering.
+pub mod response;
+pub use response::{
+    BodyRulesConfig, DEFAULT_BODY_LIMIT, FieldAdd, FieldRename, HeaderEntry, HeaderRename,
+    HeaderRulesConfig, OnMalformed, OnTooLarge, ResponseRules, ResponseRulesBuilder,
+    ResponseRulesConfig, ResponseTransform, ResponseTransformLayer, StatusMapping, TransformedBody,
+};

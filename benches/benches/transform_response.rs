@@ -1,0 +1,182 @@
+//! Response rules (issue #6): JSON filtering of 1 KiB and 100 KiB bodies
+//! through the whole `ResponseTransform` service (read, filter, new
+//! `Content-Length`, collect), in MB/s, with a deny-list of wildcard
+//! paths (target: at least 300 MB/s on 100 KiB); the same work done with
+//! `serde_json::Value` as a baseline; and the cost of a route whose rules
+//! never touch the body against the same service without the layer.
+//!
+//! Every service here answers at once with a full body, so a call
+//! completes on its first poll and no runtime is measured.
+//!
+//! `cargo bench -p tollgate-benches --bench transform_response`
+
+#![expect(
+    clippy::expect_used,
+    reason = "a bench that cannot set up should stop loudly"
+)]
+
+use std::{convert::Infallible, hint::black_box};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tollgate_transform::{ResponseRules, ResponseTransformLayer};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+const DENY: [&str; 4] = [
+    "/internal_id",
+    "/debug_info",
+    "/items/*/cost_price",
+    "/items/*/meta/**/secret",
+];
+
+/// A JSON document of about `size` bytes: an order with items, each with
+/// a cost price and a nested secret the deny-list removes.
+fn document(size: usize) -> Bytes {
+    let item = |i: usize| {
+        json!({
+            "id": i, "sku": format!("SKU-{i:06}"), "name": "Blue widget, large",
+            "price": 1999, "cost_price": 1203, "qty": 3, "tags": ["a", "b"],
+            "meta": {"warehouse": "north", "audit": {"secret": "s3cr3t", "by": "job-7"}},
+        })
+    };
+    let mut items = Vec::new();
+    loop {
+        let doc = json!({
+            "id": 42, "internal_id": "ord-9f8e", "status": "shipped",
+            "debug_info": {"db": "orders-3", "ms": 12},
+            "items": items,
+        });
+        let bytes = serde_json::to_vec(&doc).expect("serialise");
+        if bytes.len() >= size {
+            return Bytes::from(bytes);
+        }
+        items.push(item(items.len()));
+    }
+}
+
+fn rules() -> ResponseRules {
+    DENY.iter()
+        .fold(ResponseRules::builder(), |b, path| b.deny(path))
+        .build()
+        .expect("rules")
+}
+
+fn upstream(
+    body: Bytes,
+    content_type: &'static str,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone {
+    service_fn(move |_: Request<()>| {
+        let body = body.clone();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-type", content_type)
+                    .header("content-length", body.len())
+                    .header("server", "orders/1.0")
+                    .body(Full::new(body))
+                    .expect("response"),
+            )
+        }
+    })
+}
+
+/// One call and its whole body, on the first poll.
+fn call<S, B>(svc: &S) -> Bytes
+where
+    S: Service<Request<()>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    async {
+        let res = svc.clone().oneshot(Request::new(())).await.expect("call");
+        res.into_body().collect().await.expect("body").to_bytes()
+    }
+    .now_or_never()
+    .expect("completes at once")
+}
+
+/// The baseline: parse into a `Value`, remove the same fields, serialise.
+fn with_value(body: &[u8]) -> Vec<u8> {
+    let mut doc: Value = serde_json::from_slice(body).expect("JSON");
+    if let Some(map) = doc.as_object_mut() {
+        map.remove("internal_id");
+        map.remove("debug_info");
+        if let Some(Value::Array(items)) = map.get_mut("items") {
+            for item in items {
+                if let Some(item) = item.as_object_mut() {
+                    item.remove("cost_price");
+                    if let Some(meta) = item.get_mut("meta") {
+                        strip_secret(meta);
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&doc).expect("serialise")
+}
+
+fn strip_secret(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("secret");
+            map.values_mut().for_each(strip_secret);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_secret),
+        _ => {}
+    }
+}
+
+fn json_filter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("transform_response/json_filter");
+    for (label, size) in [("1KiB", 1024), ("100KiB", 100 * 1024)] {
+        let body = document(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        let svc = ServiceBuilder::new()
+            .layer(ResponseTransformLayer::new(rules()))
+            .service(upstream(body.clone(), "application/json"));
+        let out = call(&svc);
+        assert!(out.len() < body.len(), "the deny-list removed nothing");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).expect("JSON"),
+            serde_json::from_slice::<Value>(&with_value(&body)).expect("JSON"),
+        );
+        group.bench_function(format!("deny_wildcards_{label}"), |b| {
+            b.iter(|| black_box(call(&svc)));
+        });
+        group.bench_function(format!("serde_json_value_baseline_{label}"), |b| {
+            b.iter(|| black_box(with_value(black_box(&body))));
+        });
+    }
+    group.finish();
+}
+
+fn pass_through(c: &mut Criterion) {
+    let mut group = c.benchmark_group("transform_response/pass_through");
+    let body = document(1024);
+    let bare = upstream(body.clone(), "application/json");
+    group.bench_function("without_layer", |b| b.iter(|| black_box(call(&bare))));
+    let headers_only = ResponseRules::builder()
+        .remove_server_headers()
+        .set_header("cache-control", "no-store")
+        .map_status(404, 410)
+        .build()
+        .expect("rules");
+    let svc = ServiceBuilder::new()
+        .layer(ResponseTransformLayer::new(headers_only))
+        .service(bare.clone());
+    group.bench_function("header_rules", |b| b.iter(|| black_box(call(&svc))));
+    // Body rules, but a response they never read (not JSON).
+    let svc = ServiceBuilder::new()
+        .layer(ResponseTransformLayer::new(rules()))
+        .service(upstream(body, "text/plain"));
+    group.bench_function("body_rules_non_json", |b| b.iter(|| black_box(call(&svc))));
+    group.finish();
+}
+
+criterion_group!(benches, json_filter, pass_through);
+criterion_main!(benches);

@@ -1,0 +1,236 @@
+use std::convert::Infallible;
+
+use http_body_util::{BodyExt, Full, StreamBody};
+use serde_json::json;
+use tower::{ServiceBuilder, ServiceExt};
+
+use super::*;
+
+fn json_response(body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .header(CONTENT_LENGTH, body.len())
+        .header(ETAG, "\"v1\"")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+async fn run(
+    rules: ResponseRules,
+    req: Request<()>,
+    res: Response<Full<Bytes>>,
+) -> Response<TransformedBody<Full<Bytes>>> {
+    let svc = ServiceBuilder::new()
+        .layer(ResponseTransformLayer::new(rules))
+        .service_fn(move |_req: Request<()>| {
+            let res = res.clone();
+            async move { Ok::<_, Infallible>(res) }
+        });
+    svc.oneshot(req).await.unwrap()
+}
+
+#[test]
+fn build_rejects_bad_rules() {
+    let bad = [
+        ResponseRules::builder().remove_header("bad header"),
+        ResponseRules::builder().remove_header("content-length"),
+        ResponseRules::builder().rename_header("server", "transfer-encoding"),
+        ResponseRules::builder().add_header("x-a", "bad\nvalue"),
+        ResponseRules::builder().map_status(404, 304),
+        ResponseRules::builder().map_status(404, 204),
+        ResponseRules::builder().map_status(100, 200),
+        ResponseRules::builder().map_status(404, 1000),
+        ResponseRules::builder().deny("internal_id"),
+        ResponseRules::builder().allow("/a~2"),
+        ResponseRules::builder().rename_field("/data/**", "x"),
+        ResponseRules::builder().add_field("/items/*", json!(1)),
+        ResponseRules::builder().body_limit(0),
+    ];
+    for builder in bad {
+        let config = builder.config().clone();
+        let err = builder.build().unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::InvalidValue, "{config:?}");
+    }
+    let twice = ResponseRules::builder()
+        .map_status(404, 410)
+        .map_status(404, 400)
+        .build()
+        .unwrap_err();
+    assert_eq!(twice.kind(), ConfigErrorKind::Duplicate);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn config_deserialises_and_denies_unknown_fields() {
+    let config: ResponseRulesConfig = serde_json::from_value(json!({
+        "headers": {"remove_server_headers": true, "rename": [{"from": "x-a", "to": "x-b"}]},
+        "status": [{"from": 404, "to": 410}],
+        "body": {
+            "deny": ["/internal_id"],
+            "add": [{"path": "/v", "value": {"n": 1}}],
+            "limit": 1024,
+            "on_too_large": "pass_through",
+            "on_malformed": "reject"
+        }
+    }))
+    .unwrap();
+    assert_eq!(config.body.on_too_large, OnTooLarge::PassThrough);
+    assert!(ResponseRules::try_from(config).is_ok());
+    let unknown = serde_json::from_value::<ResponseRulesConfig>(json!({"body": {"dney": []}}));
+    assert!(unknown.is_err());
+}
+
+#[tokio::test]
+async fn headers_and_status_without_body_rules_stream() {
+    let rules = ResponseRules::builder()
+        .remove_server_headers()
+        .rename_header("x-upstream-id", "x-id")
+        .set_header("cache-control", "no-store")
+        .add_header("x-gateway", "tollgate")
+        .map_status(404, 410)
+        .build()
+        .unwrap();
+    let mut upstream = json_response(r#"{"a":1}"#);
+    *upstream.status_mut() = StatusCode::NOT_FOUND;
+    let h = upstream.headers_mut();
+    h.insert("server", HeaderValue::from_static("nginx"));
+    h.insert("x-powered-by", HeaderValue::from_static("php"));
+    h.append("x-upstream-id", HeaderValue::from_static("1"));
+    h.append("x-upstream-id", HeaderValue::from_static("2"));
+    h.insert("cache-control", HeaderValue::from_static("max-age=60"));
+    let res = run(rules, Request::new(()), upstream).await;
+    assert_eq!(res.status(), StatusCode::GONE);
+    let h = res.headers();
+    assert!(h.get("server").is_none() && h.get("x-powered-by").is_none());
+    assert_eq!(h.get_all("x-id").iter().collect::<Vec<_>>(), ["1", "2"]);
+    assert!(h.get("x-upstream-id").is_none());
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-gateway"], "tollgate");
+    assert_eq!(h[ETAG], "\"v1\"");
+    assert!(res.body().is_stream());
+}
+
+#[tokio::test]
+async fn a_rewrite_fixes_length_and_drops_validators() {
+    let rules = ResponseRules::builder().deny("/secret").build().unwrap();
+    let mut upstream = json_response(r#"{"id": 1, "secret": "s"}"#);
+    upstream
+        .headers_mut()
+        .insert("content-digest", HeaderValue::from_static("sha-256=:x:"));
+    upstream
+        .headers_mut()
+        .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let res = run(rules.clone(), Request::new(()), upstream).await;
+    assert_eq!(res.headers()[CONTENT_LENGTH], "8");
+    for gone in ["etag", "content-digest", "accept-ranges"] {
+        assert!(res.headers().get(gone).is_none(), "{gone}");
+    }
+    assert_eq!(
+        &res.into_body().collect().await.unwrap().to_bytes()[..],
+        br#"{"id":1}"#
+    );
+
+    // Nothing to remove: the body and its validators are untouched.
+    let res = run(rules, Request::new(()), json_response(r#"{"id": 1}"#)).await;
+    assert_eq!(res.headers()[ETAG], "\"v1\"");
+    assert_eq!(
+        &res.into_body().collect().await.unwrap().to_bytes()[..],
+        br#"{"id": 1}"#
+    );
+}
+
+#[tokio::test]
+async fn non_json_head_and_no_content_are_not_read() {
+    let rules = ResponseRules::builder().deny("/secret").build().unwrap();
+    let mut text = json_response(r#"{"secret":1}"#);
+    text.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    let res = run(rules.clone(), Request::new(()), text).await;
+    assert!(res.body().is_stream());
+
+    let head = Request::head("/").body(()).unwrap();
+    let res = run(rules.clone(), head, json_response(r#"{"secret":1}"#)).await;
+    assert!(res.body().is_stream());
+
+    for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+        let mut upstream = json_response("");
+        *upstream.status_mut() = status;
+        let res = run(rules.clone(), Request::new(()), upstream).await;
+        assert!(res.body().is_stream());
+    }
+}
+
+#[test]
+fn json_content_types() {
+    let is = |v: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(v));
+        is_json(&h)
+    };
+    assert!(is("application/json"));
+    assert!(is("Application/JSON; charset=utf-8"));
+    assert!(is("application/problem+json"));
+    assert!(is("application/vnd.api+json"));
+    assert!(!is("text/plain"));
+    assert!(!is("application/jsonl"));
+    assert!(!is("application/+json"));
+    assert!(!is("json"));
+    assert!(!is_json(&HeaderMap::new()));
+}
+
+#[tokio::test]
+async fn a_failing_body_is_502_and_trailers_survive() {
+    let rules = ResponseRules::builder().deny("/secret").build().unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(ResponseTransformLayer::new(rules.clone()))
+        .service_fn(|_req: Request<()>| async {
+            let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"{\"a\":"))),
+                Err(std::io::Error::other("reset")),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .unwrap(),
+            )
+        });
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert!(res.extensions().get::<Problem>().is_some());
+
+    let svc = ServiceBuilder::new()
+        .layer(ResponseTransformLayer::new(rules))
+        .service_fn(|_req: Request<()>| async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-sum", HeaderValue::from_static("1"));
+            let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"{\"a\":1,"))),
+                Ok(http_body::Frame::data(Bytes::from_static(b"\"secret\":2}"))),
+                Ok(http_body::Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .unwrap(),
+            )
+        });
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-sum"], "1");
+    assert_eq!(&collected.to_bytes()[..], br#"{"a":1}"#);
+}
+
+#[test]
+fn fits_axum() {
+    fn assert_send_sync<T: Clone + Send + Sync>(_: &T) {}
+    let layer = ResponseTransformLayer::new(ResponseRules::builder().deny("/x").build().unwrap());
+    assert_send_sync(&layer);
+    let router: axum::Router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .layer(layer);
+    assert_send_sync(&router);
+}
