@@ -7,6 +7,8 @@
 //! the users service's v2 API. `/api/orders/*` needs a caller with the
 //! `orders:read` scope, by JWT or API key ([`DemoAuth`] makes both), and
 //! is rate-limited by plan (the API key's `free` plan allows 5 a minute);
+//! the users service's internal fields never reach clients, and mobile
+//! clients (`X-Client: mobile`) get a minimal payload;
 //! `/api/products/*` is public. Later features add their layers in
 //! [`gateway`].
 
@@ -32,6 +34,7 @@ use tollgate::{
     observe::{Metrics, ObserveLayer},
     ratelimit::{Key, Plan, Quota, RateLimitLayer},
     request_id::{ClientIpLayer, RequestIdLayer},
+    transform::{BySelector, Classifier, ResponseRules, ResponseTransformLayer},
 };
 
 /// The demo API key's plan: a tiny quota, so a `curl` loop shows 429s.
@@ -51,6 +54,29 @@ fn rate_limit() -> Result<RateLimitLayer, ConfigError> {
         .default_plan("standard")
         .headers_on_allowed(true)
         .build()
+}
+
+/// What clients see of the users service: never its `internal_id` or
+/// `debug_info`; mobile clients (`X-Client: mobile`) get only `id` and
+/// `name`, others the rest too.
+fn users_responses() -> Result<ResponseTransformLayer, ConfigError> {
+    let web = ResponseRules::builder()
+        .deny("/internal_id")
+        .deny("/debug_info")
+        .deny("/*/internal_id")
+        .remove_server_headers()
+        .build()?;
+    let mobile = ResponseRules::builder()
+        .allow("/id")
+        .allow("/name")
+        .remove_server_headers()
+        .build()?;
+    let classes = Classifier::new().header("x-client")?;
+    Ok(ResponseTransformLayer::by_class(
+        BySelector::by_class(classes)
+            .class("mobile", mobile)
+            .default(web),
+    ))
 }
 
 /// The demo's issuer and audience.
@@ -260,6 +286,7 @@ pub(crate) fn gateway(
                 .name("users")
                 .replace_prefix("/users")
                 .auth(auth.optional_layer()?)
+                .transform_response(users_responses()?)
                 .to("users"),
         )
         .route(

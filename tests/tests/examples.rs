@@ -331,24 +331,33 @@ async fn the_demo_adds_request_ids_and_trace_context() {
     assert_eq!(tp.len(), 55, "{tp}");
 }
 
-/// The seed's example: `POST /api/users` with a token and `X-Client:
-/// mobile` reaches the users service as `POST /users` with the identity,
-/// the request id, `X-Forwarded-For` and the same body.
+/// The seed's example: `POST /api/users` with a token reaches the users
+/// service as `POST /users` with the identity, the request id,
+/// `X-Forwarded-For` and the same body; the service's `internal_id` and
+/// `debug_info` never reach the client, and `X-Client: mobile` gets only
+/// `{id, name}`.
 #[tokio::test]
 async fn the_demo_forwards_post_api_users_with_the_callers_context() {
     let (router, auth) = demo_gateway().await;
     let gw = spawn_gateway(router).await;
-    let body = r#"{"name":"Ada"}"#;
-    let req = Request::post(gw.url("/api/users"))
-        .header("authorization", format!("Bearer {}", auth.token))
-        .header("x-client", "mobile")
-        .header("content-type", "application/json")
-        .body(tollgate_tests::full(body))
-        .expect("request");
-    let res = timeout(BOUND, client().request(req))
-        .await
-        .expect("answered in time")
-        .expect("request sent");
+    let post = |client_class: Option<&str>| {
+        let mut req = Request::post(gw.url("/api/users"))
+            .header("authorization", format!("Bearer {}", auth.token))
+            .header("content-type", "application/json");
+        if let Some(class) = client_class {
+            req = req.header("x-client", class);
+        }
+        req.body(tollgate_tests::full(r#"{"name":"Ada"}"#))
+            .expect("request")
+    };
+    let send = |req| async {
+        timeout(BOUND, client().request(req))
+            .await
+            .expect("answered in time")
+            .expect("request sent")
+    };
+
+    let res = send(post(None)).await;
     assert_eq!(res.status(), StatusCode::OK);
     let request_id = res.headers()["x-request-id"]
         .to_str()
@@ -362,4 +371,12 @@ async fn the_demo_forwards_post_api_users_with_the_callers_context() {
     assert_eq!(seen["x_forwarded_for"], "127.0.0.1", "{json}");
     assert_eq!(seen["authorization_forwarded"], false, "{json}");
     assert_eq!(json["received_body"]["name"], "Ada", "{json}");
+    assert_eq!(json["id"], "123", "{json}");
+    assert!(json.get("internal_id").is_none(), "{json}");
+    assert!(json.get("debug_info").is_none(), "{json}");
+
+    let res = send(post(Some("mobile"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let json = body_json(res).await;
+    assert_eq!(json, serde_json::json!({"id": "123", "name": "Ada"}));
 }

@@ -14,7 +14,9 @@ use tollgate_observe::ObserveLayer;
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
-use tollgate_transform::{HeaderLimitLayer, RequestBodyLimitLayer};
+use tollgate_transform::{
+    HeaderLimitLayer, RequestBodyLimitLayer, RequestTransformLayer, ResponseTransformLayer,
+};
 use tower_http::cors::CorsLayer;
 
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
@@ -67,6 +69,8 @@ pub struct Route {
     /// The identity headers the auth layer forwards.
     identity_headers: Vec<HeaderName>,
     rate_limit: Option<RouteLayer>,
+    transform_request: Option<RouteLayer>,
+    transform_response: Option<RouteLayer>,
     layers: Vec<RouteLayer>,
 }
 
@@ -265,6 +269,8 @@ impl Route {
             auth: None,
             identity_headers: Vec::new(),
             rate_limit: None,
+            transform_request: None,
+            transform_response: None,
             layers: Vec::new(),
         }
     }
@@ -403,6 +409,27 @@ impl Route {
         self
     }
 
+    /// Rewrites this route's requests ([`RequestTransformLayer`]: headers
+    /// from templates, path, query, JSON body) after auth and rate limits,
+    /// so templates can use the identity.
+    pub fn transform_request(mut self, layer: RequestTransformLayer) -> Self {
+        self.transform_request = Some(RouteLayer(Arc::new(move |inner: LayeredService| {
+            // The layer may hand on a rewritten body; the stack takes axum bodies.
+            let inner = inner.map_request(|req: Request<_>| req.map(Body::new));
+            BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        })));
+        self
+    }
+
+    /// Rewrites the upstream's responses ([`ResponseTransformLayer`]:
+    /// headers, status, JSON field deny- and allow-lists). It sits next to
+    /// the upstream, inside auth and rate limits, so the gateway's own
+    /// problems are never filtered.
+    pub fn transform_response(mut self, layer: ResponseTransformLayer) -> Self {
+        self.transform_response = Some(route_layer(layer));
+        self
+    }
+
     /// Caps the requests in flight on this route
     /// ([`ConcurrencyLimitLayer`]): past the cap, 503 problem+json with
     /// `Retry-After` at once, before any other work (auth included).
@@ -524,8 +551,8 @@ impl Route {
 
     /// Stacks the route's layers around its forwarding service, from the
     /// outside in: in-flight limit, CORS, header limit, body limit, auth,
-    /// the gateway's rate limit, the route's rate limit, then the route's
-    /// own layers in the order added.
+    /// the gateway's rate limit, the route's rate limit, request transform,
+    /// response transform, then the route's own layers in the order added.
     fn wrap(&self, service: RouteService, global_limit: Option<&RouteLayer>) -> RouteService {
         let outer = [
             &self.concurrency,
@@ -535,6 +562,8 @@ impl Route {
             &self.auth,
             &global_limit.cloned(),
             &self.rate_limit,
+            &self.transform_request,
+            &self.transform_response,
         ];
         if self.layers.is_empty() && outer.iter().all(|l| l.is_none()) {
             return service;
