@@ -189,31 +189,59 @@ fn push_three_digits(out: &mut String, n: u64) {
 }
 
 /// Whether `s` has a byte JSON wants escaped: `"`, `\\` or a control
-/// character. Eight bytes at a time: this runs on every key and value.
+/// character. Eight bytes at a time, and a short string (most keys and
+/// many values) in one word without a loop: this runs on every key and
+/// value.
 fn needs_escape(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let len = bytes.len();
+    match len {
+        0 => false,
+        // Three reads cover every byte; the rest of the word is spaces.
+        1..=3 => {
+            let byte = |i: usize| u64::from(bytes[i]);
+            let pad = u64::from_le_bytes([0, 0, 0, b' ', b' ', b' ', b' ', b' ']);
+            has_special(byte(0) | byte(len / 2) << 8 | byte(len - 1) << 16 | pad)
+        }
+        // The first and the last four bytes, overlapping when shorter than 8.
+        4..=7 => {
+            let mut head = [0u8; 4];
+            let mut tail = [0u8; 4];
+            head.copy_from_slice(&bytes[..4]);
+            tail.copy_from_slice(&bytes[len - 4..]);
+            has_special(
+                u64::from(u32::from_le_bytes(head)) | u64::from(u32::from_le_bytes(tail)) << 32,
+            )
+        }
+        _ => {
+            let mut chunks = bytes.chunks_exact(8);
+            if chunks.by_ref().any(|chunk| has_special(word(chunk))) {
+                return true;
+            }
+            // The last eight bytes, overlapping the chunks checked above.
+            !chunks.remainder().is_empty() && has_special(word(&bytes[len - 8..]))
+        }
+    }
+}
+
+/// Eight bytes as a word.
+fn word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// Whether a byte of `x` is `"`, `\\` or below 0x20.
+fn has_special(x: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte of `x` is zero (or `x` holds a byte below `n`): the classic
     // "has less than" bit trick, exact for `n <= 0x80`.
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let bytes = s.as_bytes();
-    let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word);
-        if below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1)
-            != 0
-        {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    below(x, 0x20)
+        | below(x ^ (ONES * u64::from(b'"')), 1)
+        | below(x ^ (ONES * u64::from(b'\\')), 1)
+        != 0
 }
 
 /// `s` escaped for the inside of a JSON string.
@@ -371,6 +399,9 @@ mod tests {
             }
         }
         assert!(!needs_escape("é\u{7f} ~/"));
+        for plain in ["é", "\u{7f}", "~", "é~", "日本", "GET", "/users/é"] {
+            assert!(!needs_escape(plain), "{plain:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,15 @@
 //! The Prometheus registry of the gateway.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use http::Method;
 use prometheus_client::{
@@ -8,6 +17,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
+use rustc_hash::FxBuildHasher;
 use tollgate_core::RouteName;
 use tollgate_core::{Problem, UpstreamErrorKind, problem};
 
@@ -69,7 +79,45 @@ struct Inner {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     unmatched: RouteLabel,
+    /// Tells this registry's entries in the per-thread [`HANDLES`] apart.
+    id: u64,
 }
+
+/// The request counter and the duration histogram of one route, method
+/// and status: clones of the family members, sharing their counts.
+struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// The [`RequestHandles`] this thread has used, by registry, method and
+/// status, then by route name.
+///
+/// Looking a label set up in a `Family` hashes it with SipHash under the
+/// family's read lock, twice per request (counter and histogram); this
+/// cache hashes a short key with FxHash and takes no lock. Its keys are
+/// bounded like the labels are (configured route names, standard methods,
+/// status codes); past [`MAX_CACHED`] entries it starts over, so entries
+/// of dropped registries do not pile up.
+#[derive(Default)]
+struct HandleCache {
+    by_key: HashMap<
+        (u64, &'static str, u16),
+        HashMap<Box<str>, RequestHandles, FxBuildHasher>,
+        FxBuildHasher,
+    >,
+    len: usize,
+}
+
+/// The most [`RequestHandles`] one thread keeps.
+const MAX_CACHED: usize = 1024;
+
+thread_local! {
+    static HANDLES: RefCell<HandleCache> = RefCell::new(HandleCache::default());
+}
+
+/// The id of the next [`Metrics::new`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A route name as a label value, without copying it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -188,6 +236,7 @@ impl Metrics {
                 upstream_duration,
                 upstream_errors,
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }),
         }
     }
@@ -243,23 +292,39 @@ impl Metrics {
     pub(crate) fn request_finished(&self, done: &Finished<'_>) {
         let inner = &*self.inner;
         inner.in_flight.dec();
-        let route = done
-            .route
-            .map_or_else(|| inner.unmatched.clone(), |r| RouteLabel(r.clone()));
-        inner
-            .duration
-            .get_or_create(&RouteLabels {
-                route: route.clone(),
-            })
-            .observe(done.elapsed.as_secs_f64());
-        inner
-            .requests
-            .get_or_create(&RequestLabels {
-                route,
-                method: method_label(done.method),
-                status: done.status,
-            })
-            .inc();
+        let method = method_label(done.method);
+        let record = |handles: &RequestHandles| {
+            handles.duration.observe(done.elapsed.as_secs_f64());
+            handles.requests.inc();
+        };
+        let cached = HANDLES.try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return false;
+            };
+            let key = (inner.id, method, done.status);
+            let route = done.route.map_or(UNMATCHED, RouteName::as_str);
+            if let Some(handles) = cache.by_key.get(&key).and_then(|routes| routes.get(route)) {
+                record(handles);
+                return true;
+            }
+            let handles = self.request_handles(done.route, method, done.status);
+            record(&handles);
+            if cache.len >= MAX_CACHED {
+                cache.by_key.clear();
+                cache.len = 0;
+            }
+            cache
+                .by_key
+                .entry(key)
+                .or_default()
+                .insert(route.into(), handles);
+            cache.len += 1;
+            true
+        });
+        if !cached.unwrap_or(false) {
+            // The thread is exiting or the cache is in use: the families.
+            record(&self.request_handles(done.route, method, done.status));
+        }
         if let Some(r#type) = done.problem_type {
             inner
                 .rejections
@@ -277,6 +342,35 @@ impl Metrics {
                 }
             }
         }
+    }
+}
+
+impl Metrics {
+    /// The family members of one route, method and status, created when
+    /// they are new.
+    fn request_handles(
+        &self,
+        route: Option<&RouteName>,
+        method: &'static str,
+        status: u16,
+    ) -> RequestHandles {
+        let inner = &*self.inner;
+        let route = route.map_or_else(|| inner.unmatched.clone(), |r| RouteLabel(r.clone()));
+        let duration = inner
+            .duration
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .clone();
+        let requests = inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .clone();
+        RequestHandles { requests, duration }
     }
 }
 
@@ -380,5 +474,67 @@ mod tests {
         assert!(text.contains("# TYPE tollgate_upstream_duration_seconds histogram"));
         assert!(text.contains("# UNIT tollgate_upstream_duration_seconds seconds"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    fn finish(metrics: &Metrics, route: Option<&RouteName>, status: u16) {
+        metrics.request_started();
+        metrics.request_finished(&Finished {
+            route,
+            method: &Method::GET,
+            status,
+            elapsed: Duration::from_millis(2),
+            problem_type: None,
+            problem_label: None,
+        });
+    }
+
+    #[test]
+    fn cached_handles_count_into_their_own_registry() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        // Equal names in different allocations are one series.
+        finish(&a, Some(&RouteName::new("users")), 200);
+        finish(&a, Some(&RouteName::new("users")), 200);
+        finish(&a, Some(&RouteName::new("users")), 404);
+        finish(&a, None, 404);
+        finish(&b, Some(&RouteName::new("users")), 200);
+        let text = a.render();
+        assert!(
+            text.contains(
+                "tollgate_requests_total{route=\"users\",method=\"GET\",status=\"200\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tollgate_requests_total{route=\"users\",method=\"GET\",status=\"404\"} 1"
+            )
+        );
+        assert!(text.contains(
+            "tollgate_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1"
+        ));
+        assert!(text.contains("tollgate_request_duration_seconds_count{route=\"users\"} 3"));
+        assert_eq!(a.in_flight(), 0);
+        let text = b.render();
+        assert!(
+            text.contains(
+                "tollgate_requests_total{route=\"users\",method=\"GET\",status=\"200\"} 1"
+            )
+        );
+        assert!(text.contains("tollgate_request_duration_seconds_count{route=\"users\"} 1"));
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let metrics = Metrics::new();
+        for i in 0..(MAX_CACHED + 10) {
+            finish(&metrics, Some(&RouteName::new(format!("r{i}"))), 200);
+        }
+        finish(&metrics, Some(&RouteName::new("r0")), 200);
+        let text = metrics.render();
+        assert!(
+            text.contains("tollgate_requests_total{route=\"r0\",method=\"GET\",status=\"200\"} 2")
+        );
+        assert!(HANDLES.with(|cache| cache.borrow().len) <= MAX_CACHED);
     }
 }

@@ -121,10 +121,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let kept = req
-            .headers()
-            .get(&self.header)
-            .filter(|id| self.trust_incoming && is_valid_id(id.as_bytes()))
+        // The incoming id is only looked up when it may be kept.
+        let kept = self
+            .trust_incoming
+            .then(|| req.headers().get(&self.header))
+            .flatten()
+            .filter(|id| is_valid_id(id.as_bytes()))
             .cloned();
         let id = match kept {
             Some(id) => id,
@@ -208,9 +210,9 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(id) = this.id.take()
-            && !res.headers().contains_key(&*this.header)
+            && let http::header::Entry::Vacant(echo) = res.headers_mut().entry(&*this.header)
         {
-            res.headers_mut().insert(this.header.clone(), id);
+            echo.insert(id);
         }
         Poll::Ready(Ok(res))
     }
