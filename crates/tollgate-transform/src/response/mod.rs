@@ -38,7 +38,7 @@
 //! # }
 //! ```
 //!
-//! See `docs/transform-response.md` for the path syntax and how bodies,
+//! See `docs/transform.md` for the path syntax and how bodies,
 //! compression and limits are handled.
 
 mod body;
@@ -242,7 +242,7 @@ impl StatusMapping {
 }
 
 /// JSON body rules of a [`ResponseRulesConfig`]. Paths are described in
-/// `docs/transform-response.md`: `/a/b`, `*`, `**`, RFC 6901 escapes.
+/// `docs/transform.md`: `/a/b`, `*`, `**`, RFC 6901 escapes.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
