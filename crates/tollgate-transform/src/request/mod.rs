@@ -547,6 +547,15 @@ impl HeaderOp {
                 parts.headers.remove(name);
             }
             Self::Rename(from, to) => {
+                let mut all = parts.headers.get_all(from).iter();
+                let several = all.next().is_some() && all.next().is_some();
+                if !several {
+                    // The common case, one value: no list to collect.
+                    if let Some(value) = parts.headers.remove(from) {
+                        parts.headers.insert(to.clone(), value);
+                    }
+                    return Ok(());
+                }
                 let Entry::Occupied(entry) = parts.headers.entry(from) else {
                     return Ok(());
                 };

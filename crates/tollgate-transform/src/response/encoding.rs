@@ -4,7 +4,9 @@
 
 use std::io::{self, Write};
 
-use http::{HeaderMap, HeaderValue, header::ACCEPT_ENCODING};
+use http::HeaderValue;
+#[cfg(test)]
+use http::{HeaderMap, header::ACCEPT_ENCODING};
 
 /// A `Content-Encoding` this crate can decode and encode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,11 +89,17 @@ pub(crate) struct Accepted {
 impl Accepted {
     /// Reads `Accept-Encoding` (RFC 9110 §12.5.3): a coding listed with a
     /// non-zero weight, or covered by `*` and not listed with weight 0.
+    #[cfg(test)]
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        Self::from_values(headers.get_all(ACCEPT_ENCODING))
+    }
+
+    /// From the `Accept-Encoding` field values.
+    pub(crate) fn from_values<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
         // (listed, accepted) per coding, and `*`.
         let mut seen = [(false, false); 3];
         let mut star = false;
-        for value in headers.get_all(ACCEPT_ENCODING) {
+        for value in values {
             let Ok(value) = value.to_str() else { continue };
             for item in value.split(',') {
                 let mut parts = item.split(';');

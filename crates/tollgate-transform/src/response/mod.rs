@@ -696,10 +696,30 @@ struct CallCtx {
     body: Option<BodyCtx>,
 }
 
+/// What a body rule needs from the request, kept cheaply (reference
+/// counts, no parsing) because most responses never need it: the
+/// `Accept-Encoding` values are parsed only when a body is re-encoded.
 struct BodyCtx {
-    accepted: Accepted,
+    /// All `Accept-Encoding` fields as one list (joined only when the
+    /// client sent several, which RFC 9110 makes equivalent).
+    accept_encoding: Option<HeaderValue>,
     request_id: Option<RequestId>,
-    path: String,
+    uri: http::Uri,
+}
+
+/// The values of a list-based field as one value.
+fn joined(values: &http::header::GetAll<'_, HeaderValue>) -> Option<HeaderValue> {
+    let mut iter = values.iter();
+    let first = iter.next()?;
+    let Some(second) = iter.next() else {
+        return Some(first.clone());
+    };
+    let mut list = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(iter) {
+        list.extend_from_slice(b", ");
+        list.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&list).ok()
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseTransform<S>
@@ -722,9 +742,9 @@ where
                 parts.headers.remove(RANGE);
                 parts.headers.remove(IF_RANGE);
                 BodyCtx {
-                    accepted: Accepted::from_headers(&parts.headers),
+                    accept_encoding: joined(&parts.headers.get_all(http::header::ACCEPT_ENCODING)),
                     request_id: parts.extensions.get::<RequestId>().cloned(),
-                    path: parts.uri.path().to_owned(),
+                    uri: parts.uri.clone(),
                 }
             });
             CallCtx {
@@ -1003,9 +1023,7 @@ where
         let headers = &mut self.parts.headers;
         let mut body = filtered;
         if self.encoding != Encoding::Identity {
-            let encoded = self
-                .ctx
-                .accepted
+            let encoded = Accepted::from_values(self.ctx.accept_encoding.as_ref())
                 .accepts(self.encoding)
                 .then(|| self.encoding.encode(&body).ok())
                 .flatten();
@@ -1035,7 +1053,7 @@ where
     fn reject(self, detail: String) -> Response<TransformedBody<B>> {
         let problem = Problem::bad_gateway()
             .detail(detail)
-            .instance(self.ctx.path)
+            .instance(self.ctx.uri.path())
             .request_id(self.ctx.request_id.as_ref());
         problem_response(problem)
     }
