@@ -42,6 +42,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct RequestRules {
     headers: Box<[HeaderOp]>,
+    /// How many header rules insert a name (set, add, rename).
+    header_inserts: usize,
     path: Box<[PathOp]>,
     query: Box<[QueryOp]>,
     json: Box<[JsonOp]>,
@@ -282,6 +284,11 @@ impl RequestRules {
     /// Applies the path, header and query rules.
     fn apply_head(&self, parts: &mut Parts) -> Result<(), Reject> {
         let path = self.rewrite_path(parts)?;
+        // One growth of the map for every header the rules may add,
+        // rather than one per insert past its capacity.
+        if self.header_inserts > 0 {
+            parts.headers.reserve(self.header_inserts);
+        }
         for op in &*self.headers {
             op.apply(parts)?;
         }
@@ -687,7 +694,7 @@ impl TryFrom<&RequestRulesConfig> for RequestRules {
     type Error = ConfigError;
 
     fn try_from(config: &RequestRulesConfig) -> Result<Self, Self::Error> {
-        let headers = config
+        let headers: Box<[HeaderOp]> = config
             .headers
             .iter()
             .map(|rule| {
@@ -755,8 +762,13 @@ impl TryFrom<&RequestRulesConfig> for RequestRules {
         if body_limit == 0 {
             return Err(invalid("the JSON body limit must be above 0".into()));
         }
+        let header_inserts = headers
+            .iter()
+            .filter(|op| !matches!(op, HeaderOp::Remove(_)))
+            .count();
         Ok(Self {
             headers,
+            header_inserts,
             path,
             query,
             json,
