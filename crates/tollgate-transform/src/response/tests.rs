@@ -234,3 +234,42 @@ fn fits_axum() {
         .layer(layer);
     assert_send_sync(&router);
 }
+
+/// A route with body rules never asks for a partial body: a 206 of JSON
+/// could not be filtered. `Range` and `If-Range` go; other headers stay,
+/// and routes without body rules keep them.
+#[tokio::test]
+async fn range_requests_are_dropped_only_where_bodies_are_read() {
+    let seen = |rules: ResponseRules| async move {
+        let svc = ServiceBuilder::new()
+            .layer(ResponseTransformLayer::new(rules))
+            .service_fn(|req: Request<()>| async move {
+                let names: Vec<String> = req
+                    .headers()
+                    .keys()
+                    .map(|k| k.as_str().to_owned())
+                    .collect();
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(names.join(",")))))
+            });
+        let req = Request::get("/")
+            .header("range", "bytes=0-10")
+            .header("if-range", "\"v1\"")
+            .header("accept-encoding", "gzip")
+            .header("accept-encoding", "br")
+            .body(())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    let with_body = seen(ResponseRules::builder().deny("/secret").build().unwrap()).await;
+    assert_eq!(with_body, "accept-encoding");
+    let headers_only = seen(
+        ResponseRules::builder()
+            .remove_server_headers()
+            .build()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers_only, "range,if-range,accept-encoding");
+}
