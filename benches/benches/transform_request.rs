@@ -57,6 +57,15 @@ fn json_body() -> Bytes {
     Bytes::from(serde_json::to_vec(&doc).expect("json"))
 }
 
+/// One request through `svc`, as every row sends it.
+async fn call<S, B, R>(mut svc: S, req: Request<B>) -> R
+where
+    S: Service<Request<B>, Response = R, Error = Infallible>,
+{
+    let res = svc.ready().await.expect("ready").call(req).await;
+    black_box(res.expect("response"))
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -70,17 +79,8 @@ fn bench(c: &mut Criterion) {
         Ok::<_, Infallible>(Response::new(req.headers().len()))
     });
     group.bench_function("bare", |b| {
-        b.to_async(&rt).iter_batched(
-            header_request,
-            |req| {
-                let mut svc = bare;
-                async move {
-                    let res = svc.ready().await.expect("ready").call(req).await;
-                    black_box(res.expect("response"))
-                }
-            },
-            BatchSize::SmallInput,
-        );
+        b.to_async(&rt)
+            .iter_batched(header_request, |req| call(bare, req), BatchSize::SmallInput);
     });
 
     let svc = ServiceBuilder::new()
@@ -93,13 +93,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("header_rules_5", |b| {
         b.to_async(&rt).iter_batched(
             header_request,
-            |req| {
-                let mut svc = svc.clone();
-                async move {
-                    let res = svc.ready().await.expect("ready").call(req).await;
-                    black_box(res.expect("response"))
-                }
-            },
+            |req| call(svc.clone(), req),
             BatchSize::SmallInput,
         );
     });
@@ -133,13 +127,7 @@ fn bench(c: &mut Criterion) {
                 req.extensions_mut().insert(Identity::subject("user-123"));
                 req
             },
-            |req| {
-                let mut svc = svc.clone();
-                async move {
-                    let res = svc.ready().await.expect("ready").call(req).await;
-                    black_box(res.expect("response"))
-                }
-            },
+            |req| call(svc.clone(), req),
             BatchSize::SmallInput,
         );
     });

@@ -219,6 +219,7 @@ pub struct AuthLayer {
     shared: Arc<Shared>,
 }
 
+#[derive(Clone, Default)]
 struct Shared {
     methods: Vec<Arc<dyn Authenticator>>,
     schemes: Vec<Scheme>,
@@ -246,17 +247,7 @@ impl fmt::Debug for Shared {
 impl AuthLayer {
     /// Authenticates with `method`.
     pub fn new(method: impl Authenticator) -> Self {
-        Self::from_shared(Shared {
-            methods: Vec::new(),
-            schemes: Vec::new(),
-            optional: false,
-            keep_credentials: false,
-            credentials: Vec::new(),
-            forward: None,
-            scopes: None,
-            roles: None,
-        })
-        .or(method)
+        Self::from_shared(Shared::default()).or(method)
     }
 
     /// Only checks scopes and roles of an identity an earlier layer
@@ -266,14 +257,11 @@ impl AuthLayer {
         requirement_roles: Option<Requirement>,
     ) -> Self {
         Self::from_shared(Shared {
-            methods: Vec::new(),
             schemes: vec![Scheme::Bearer],
-            optional: false,
             keep_credentials: true,
-            credentials: Vec::new(),
-            forward: None,
             scopes: requirement_scopes,
             roles: requirement_roles,
+            ..Shared::default()
         })
     }
 
@@ -284,16 +272,7 @@ impl AuthLayer {
     }
 
     fn update(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|arc| Shared {
-            methods: arc.methods.clone(),
-            schemes: arc.schemes.clone(),
-            optional: arc.optional,
-            keep_credentials: arc.keep_credentials,
-            credentials: arc.credentials.clone(),
-            forward: arc.forward.clone(),
-            scopes: arc.scopes.clone(),
-            roles: arc.roles.clone(),
-        });
+        let mut shared = Arc::unwrap_or_clone(self.shared);
         f(&mut shared);
         Self::from_shared(shared)
     }

@@ -94,32 +94,58 @@ impl Classifier {
         self
     }
 
-    /// The request's class, if any source gives one.
+    /// The request's class, if any source gives one (lower-cased).
     #[must_use]
     pub fn classify(&self, parts: &Parts) -> Option<String> {
-        self.sources.iter().find_map(|source| {
-            let class = match source {
-                Source::Header(name) => parts
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim().to_ascii_lowercase()),
-                Source::UserAgent(class, regex) => parts
-                    .headers
-                    .get(http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|ua| regex.is_match(ua))
-                    .map(|_| class.to_string()),
-                Source::Claim(name) => parts
-                    .extensions
-                    .get::<Identity>()
-                    .and_then(|i| i.claim(name))
-                    .and_then(serde_json::Value::as_str)
-                    .map(str::to_owned),
-                Source::Custom(f) => f(parts),
-            };
-            class.filter(|c| !c.is_empty() && c.len() <= MAX_CLASS_LEN)
-        })
+        self.with_class(parts, str::to_ascii_lowercase)
+    }
+
+    /// Calls `f` with the class of the first source that gives one, as
+    /// the request carries it (trimmed), without copying it.
+    fn with_class<T>(&self, parts: &Parts, f: impl FnOnce(&str) -> T) -> Option<T> {
+        let valid = |c: &str| !c.is_empty() && c.len() <= MAX_CLASS_LEN;
+        for source in &self.sources {
+            match source {
+                Source::Header(name) => {
+                    if let Some(c) = parts
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::trim)
+                        .filter(|c| valid(c))
+                    {
+                        return Some(f(c));
+                    }
+                }
+                Source::UserAgent(class, regex) => {
+                    let matched = parts
+                        .headers
+                        .get(http::header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|ua| regex.is_match(ua));
+                    if matched && valid(class) {
+                        return Some(f(class));
+                    }
+                }
+                Source::Claim(name) => {
+                    if let Some(c) = parts
+                        .extensions
+                        .get::<Identity>()
+                        .and_then(|i| i.claim(name))
+                        .and_then(serde_json::Value::as_str)
+                        .filter(|c| valid(c))
+                    {
+                        return Some(f(c));
+                    }
+                }
+                Source::Custom(custom) => {
+                    if let Some(c) = custom(parts).filter(|c| valid(c)) {
+                        return Some(f(&c));
+                    }
+                }
+            }
+        }
+        None
     }
 }
 
@@ -202,14 +228,15 @@ impl<R> BySelector<R> {
         if self.classes.is_empty() {
             return self.default.as_ref();
         }
-        let class = self.classifier.classify(parts);
-        class
-            .and_then(|class| {
+        // Compared case-insensitively where the request holds it: no copy.
+        self.classifier
+            .with_class(parts, |class| {
                 self.classes
                     .iter()
-                    .find(|(c, _)| c.eq_ignore_ascii_case(&class))
+                    .find(|(c, _)| c.eq_ignore_ascii_case(class))
                     .map(|(_, rules)| rules)
             })
+            .flatten()
             .or(self.default.as_ref())
     }
 }

@@ -15,11 +15,15 @@ use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewr
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
 use tollgate_transform::{
-    HeaderLimitLayer, RequestBodyLimitLayer, RequestTransformLayer, ResponseTransformLayer,
+    HeaderLimitLayer, LimitedBody, RequestBody, RequestBodyLimitLayer, RequestTransformLayer,
+    ResponseTransformLayer,
 };
 use tower_http::cors::CorsLayer;
 
-use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use tower::{
+    Layer, Service, ServiceExt,
+    util::{BoxCloneSyncService, MapRequest},
+};
 
 use crate::routing::{CompiledRoute, GatewayService, LayeredService, Matcher, RouteService};
 
@@ -394,11 +398,7 @@ impl Route {
     /// Refuses request bodies over `max` bytes with 413 problem+json
     /// ([`RequestBodyLimitLayer`]), before auth.
     pub fn body_limit(mut self, max: RequestBodyLimitLayer) -> Self {
-        self.body_limit = Some(RouteLayer(Arc::new(move |inner: LayeredService| {
-            // The limit wraps the body; the route's stack takes axum bodies.
-            let inner = inner.map_request(|req: Request<_>| req.map(Body::new));
-            BoxCloneSyncService::new(max.layer(inner).map_response(|res| res.map(Body::new)))
-        })));
+        self.body_limit = Some(rebody_layer::<_, LimitedBody<Body>, _>(max));
         self
     }
 
@@ -413,11 +413,7 @@ impl Route {
     /// from templates, path, query, JSON body) after auth and rate limits,
     /// so templates can use the identity.
     pub fn transform_request(mut self, layer: RequestTransformLayer) -> Self {
-        self.transform_request = Some(RouteLayer(Arc::new(move |inner: LayeredService| {
-            // The layer may hand on a rewritten body; the stack takes axum bodies.
-            let inner = inner.map_request(|req: Request<_>| req.map(Body::new));
-            BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
-        })));
+        self.transform_request = Some(rebody_layer::<_, RequestBody<Body>, _>(layer));
         self
     }
 
@@ -595,6 +591,40 @@ where
     RouteLayer(Arc::new(move |inner| {
         BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
     }))
+}
+
+/// The service a body-changing layer wraps: the route's stack behind a
+/// conversion of the layer's body type `B` back to an axum `Body`.
+type Rebody<B> = MapRequest<LayeredService, fn(Request<B>) -> Request<Body>>;
+
+/// [`route_layer`] for a layer that hands on a request body of its own
+/// type `B` (a limited or rewritten body).
+fn rebody_layer<L, B, ResBody>(layer: L) -> RouteLayer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    L: Layer<Rebody<B>> + Send + Sync + 'static,
+    L::Service: Service<Request<Body>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    RouteLayer(Arc::new(move |inner: LayeredService| {
+        let inner: Rebody<B> = inner.map_request(axum_body::<B> as fn(Request<B>) -> Request<Body>);
+        BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+    }))
+}
+
+fn axum_body<B>(req: Request<B>) -> Request<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    req.map(Body::new)
 }
 
 #[cfg(test)]
