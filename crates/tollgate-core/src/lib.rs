@@ -45,6 +45,9 @@ mod extensions;
 mod extract;
 mod hook;
 pub mod problem;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod serde_util;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{

@@ -71,17 +71,41 @@ pub struct UpstreamConfig {
     #[cfg_attr(feature = "serde", serde(default))]
     pub protocol: Protocol,
     /// The longest a connect (TCP and TLS handshake) may take. Default 5 s.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::connect_timeout"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::connect_timeout",
+            with = "tollgate_core::serde_util::duration"
+        )
+    )]
     pub connect_timeout: Duration,
     /// The longest to wait for the response headers once the request is
     /// sent. `None` waits forever. Default 30 s.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::response_timeout"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::response_timeout",
+            with = "tollgate_core::serde_util::option_duration"
+        )
+    )]
     pub response_timeout: Option<Duration>,
     /// How long an idle pooled connection is kept. Default 90 s.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::idle_timeout"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::idle_timeout",
+            with = "tollgate_core::serde_util::duration"
+        )
+    )]
     pub idle_timeout: Duration,
     /// How long an endpoint that refused a connection is left out. Default 5 s.
-    #[cfg_attr(feature = "serde", serde(default = "defaults::cooloff"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::cooloff",
+            with = "tollgate_core::serde_util::duration"
+        )
+    )]
     pub cooloff: Duration,
     /// The most idle connections kept per endpoint. Default 1024.
     #[cfg_attr(feature = "serde", serde(default = "defaults::max_idle_per_endpoint"))]
