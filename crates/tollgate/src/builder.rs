@@ -38,6 +38,7 @@ pub struct Gateway;
 #[must_use]
 pub struct GatewayBuilder {
     upstreams: Vec<UpstreamBuilder>,
+    built_upstreams: Vec<Upstream<Body>>,
     routes: Vec<Route>,
     request_id: Option<RequestIdLayer>,
     trace_context: bool,
@@ -113,6 +114,15 @@ impl GatewayBuilder {
     /// Registers an upstream; routes refer to it by name.
     pub fn upstream(mut self, upstream: UpstreamBuilder) -> Self {
         self.upstreams.push(upstream);
+        self
+    }
+
+    /// Registers an upstream that is already built, sharing its connection
+    /// pool and endpoint health with every other gateway it is given to
+    /// (the declarative config keeps unchanged upstreams across reloads
+    /// this way).
+    pub fn upstream_service(mut self, upstream: Upstream<Body>) -> Self {
+        self.built_upstreams.push(upstream);
         self
     }
 
@@ -217,8 +227,12 @@ impl GatewayBuilder {
     /// As [`build`](Self::build).
     pub fn build_service(self) -> Result<GatewayService, ConfigError> {
         let mut upstreams: HashMap<String, Upstream<Body>> = HashMap::new();
-        for builder in self.upstreams {
-            let upstream = builder.build::<Body>()?;
+        let built = self
+            .upstreams
+            .into_iter()
+            .map(UpstreamBuilder::build::<Body>);
+        for upstream in built.chain(self.built_upstreams.into_iter().map(Ok)) {
+            let upstream = upstream?;
             let name = upstream.name().to_owned();
             if upstreams.insert(name.clone(), upstream).is_some() {
                 return Err(ConfigError::new(

@@ -1,0 +1,223 @@
+//! From a [`ConfigFile`] to a [`GatewayBuilder`], keeping the state of
+//! unchanged parts across reloads.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use http::Method;
+use tollgate_proxy::{Upstream, UpstreamConfig};
+use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer};
+use tollgate_request_id::ClientIpLayer;
+use tollgate_transform::{
+    HeaderLimitLayer, RequestBodyLimitLayer, RequestRules, RequestTransformLayer, ResponseRules,
+    ResponseTransformLayer,
+};
+
+use super::{ConfigFile, ConfigFileError, RouteConfig};
+use crate::{Gateway, GatewayBuilder, Route, TlsConfig, tls::ClientAuth};
+
+/// What a gateway built from a config keeps for the next build: the
+/// upstreams (and their connection pools) and the rate limits (and their
+/// counters) whose config did not change.
+///
+/// Each [`ConfigFile::gateway_builder_with`] takes the state of the build
+/// before and returns the state of its own; a part whose config changed,
+/// or that is gone, starts afresh.
+#[derive(Debug, Default)]
+pub struct BuildState {
+    upstreams: HashMap<String, (UpstreamConfig, Upstream<Body>)>,
+    rate_limits: HashMap<String, (RateLimitConfig, RateLimitLayer)>,
+}
+
+impl BuildState {
+    /// An empty state: everything is built new.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn upstream(
+        &self,
+        next: &mut Self,
+        config: &UpstreamConfig,
+    ) -> Result<Upstream<Body>, tollgate_core::ConfigError> {
+        let upstream = match self.upstreams.get(&config.name) {
+            Some((old, built)) if old == config => built.clone(),
+            _ => Upstream::try_from(config.clone())?,
+        };
+        next.upstreams
+            .insert(config.name.clone(), (config.clone(), upstream.clone()));
+        Ok(upstream)
+    }
+
+    fn rate_limit(
+        &self,
+        next: &mut Self,
+        slot: String,
+        config: &RateLimitConfig,
+    ) -> Result<RateLimitLayer, tollgate_core::ConfigError> {
+        let layer = match self.rate_limits.get(&slot) {
+            Some((old, built)) if old == config => built.clone(),
+            _ => RateLimitLayer::try_from(config)?,
+        };
+        next.rate_limits
+            .insert(slot, (config.clone(), layer.clone()));
+        Ok(layer)
+    }
+}
+
+impl ConfigFile {
+    /// A [`GatewayBuilder`] for this config, everything built new.
+    ///
+    /// # Errors
+    ///
+    /// A value the layers refuse (a bad URL, header name, quota…), placed
+    /// on its line and key path.
+    pub fn gateway_builder(&self) -> Result<GatewayBuilder, ConfigFileError> {
+        self.gateway_builder_with(&BuildState::new())
+            .map(|(builder, _)| builder)
+    }
+
+    /// A [`GatewayBuilder`] for this config that reuses from `state` the
+    /// upstreams and rate limits whose config is unchanged, and the state
+    /// to keep for the next build.
+    ///
+    /// # Errors
+    ///
+    /// As [`gateway_builder`](Self::gateway_builder).
+    pub fn gateway_builder_with(
+        &self,
+        state: &BuildState,
+    ) -> Result<(GatewayBuilder, BuildState), ConfigFileError> {
+        let config = &self.config;
+        let mut next = BuildState::new();
+        let mut builder = Gateway::builder().trace_context(config.trace_context);
+        if let Some(client_ip) = &config.client_ip {
+            let layer = ClientIpLayer::try_from(client_ip.clone())
+                .map_err(|e| self.error_at("client_ip", e.to_string()))?;
+            builder = builder.client_ip(layer);
+        }
+        if let Some(limit) = &config.rate_limit {
+            let layer = state
+                .rate_limit(&mut next, "rate_limit".into(), limit)
+                .map_err(|e| self.error_at("rate_limit", e.to_string()))?;
+            builder = builder.rate_limit(layer);
+        }
+        for (i, upstream) in config.upstreams.iter().enumerate() {
+            let built = state
+                .upstream(&mut next, upstream)
+                .map_err(|e| self.error_at(&format!("upstreams[{i}]"), e.to_string()))?;
+            builder = builder.upstream_service(built);
+        }
+        for (i, route) in config.routes.iter().enumerate() {
+            let built = self.route(state, &mut next, i, route)?;
+            builder = builder.route(built);
+        }
+        Ok((builder, next))
+    }
+
+    fn route(
+        &self,
+        state: &BuildState,
+        next: &mut BuildState,
+        i: usize,
+        config: &RouteConfig,
+    ) -> Result<Route, ConfigFileError> {
+        let at = |key: &str| format!("routes[{i}].{key}");
+        let fail = |key: &str, e: &dyn std::fmt::Display| self.error_at(&at(key), e.to_string());
+        let mut route = Route::prefix(&config.prefix).rewrite(config.rewrite.clone());
+        if let Some(name) = &config.name {
+            route = route.name(name);
+        }
+        for host in &config.hosts {
+            route = route.host(host);
+        }
+        for (j, method) in config.methods.iter().enumerate() {
+            let method = Method::from_bytes(method.as_bytes())
+                .map_err(|_| fail(&format!("methods[{j}]"), &format!("bad method {method:?}")))?;
+            route = route.method(method);
+        }
+        for (name, value) in &config.headers {
+            route = route.header(name, value);
+        }
+        for name in &config.headers_present {
+            route = route.header_present(name);
+        }
+        route = match (&config.to, config.split.is_empty()) {
+            (Some(upstream), true) => route.to(upstream),
+            (None, false) => {
+                let route =
+                    route.split(config.split.iter().map(|s| (s.upstream.clone(), s.weight)));
+                match &config.split_override_header {
+                    Some(header) => route.split_override_header(header),
+                    None => route,
+                }
+            }
+            (Some(_), false) => return Err(fail("to", &"give either `to` or `split`, not both")),
+            (None, true) => return Err(fail("prefix", &"the route needs `to` or `split`")),
+        };
+        if let Some(limit) = &config.concurrency_limit {
+            let layer = ConcurrencyLimitLayer::try_from(limit)
+                .map_err(|e| fail("concurrency_limit", &e))?;
+            route = route.concurrency_limit(layer);
+        }
+        if let Some(max) = config.body_limit {
+            let layer = RequestBodyLimitLayer::new(max).map_err(|e| fail("body_limit", &e))?;
+            route = route.body_limit(layer);
+        }
+        if let Some(limit) = config.header_limit {
+            let layer = HeaderLimitLayer::new(limit.max_count, limit.max_bytes)
+                .map_err(|e| fail("header_limit", &e))?;
+            route = route.header_limit(layer);
+        }
+        if let Some(limit) = &config.rate_limit {
+            let slot = format!("route {}", config.name.as_deref().unwrap_or(&config.prefix));
+            let layer = state
+                .rate_limit(next, slot, limit)
+                .map_err(|e| fail("rate_limit", &e))?;
+            route = route.rate_limit(layer);
+        }
+        if let Some(rules) = &config.transform_request {
+            let rules = RequestRules::try_from(rules).map_err(|e| fail("transform_request", &e))?;
+            route = route.transform_request(RequestTransformLayer::new(rules));
+        }
+        if let Some(rules) = &config.transform_response {
+            let rules =
+                ResponseRules::try_from(rules).map_err(|e| fail("transform_response", &e))?;
+            route = route.transform_response(ResponseTransformLayer::new(rules));
+        }
+        Ok(route)
+    }
+
+    /// The TLS configuration of `[server.tls]`, if any, with its files
+    /// read.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or holds no certificate or key, a key
+    /// that does not match its certificate, a bad server name.
+    pub fn tls_config(&self) -> Result<Option<TlsConfig>, ConfigFileError> {
+        let Some(tls) = &self.config.server.tls else {
+            return Ok(None);
+        };
+        let mut builder = TlsConfig::builder();
+        for cert in &tls.certificates {
+            if cert.server_names.is_empty() {
+                builder = builder.certificate(&cert.cert_file, &cert.key_file);
+            }
+            for name in &cert.server_names {
+                builder = builder.sni_certificate(name, &cert.cert_file, &cert.key_file);
+            }
+        }
+        if let Some(client) = &tls.client_auth {
+            builder = builder.client_auth(if client.required {
+                ClientAuth::required(&client.ca_file)
+            } else {
+                ClientAuth::optional(&client.ca_file)
+            });
+        }
+        builder
+            .build()
+            .map(Some)
+            .map_err(|e| self.error_at("server.tls", e.to_string()))
+    }
+}

@@ -1,0 +1,390 @@
+//! The declarative config file (feature `config`): the whole
+//! [`Gateway::builder`](crate::Gateway::builder) as TOML.
+//!
+//! Every section mirrors a builder call and deserialises into the
+//! layer's own plain-data config (`UpstreamConfig`, `RateLimitConfig`,
+//! `RequestRulesConfig`, …), so the file and the code API cannot drift
+//! apart. Unknown keys are errors; every error names the file, the line
+//! and the key path:
+//!
+//! ```text
+//! gateway.toml:14: routes[2].rate_limit.plans[0].quotas[0].per: unknown variant `fortnight`, expected one of `second`, `minute`, `hour`, `day`
+//! ```
+//!
+//! Secrets stay out of the file: `"${NAME}"` inside a string value is
+//! replaced with the environment variable `NAME` (`"${NAME:-default}"`
+//! falls back; `"$${"` is a literal `${`). Expanded values are redacted
+//! wherever the effective config is shown (`/config` on the admin
+//! listener).
+//!
+//! ```
+//! use tollgate::config::ConfigFile;
+//!
+//! let file = ConfigFile::parse(r#"
+//!     [server]
+//!     listen = "127.0.0.1:0"
+//!
+//!     [[upstreams]]
+//!     name = "users"
+//!     endpoints = ["http://127.0.0.1:3001"]
+//!
+//!     [[routes]]
+//!     prefix = "/api/users"
+//!     to = "users"
+//!     rewrite = { replace_prefix = "/users" }
+//! "#)?;
+//! let router = file.gateway_builder()?.build()?;
+//! # let _ = router;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The key-by-key reference is `docs/config.md`.
+
+mod build;
+mod redact;
+mod server;
+mod source;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tollgate_proxy::{PathRewrite, UpstreamConfig};
+use tollgate_ratelimit::{ConcurrencyLimitConfig, RateLimitConfig};
+use tollgate_request_id::ClientIpConfig;
+use tollgate_transform::{RequestRulesConfig, ResponseRulesConfig};
+
+pub use build::BuildState;
+pub use server::{ReloadableService, Reloader, Server};
+pub use source::ConfigFileError;
+
+/// The whole gateway: listeners, upstreams, routes and the policies in
+/// front of them.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// The public listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/config`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Starts or continues a W3C trace (`traceparent`) for every request.
+    #[serde(default)]
+    pub trace_context: bool,
+    /// Resolves the client IP behind trusted proxies.
+    #[serde(default)]
+    pub client_ip: Option<ClientIpConfig>,
+    /// A rate limit in front of every route (after each route's auth).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// The upstreams routes send requests to.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// The routes, matched by host, longest prefix, then conditions.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the public listener.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The address to listen on. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// How long in-flight requests get to finish on shutdown. Default 30 s.
+    #[serde(with = "tollgate_core::serde_util::duration")]
+    pub drain_timeout: Duration,
+    /// How long a client may take to send its request head (and, with
+    /// TLS, its handshake). Default 30 s.
+    #[serde(with = "tollgate_core::serde_util::duration")]
+    pub header_read_timeout: Duration,
+    /// TLS termination; without it the listener speaks plain HTTP.
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: certificates, mTLS, redirect and HSTS.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerTlsConfig {
+    /// The certificates: one without `server_names` is the default, the
+    /// others are chosen by SNI.
+    pub certificates: Vec<CertificateConfig>,
+    /// Verifies client certificates against a CA bundle.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthConfig>,
+    /// A plain-HTTP listener that redirects every request to HTTPS (308).
+    #[serde(default)]
+    pub redirect_http: Option<SocketAddr>,
+    /// `Strict-Transport-Security` on every response.
+    #[serde(default)]
+    pub hsts: Option<HstsConfig>,
+    /// Re-reads the certificate files on SIGHUP. Default true.
+    #[serde(default = "yes")]
+    pub reload_on_sighup: bool,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CertificateConfig {
+    /// The PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The PEM private key.
+    pub key_file: PathBuf,
+    /// The SNI names it serves (`api.example.com`, `*.example.com`); none
+    /// makes it the default certificate.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// `[server.tls.client_auth]`: mutual TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientAuthConfig {
+    /// The PEM bundle of CAs client certificates must chain to.
+    pub ca_file: PathBuf,
+    /// Whether a client without a certificate is refused (default), or
+    /// let in without the certificate identity.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+/// `[server.tls.hsts]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HstsConfig {
+    /// `max-age`. Default one year.
+    #[serde(default = "one_year", with = "tollgate_core::serde_util::duration")]
+    pub max_age: Duration,
+    /// `includeSubDomains`. Default false.
+    #[serde(default)]
+    pub include_subdomains: bool,
+}
+
+/// `[admin]`: the operators' listener.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// Whether the admin listener runs. Default true.
+    pub enabled: bool,
+    /// Its address. Default `127.0.0.1:9901`: keep it off public networks.
+    pub listen: SocketAddr,
+}
+
+/// `[[routes]]`: what a route matches, where it sends requests, and the
+/// policies in front of its upstream.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouteConfig {
+    /// The name in logs, metrics and errors (default: the prefix).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The path prefix, matched at a segment boundary.
+    pub prefix: String,
+    /// Only these hosts (`api.example.com`, `*.example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Only these methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Only requests with these headers and values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Only requests that carry these headers, whatever their value.
+    #[serde(default)]
+    pub headers_present: Vec<String>,
+    /// The upstream (by name). Exactly one of `to` and `split`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Weighted upstreams (a canary).
+    #[serde(default)]
+    pub split: Vec<SplitConfig>,
+    /// With `split`: a header naming the upstream to use.
+    #[serde(default)]
+    pub split_override_header: Option<String>,
+    /// How the path is rewritten: `"keep"`, `"strip_prefix"`,
+    /// `{ replace_prefix = "/users" }` or `{ template = "/v2/{rest}" }`.
+    #[serde(default)]
+    pub rewrite: PathRewrite,
+    /// The most requests in flight on this route.
+    #[serde(default)]
+    pub concurrency_limit: Option<ConcurrencyLimitConfig>,
+    /// The most request-body bytes (413 past it).
+    #[serde(default)]
+    pub body_limit: Option<u64>,
+    /// The most request headers and header bytes (431 past them).
+    #[serde(default)]
+    pub header_limit: Option<HeaderLimitConfig>,
+    /// This route's own rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Request rules: headers, path, query, JSON body.
+    #[serde(default)]
+    pub transform_request: Option<RequestRulesConfig>,
+    /// Response rules: headers, status, JSON fields.
+    #[serde(default)]
+    pub transform_response: Option<ResponseRulesConfig>,
+}
+
+/// One weighted upstream of a split.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SplitConfig {
+    /// The upstream's name.
+    pub upstream: String,
+    /// Its weight.
+    pub weight: u32,
+}
+
+/// `header_limit`: the most headers and header bytes a request may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HeaderLimitConfig {
+    /// The most header fields.
+    pub max_count: usize,
+    /// The most bytes of names and values together.
+    pub max_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one_year() -> Duration {
+    Duration::from_secs(365 * 24 * 3600)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+            tls: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        }
+    }
+}
+
+/// A parsed config file: the [`GatewayConfig`] and the text it came from
+/// (after `${ENV}` expansion), kept to place build errors on their lines
+/// and to show the effective config with secrets redacted.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    config: GatewayConfig,
+    text: String,
+    secrets: Vec<String>,
+    file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`, expanding `${ENV}` from the process
+    /// environment.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, is not TOML, names an unknown key, has a
+    /// value of the wrong type, or uses an unset environment variable.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigFileError::new("", format!("cannot read the file: {e}"))
+                .in_file(Some(path.to_owned()))
+        })?;
+        Self::parse_with(&text, &|name| std::env::var(name).ok())
+            .map(|mut file| {
+                file.file = Some(path.to_owned());
+                file
+            })
+            .map_err(|e| e.in_file(Some(path.to_owned())))
+    }
+
+    /// Parses a config from text, expanding `${ENV}` from the process
+    /// environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
+        Self::parse_with(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses a config from text, taking `${NAME}` values from `env`.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load).
+    pub fn parse_with(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigFileError> {
+        let expanded = source::expand_env(text, env)?;
+        let deserializer = toml::de::Deserializer::parse(&expanded.text)
+            .map_err(|e| source::toml_error(&expanded.text, &e))?;
+        let config: GatewayConfig =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let line = inner
+                    .span()
+                    .map(|span| source::line_of(&expanded.text, span.start))
+                    .or_else(|| source::line_of_path(&expanded.text, &path));
+                let path = if path == "." { String::new() } else { path };
+                ConfigFileError::new(path, inner.message().trim_end().to_owned()).at_line(line)
+            })?;
+        Ok(Self {
+            config,
+            text: expanded.text,
+            secrets: expanded.secrets,
+            file: None,
+        })
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The file it was read from, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The effective config as JSON, with secrets replaced by
+    /// `"[redacted]"`: values that came from `${ENV}`, and the values of
+    /// keys that hold secrets (`secret`, `client_secret`, `password`,
+    /// `key`, `token`), and passwords in URLs.
+    pub fn redacted(&self) -> serde_json::Value {
+        redact::redacted(&self.text, &self.secrets)
+    }
+
+    /// An error of building the key at `path`, placed on its line.
+    pub(crate) fn error_at(&self, path: &str, message: impl Into<String>) -> ConfigFileError {
+        ConfigFileError::new(path, message)
+            .at_line(source::line_of_path(&self.text, path))
+            .in_file(self.file.clone())
+    }
+}

@@ -1,0 +1,461 @@
+//! Running a gateway from a config file: listeners, the admin listener,
+//! hot reload on SIGHUP or a file change, and shutdown.
+
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use axum::{Router, body::Body};
+use http::{Request, Response};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tollgate_observe::Metrics;
+use tower::{Service, ServiceExt, util::Oneshot};
+
+use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
+use crate::{hsts_layer, redirect_to_https, serve};
+
+/// The public service of a config-driven gateway: each request runs on
+/// the router current when it arrived, so a reload never disturbs a
+/// request in flight.
+#[derive(Clone, Debug)]
+pub struct ReloadableService {
+    current: Arc<ArcSwap<Router>>,
+}
+
+impl Service<Request<Body>> for ReloadableService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Oneshot<Router, Request<Body>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        Router::clone(&self.current.load()).oneshot(req)
+    }
+}
+
+/// Builds a config into a router, and rebuilds it on reload.
+///
+/// A reload parses and builds the new config completely, and only then
+/// swaps it in; a config that fails either way is refused, logged and
+/// audited, and the running one stays. Upstreams (their pools) and rate
+/// limits (their counters) whose config is unchanged carry over.
+/// Listener settings (`[server]`, `[admin]`) take effect on restart only:
+/// a reload that changes them is refused.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: Arc<ArcSwap<Router>>,
+    /// The running config and what its build keeps for the next one.
+    state: Mutex<(ConfigFile, BuildState)>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Builds `file` into a router.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConfigFile::gateway_builder`], and the checks of
+    /// [`GatewayBuilder::build`](crate::GatewayBuilder::build) placed on
+    /// the `routes` or `upstreams` key.
+    pub fn new(file: ConfigFile) -> Result<Self, ConfigFileError> {
+        let metrics = Metrics::new();
+        let (router, state) = build_router(&file, &BuildState::new(), &metrics)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                current: Arc::new(ArcSwap::from_pointee(router)),
+                state: Mutex::new((file, state)),
+                metrics,
+            }),
+        })
+    }
+
+    /// The service to serve; it follows every reload.
+    pub fn service(&self) -> ReloadableService {
+        ReloadableService {
+            current: Arc::clone(&self.shared.current),
+        }
+    }
+
+    /// The metrics every build of this gateway records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The config now running.
+    pub fn current(&self) -> ConfigFile {
+        self.lock().0.clone()
+    }
+
+    /// Re-reads the file the running config came from and swaps it in.
+    ///
+    /// # Errors
+    ///
+    /// The running config was not read from a file, or the new one is
+    /// refused (see [`reload_from`](Self::reload_from)).
+    pub fn reload(&self) -> Result<(), ConfigFileError> {
+        let path = self.lock().0.path().map(PathBuf::from);
+        let Some(path) = path else {
+            return Err(self.refused(ConfigFileError::new(
+                "",
+                "the running config was not read from a file",
+            )));
+        };
+        match ConfigFile::load(&path) {
+            Ok(file) => self.reload_from(file),
+            Err(err) => Err(self.refused(err)),
+        }
+    }
+
+    /// Builds `file` and swaps it in. In-flight requests finish on the
+    /// old router.
+    ///
+    /// # Errors
+    ///
+    /// The new config does not build, or changes `[server]` or `[admin]`;
+    /// the running config stays. Either way the outcome is logged and
+    /// audited (`reloaded` or `rejected`, reason `config reload: …`).
+    pub fn reload_from(&self, file: ConfigFile) -> Result<(), ConfigFileError> {
+        let mut guard = self.lock();
+        let (running, state) = &mut *guard;
+        if let Err(err) = restart_only(running.config(), &file) {
+            return Err(self.refused(err));
+        }
+        match build_router(&file, state, &self.shared.metrics) {
+            Ok((router, next)) => {
+                self.shared.current.store(Arc::new(router));
+                *state = next;
+                *running = file;
+                tracing::info!("config reloaded");
+                tollgate_core::audit::event(None, None, None, "reloaded", "config reload: applied");
+                Ok(())
+            }
+            Err(err) => Err(self.refused(err)),
+        }
+    }
+
+    fn refused(&self, err: ConfigFileError) -> ConfigFileError {
+        tracing::warn!(error = %err, "config reload refused; keeping the running config");
+        tollgate_core::audit::event(
+            None,
+            None,
+            None,
+            "rejected",
+            &format!("config reload: {err}"),
+        );
+        err
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (ConfigFile, BuildState)> {
+        // A panic while holding the lock cannot leave the pair half
+        // written: both are replaced together after the build.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reloads on every SIGHUP until the runtime stops (abort the handle
+    /// to stop earlier).
+    ///
+    /// # Errors
+    ///
+    /// When the signal handler cannot be installed.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let this = self.clone();
+        Ok(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                this.reload_blocking().await;
+            }
+        }))
+    }
+
+    /// Checks the config file every `every` and reloads when its content
+    /// changed (abort the handle to stop).
+    ///
+    /// The file is polled rather than watched with inotify: editors that
+    /// save by renaming and Kubernetes' config-map symlink swaps replace
+    /// the file a watch is attached to, while comparing the content every
+    /// few seconds sees every kind of change at the cost of one small
+    /// read.
+    pub fn watch_file(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let path = this.lock().0.path().map(PathBuf::from);
+            let Some(path) = path else { return };
+            let mut last = tokio::fs::read(&path).await.ok();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = tokio::fs::read(&path).await.ok();
+                if now.is_some() && now != last {
+                    last = now;
+                    this.reload_blocking().await;
+                }
+            }
+        })
+    }
+
+    async fn reload_blocking(&self) {
+        let this = self.clone();
+        // Logged and audited by `reload`; building reads files.
+        if let Err(err) = tokio::task::spawn_blocking(move || this.reload()).await {
+            tracing::warn!(error = %err, "config reload task failed");
+        }
+    }
+}
+
+/// `[server]` and `[admin]` are bound at start: a reload cannot move them.
+fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), ConfigFileError> {
+    if running.server != next.config().server {
+        return Err(next.error_at(
+            "server",
+            "listener settings change only on restart; the reload was refused",
+        ));
+    }
+    if running.admin != next.config().admin {
+        return Err(next.error_at(
+            "admin",
+            "listener settings change only on restart; the reload was refused",
+        ));
+    }
+    Ok(())
+}
+
+fn build_router(
+    file: &ConfigFile,
+    state: &BuildState,
+    metrics: &Metrics,
+) -> Result<(Router, BuildState), ConfigFileError> {
+    let _ = metrics;
+    let (builder, next) = file.gateway_builder_with(state)?;
+    Ok((file.finish(builder)?, next))
+}
+
+impl ConfigFile {
+    /// Builds the gateway's router, as [`Server`] serves it, without
+    /// binding anything: what `--check` runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`gateway_builder`](Self::gateway_builder), and the checks of
+    /// [`GatewayBuilder::build`](crate::GatewayBuilder::build) (duplicate
+    /// or unknown upstreams, overlapping routes), placed on `upstreams` or
+    /// `routes`.
+    pub fn build(&self) -> Result<Router, ConfigFileError> {
+        self.finish(self.gateway_builder()?)
+    }
+
+    fn finish(&self, builder: crate::GatewayBuilder) -> Result<Router, ConfigFileError> {
+        let mut router = builder.build().map_err(|e| {
+            let message = e.to_string();
+            let key = self.key_named_in(&message);
+            self.error_at(&key, message)
+        })?;
+        if let Some(hsts) = self
+            .config()
+            .server
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts.as_ref())
+        {
+            router = router.layer(hsts_layer(hsts.max_age, hsts.include_subdomains));
+        }
+        Ok(router)
+    }
+
+    /// The route or upstream a builder error names (`route "users" (…)`,
+    /// `upstream "users" …`), as a key path.
+    fn key_named_in(&self, message: &str) -> String {
+        let config = self.config();
+        let route = config.routes.iter().position(|r| {
+            let name = r.name.as_deref().unwrap_or(&r.prefix);
+            message.starts_with(&format!("route \"{name}\""))
+        });
+        if let Some(i) = route {
+            return format!("routes[{i}]");
+        }
+        let upstream = config
+            .upstreams
+            .iter()
+            .position(|u| message.contains(&format!("upstream \"{}\"", u.name)));
+        match upstream {
+            Some(i) if message.starts_with("upstream") => format!("upstreams[{i}]"),
+            _ if message.starts_with("upstream") => "upstreams".to_owned(),
+            _ => "routes".to_owned(),
+        }
+    }
+}
+
+/// A gateway running from a config file: the public listener (with TLS
+/// when configured), the admin listener, the plain-HTTP redirect
+/// listener, and reloads.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let file = tollgate::config::ConfigFile::load("gateway.toml")?;
+/// let server = tollgate::config::Server::start(file).await?;
+/// server.reloader().reload_on_sighup()?;
+/// server.run_until(tollgate::shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    reloader: Reloader,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    redirect_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Builds the gateway and binds its listeners.
+    ///
+    /// # Errors
+    ///
+    /// The config does not build, the TLS files cannot be read, or a
+    /// listener cannot be bound.
+    pub async fn start(file: ConfigFile) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let tls = file.tls_config()?;
+        let config = file.config().clone();
+        let reloader = Reloader::new(file)?;
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut background = Vec::new();
+
+        let listener = TcpListener::bind(config.server.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let mut public = serve(listener, reloader.service(), stopped(&stop))
+            .drain_timeout(config.server.drain_timeout)
+            .header_read_timeout(config.server.header_read_timeout);
+        if let Some(tls) = tls {
+            #[cfg(unix)]
+            if config
+                .server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.reload_on_sighup)
+            {
+                background.push(tls.reload_on_sighup()?);
+            }
+            public = public.tls(tls);
+        }
+        tasks.spawn(public.into_future());
+
+        let redirect_addr = match config.server.tls.as_ref().and_then(|t| t.redirect_http) {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let addr = listener.local_addr()?;
+                let redirect = redirect_to_https(listener, local_addr.port(), stopped(&stop))
+                    .header_read_timeout(config.server.header_read_timeout);
+                tasks.spawn(redirect.into_future());
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let admin_addr = if config.admin.enabled {
+            let listener = TcpListener::bind(config.admin.listen).await?;
+            let addr = listener.local_addr()?;
+            let admin = tollgate_observe::admin_router(reloader.metrics().clone());
+            tasks.spawn(serve(listener, admin, stopped(&stop)).into_future());
+            Some(addr)
+        } else {
+            None
+        };
+        Ok(Self {
+            reloader,
+            local_addr,
+            admin_addr,
+            redirect_addr,
+            stop,
+            tasks,
+            background,
+        })
+    }
+
+    /// The public listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, when it runs.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
+    /// The reload handle.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    ///
+    /// # Errors
+    ///
+    /// A listener failed.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the drain
+    /// time, and returns when every listener is closed.
+    ///
+    /// # Errors
+    ///
+    /// A listener failed.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        let _ = self.stop.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Err(err)) if result.is_ok() => result = Err(err),
+                Err(err) if result.is_ok() => result = Err(io::Error::other(err)),
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+fn stopped(stop: &watch::Sender<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = stop.subscribe();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}

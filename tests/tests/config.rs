@@ -1,0 +1,360 @@
+//! The declarative config file: every sample parses and builds, bad files
+//! give exact errors, a gateway runs from a file, reloads keep state, and
+//! bad reloads keep the running config.
+
+#![expect(clippy::expect_used, reason = "test helpers outside #[test] fns")]
+
+use std::{collections::HashMap, path::PathBuf};
+
+use http::{Request, StatusCode};
+use serde_json::Value;
+use tollgate::config::{ConfigFile, Server};
+use tollgate_tests::{
+    body_json, client, empty, named_echo_router, observe_support::Capture, spawn_upstream,
+};
+
+fn samples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/configs")
+}
+
+fn env_from(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+/// The values the samples take from the environment, for a test run.
+fn sample_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("LISTEN_ADDR", "127.0.0.1:0".into()),
+        ("ADMIN_ADDR", "127.0.0.1:0".into()),
+        ("UPSTREAM_URL", "http://127.0.0.1:9".into()),
+        (
+            "BENCH_JWT_SECRET",
+            "a-bench-secret-of-thirty-two-bytes!".into(),
+        ),
+    ]
+}
+
+#[test]
+fn every_sample_config_parses_and_builds() {
+    let mut seen = 0;
+    let env = env_from(&sample_env());
+    for entry in std::fs::read_dir(samples_dir()).expect("examples/configs") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read sample");
+        let file = ConfigFile::parse_with(&text, &env)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if file.config().server.tls.is_none() {
+            let _router = file
+                .build()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        } else {
+            // TLS samples name certificate files; everything else builds.
+            let _builder = file
+                .gateway_builder()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 1,
+        "no sample configs found in {}",
+        samples_dir().display()
+    );
+}
+
+fn parse_err(text: &str) -> String {
+    ConfigFile::parse_with(text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("the config must be refused")
+        .to_string()
+}
+
+#[test]
+fn bad_configs_name_the_line_and_the_key() {
+    let upstream = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n";
+
+    // An unknown key, deep in a route.
+    let text = format!(
+        "{upstream}\n[[routes]]\nprefix = \"/a\"\nto = \"users\"\nrewrite = \"keep\"\nretries = 3\n"
+    );
+    assert_eq!(
+        parse_err(&text),
+        "line 9: routes[0].retries: unknown field `retries`, expected one of `name`, `prefix`, `hosts`, \
+         `methods`, `headers`, `headers_present`, `to`, `split`, `split_override_header`, \
+         `rewrite`, `concurrency_limit`, `body_limit`, `header_limit`, `rate_limit`, \
+         `transform_request`, `transform_response`"
+    );
+
+    // A value of the wrong type.
+    assert_eq!(
+        parse_err("[server]\nlisten = \"localhost\"\n"),
+        "line 2: server.listen: invalid socket address syntax"
+    );
+
+    // A duration that is not one.
+    assert_eq!(
+        parse_err(&format!("{upstream}connect_timeout = \"5 parsecs\"\n")),
+        "line 4: upstreams[0].connect_timeout: bad duration \"5 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)"
+    );
+
+    // A route to an upstream that does not exist: a build error, placed.
+    let text =
+        format!("{upstream}\n[[routes]]\nname = \"orders\"\nprefix = \"/o\"\nto = \"orders\"\n");
+    assert_eq!(
+        parse_err(&text),
+        "line 5: routes[0]: route \"orders\" (/o): unknown upstream \"orders\""
+    );
+
+    // A bad quota inside a rate limit.
+    let text = format!(
+        "{upstream}\n[[routes]]\nprefix = \"/o\"\nto = \"users\"\n\n[routes.rate_limit]\n\
+         plans = [{{ name = \"free\", quotas = [{{ count = 5, per = \"fortnight\" }}] }}]\n"
+    );
+    let err = parse_err(&text);
+    assert!(
+        err.starts_with(
+            "line 10: routes[0].rate_limit.plans[0].quotas[0].per: unknown variant `fortnight`"
+        ),
+        "{err}"
+    );
+
+    // A secret that is not in the environment.
+    assert_eq!(
+        parse_err("[[upstreams]]\nname = \"u\"\nendpoints = [\"${UPSTREAM_URL}\"]\n"),
+        "line 3: environment variable UPSTREAM_URL is not set"
+    );
+
+    // Not TOML at all.
+    assert!(parse_err("[server\nlisten = 1\n").starts_with("line 1: "));
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("tollgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[admin]\nenabled = \"yes\"\n").expect("write");
+    let err = ConfigFile::load(&path).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2: admin.enabled: invalid type: string \"yes\", expected a boolean",
+            path.display()
+        )
+    );
+    let missing = ConfigFile::load(dir.join("missing.toml")).expect_err("refused");
+    assert!(
+        missing.to_string().contains("cannot read the file"),
+        "{missing}"
+    );
+}
+
+async fn get(url: String, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = client()
+        .request(req.body(empty()).expect("request"))
+        .await
+        .expect("response");
+    let status = res.status();
+    (status, body_json(res).await)
+}
+
+#[tokio::test]
+async fn the_seed_routing_table_runs_from_its_sample() {
+    let mut env = sample_env();
+    for name in ["users", "orders", "products", "v2"] {
+        let addr = spawn_upstream(named_echo_router(name)).await;
+        let key = match name {
+            "users" => "USERS_URL",
+            "orders" => "ORDERS_URL",
+            "products" => "PRODUCTS_URL",
+            _ => "V2_URL",
+        };
+        env.push((key, format!("http://{addr}")));
+    }
+    let text = std::fs::read_to_string(samples_dir().join("seed-routing.toml")).expect("sample");
+    let file = ConfigFile::parse_with(&text, &env_from(&env)).expect("parses");
+    let server = Server::start(file).await.expect("starts");
+    let base = format!("http://{}", server.local_addr());
+
+    for (path, upstream, uri) in [
+        ("/api/users/42", "users", "/users/42"),
+        ("/api/orders/7?x=1", "orders", "/orders/7?x=1"),
+        ("/api/products", "products", "/products"),
+        ("/api/v2/users/42", "v2", "/users/42"),
+    ] {
+        let (status, body) = get(format!("{base}{path}"), &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(body["upstream"], upstream, "{path}");
+        assert_eq!(body["uri"], uri, "{path}");
+    }
+    let (_, body) = get(format!("{base}/api/users/42"), &[("x-api-version", "2")]).await;
+    assert_eq!(
+        (body["upstream"].as_str(), body["uri"].as_str()),
+        (Some("v2"), Some("/users/42"))
+    );
+    let (status, body) = get(format!("{base}/api/nothing"), &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+
+    let admin = server.admin_addr().expect("admin runs");
+    let res = client()
+        .request(
+            Request::get(format!("http://{admin}/healthz"))
+                .body(empty())
+                .expect("req"),
+        )
+        .await
+        .expect("admin answers");
+    assert_eq!(res.status(), 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+fn limited(extra_route: &str, per_minute: u32, upstream: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+
+[[upstreams]]
+name = "users"
+endpoints = ["{upstream}"]
+
+[[routes]]
+name = "users"
+prefix = "/api/users"
+to = "users"
+rewrite = {{ replace_prefix = "/users" }}
+
+[routes.rate_limit]
+key = [["client_ip"]]
+plans = [{{ name = "all", quotas = [{{ count = {per_minute}, per = "minute" }}] }}]
+default_plan = "all"
+{extra_route}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_reload_swaps_routes_and_keeps_counters_of_unchanged_limits() {
+    let users = spawn_upstream(named_echo_router("users")).await;
+    let upstream = format!("http://{users}");
+    let file = ConfigFile::parse(&limited("", 2, &upstream)).expect("parses");
+    let server = Server::start(file).await.expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    let reloader = server.reloader().clone();
+
+    assert_eq!(get(format!("{base}/api/users/1"), &[]).await.0, 200);
+    assert_eq!(get(format!("{base}/api/users/2"), &[]).await.0, 200);
+    assert_eq!(get(format!("{base}/api/other"), &[]).await.0, 404);
+
+    // A new route; the users route and its limit are unchanged.
+    let other = "\n[[routes]]\nname = \"other\"\nprefix = \"/api/other\"\nto = \"users\"\n";
+    reloader
+        .reload_from(ConfigFile::parse(&limited(other, 2, &upstream)).expect("parses"))
+        .expect("reload applies");
+    let (status, body) = get(format!("{base}/api/other"), &[]).await;
+    assert_eq!(
+        (status, body["uri"].as_str()),
+        (StatusCode::OK, Some("/api/other"))
+    );
+    // The third request of the minute is refused: the counter survived.
+    let (status, body) = get(format!("{base}/api/users/3"), &[]).await;
+    assert_eq!(status, 429, "{body}");
+
+    // Changing the limit itself starts it afresh.
+    reloader
+        .reload_from(ConfigFile::parse(&limited(other, 3, &upstream)).expect("parses"))
+        .expect("reload applies");
+    assert_eq!(get(format!("{base}/api/users/4"), &[]).await.0, 200);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_bad_reload_keeps_the_running_config_and_is_audited() {
+    let (capture, _guard) = Capture::install();
+    let users = spawn_upstream(named_echo_router("users")).await;
+    let upstream = format!("http://{users}");
+    let dir = std::env::temp_dir().join(format!("tollgate-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, limited("", 100, &upstream)).expect("write");
+    let server = Server::start(ConfigFile::load(&path).expect("loads"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+
+    // A route to an upstream that does not exist: refused.
+    let broken = "\n[[routes]]\nname = \"orders\"\nprefix = \"/api/orders\"\nto = \"orders\"\n";
+    std::fs::write(&path, limited(broken, 100, &upstream)).expect("write");
+    let err = server.reloader().reload().expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:22: routes[1]: route \"orders\" (/api/orders): unknown upstream \"orders\"",
+            path.display()
+        )
+    );
+    // The running config still serves, unchanged.
+    assert_eq!(get(format!("{base}/api/users/1"), &[]).await.0, 200);
+    assert_eq!(get(format!("{base}/api/orders/1"), &[]).await.0, 404);
+    // Moving the listener needs a restart: refused as well.
+    std::fs::write(
+        &path,
+        limited("", 100, &upstream).replace("127.0.0.1:0", "127.0.0.1:1"),
+    )
+    .expect("write");
+    let err = server.reloader().reload().expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("server: listener settings change only on restart"),
+        "{err}"
+    );
+    // Not TOML: refused.
+    std::fs::write(&path, "[[routes]\n").expect("write");
+    server.reloader().reload().expect_err("refused");
+
+    let audits = capture.events(tollgate::core::audit::TARGET);
+    let rejected: Vec<_> = audits
+        .iter()
+        .filter(|e| e.get("outcome") == Some("rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 3, "{audits:?}");
+    assert!(
+        rejected[0]
+            .get("reason")
+            .is_some_and(|r| r.contains("unknown upstream \"orders\""))
+    );
+
+    // A good file again: applied and audited.
+    std::fs::write(
+        &path,
+        limited(
+            &broken.replace("\"orders\"\n", "\"users\"\n"),
+            100,
+            &upstream,
+        ),
+    )
+    .expect("write");
+    server.reloader().reload().expect("applies");
+    assert_eq!(get(format!("{base}/api/orders/1"), &[]).await.0, 200);
+    assert!(
+        capture
+            .events(tollgate::core::audit::TARGET)
+            .iter()
+            .any(|e| e.get("outcome") == Some("reloaded"))
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
