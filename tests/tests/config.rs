@@ -358,3 +358,146 @@ async fn a_bad_reload_keeps_the_running_config_and_is_audited() {
     );
     server.shutdown().await.expect("clean shutdown");
 }
+
+/// An echo upstream that counts the TCP connections it accepted.
+async fn counting_upstream(
+    name: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use axum::serve::ListenerExt;
+    use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
+    let (listener, addr) = tollgate_tests::listener().await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    let listener = listener.tap_io(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+    });
+    let router = named_echo_router(name);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_connection_pool_of_an_unchanged_upstream() {
+    use std::sync::atomic::Ordering;
+    let (users, users_conns) = counting_upstream("users").await;
+    let (orders, orders_conns) = counting_upstream("orders").await;
+    let config = |orders_timeout: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+
+[[upstreams]]
+name = "users"
+endpoints = ["http://{users}"]
+
+[[upstreams]]
+name = "orders"
+endpoints = ["http://{orders}"]
+connect_timeout = "{orders_timeout}"
+
+[[routes]]
+prefix = "/users"
+to = "users"
+
+[[routes]]
+prefix = "/orders"
+to = "orders"
+"#
+        )
+    };
+    let server = Server::start(ConfigFile::parse(&config("2s")).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    // Sequential requests: one pooled connection to each upstream.
+    for _ in 0..3 {
+        assert_eq!(get(format!("{base}/users/1"), &[]).await.0, 200);
+        assert_eq!(get(format!("{base}/orders/1"), &[]).await.0, 200);
+    }
+    assert_eq!(users_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(orders_conns.load(Ordering::SeqCst), 1);
+
+    // Only `orders` changes: its pool starts afresh, `users` keeps its own.
+    server
+        .reloader()
+        .reload_from(ConfigFile::parse(&config("3s")).expect("parses"))
+        .expect("applies");
+    for _ in 0..3 {
+        assert_eq!(get(format!("{base}/users/1"), &[]).await.0, 200);
+        assert_eq!(get(format!("{base}/orders/1"), &[]).await.0, 200);
+    }
+    assert_eq!(
+        users_conns.load(Ordering::SeqCst),
+        1,
+        "the users pool was kept"
+    );
+    assert_eq!(
+        orders_conns.load(Ordering::SeqCst),
+        2,
+        "the orders pool is new"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_the_config_they_started_with() {
+    use axum::{Router, routing::get as get_route};
+    use std::time::Duration;
+    // A slow upstream: the request is in flight while the reload happens.
+    let slow = spawn_upstream(Router::new().route(
+        "/slow",
+        get_route(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "done"
+        }),
+    ))
+    .await;
+    let config = |prefix: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\
+             [[upstreams]]\nname = \"slow\"\nendpoints = [\"http://{slow}\"]\n\
+             [[routes]]\nprefix = \"{prefix}\"\nto = \"slow\"\nrewrite = {{ replace_prefix = \"/slow\" }}\n"
+        )
+    };
+    let server = Server::start(ConfigFile::parse(&config("/old")).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    let in_flight = tokio::spawn({
+        let url = format!("{base}/old");
+        async move {
+            let res = client()
+                .request(Request::get(url).body(empty()).expect("request"))
+                .await
+                .expect("response");
+            (res.status(), tollgate_tests::body_bytes(res).await)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .reloader()
+        .reload_from(ConfigFile::parse(&config("/new")).expect("parses"))
+        .expect("applies");
+    let (status, body) = in_flight.await.expect("joined");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"done"[..]));
+    assert_eq!(get(format!("{base}/old"), &[]).await.0, 404);
+    assert_eq!(
+        client()
+            .request(
+                Request::get(format!("{base}/new"))
+                    .body(empty())
+                    .expect("request")
+            )
+            .await
+            .expect("response")
+            .status(),
+        200
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
