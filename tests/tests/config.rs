@@ -25,16 +25,37 @@ fn env_from(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<>
     move |name| map.get(name).cloned()
 }
 
+/// A self-signed certificate for `api.test`, written once per test run:
+/// (the certificate, its PEM file, its key file).
+fn test_cert() -> &'static (rcgen::CertifiedKey<rcgen::KeyPair>, PathBuf, PathBuf) {
+    static CERT: std::sync::OnceLock<(rcgen::CertifiedKey<rcgen::KeyPair>, PathBuf, PathBuf)> =
+        std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tollgate-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = rcgen::generate_simple_self_signed(vec!["api.test".to_owned()]).expect("cert");
+        let (cert_file, key_file) = (dir.join("gw.pem"), dir.join("gw.key"));
+        std::fs::write(&cert_file, cert.cert.pem()).expect("write cert");
+        std::fs::write(&key_file, cert.signing_key.serialize_pem()).expect("write key");
+        (cert, cert_file, key_file)
+    })
+}
+
 /// The values the samples take from the environment, for a test run.
 fn sample_env() -> Vec<(&'static str, String)> {
+    let (_, cert_file, key_file) = test_cert();
     vec![
         ("LISTEN_ADDR", "127.0.0.1:0".into()),
         ("ADMIN_ADDR", "127.0.0.1:0".into()),
+        ("REDIRECT_ADDR", "127.0.0.1:0".into()),
         ("UPSTREAM_URL", "http://127.0.0.1:9".into()),
         (
             "BENCH_JWT_SECRET",
             "a-bench-secret-of-thirty-two-bytes!".into(),
         ),
+        ("TLS_CERT_FILE", cert_file.display().to_string()),
+        ("TLS_KEY_FILE", key_file.display().to_string()),
+        ("TLS_SERVER_NAME", "api.test".to_owned()),
     ]
 }
 
@@ -50,16 +71,12 @@ fn every_sample_config_parses_and_builds() {
         let text = std::fs::read_to_string(&path).expect("read sample");
         let file = ConfigFile::parse_with(&text, &env)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if file.config().server.tls.is_none() {
-            let _router = file
-                .build()
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        } else {
-            // TLS samples name certificate files; everything else builds.
-            let _builder = file
-                .gateway_builder()
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        }
+        // Everything `--check` does: the TLS files and every layer.
+        file.tls_config()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let _router = file
+            .build()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
     assert!(
@@ -498,6 +515,70 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
             .expect("response")
             .status(),
         200
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_tls_sample_terminates_https_redirects_and_sets_hsts() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (cert, _, _) = test_cert();
+    let app = spawn_upstream(named_echo_router("app")).await;
+    let mut env = sample_env();
+    env.push(("UPSTREAM_URL", format!("http://{app}")));
+    let text = std::fs::read_to_string(samples_dir().join("tls.toml")).expect("sample");
+    let file = ConfigFile::parse_with(&text, &env_from(&env)).expect("parses");
+    let server = Server::start(file).await.expect("starts");
+
+    // HTTPS, HTTP/1.1 over rustls, trusting the test certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("api.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET /hello HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000; includesubdomains"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"upstream\":\"app\""), "{answer}");
+
+    // Plain HTTP on the redirect listener: 308 to https on the TLS port.
+    let redirect = server.redirect_addr().expect("redirect listener");
+    let res = client()
+        .request(
+            Request::get(format!("http://{redirect}/hello?x=1"))
+                .header("host", "api.test")
+                .body(empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 308);
+    assert_eq!(
+        res.headers()["location"],
+        format!("https://api.test:{}/hello?x=1", server.local_addr().port()).as_str()
     );
     server.shutdown().await.expect("clean shutdown");
 }
