@@ -582,3 +582,78 @@ async fn the_tls_sample_terminates_https_redirects_and_sets_hsts() {
     );
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn the_admin_listener_serves_readiness_and_the_redacted_config_across_reloads() {
+    let users = spawn_upstream(named_echo_router("users")).await;
+    let config = |extra: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[[upstreams]]
+name = "users"
+endpoints = ["http://{users}"]
+
+[[routes]]
+prefix = "/api/users"
+to = "users"
+[routes.transform_request]
+headers = [{{ set = {{ name = "x-internal-token", value = "${{INTERNAL_TOKEN}}" }} }}]
+{extra}
+"#
+        )
+    };
+    let env = env_from(&[("INTERNAL_TOKEN", "tok-0123456789".to_owned())]);
+    let server = Server::start(ConfigFile::parse_with(&config(""), &env).expect("parses"))
+        .await
+        .expect("starts");
+    let admin = format!("http://{}", server.admin_addr().expect("admin runs"));
+
+    let (status, ready) = get(format!("{admin}/readyz"), &[]).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"][0]["name"], "upstream users");
+
+    let (status, shown) = get(format!("{admin}/config"), &[]).await;
+    assert_eq!(status, 200);
+    let headers = &shown["routes"][0]["transform_request"]["headers"][0]["set"];
+    assert_eq!(headers["name"], "x-internal-token");
+    assert_eq!(headers["value"], "[redacted]");
+    assert!(!shown.to_string().contains("tok-0123456789"), "{shown}");
+
+    // The upstream's only endpoint goes away on reload: not ready, and
+    // /config follows.
+    let extra = "\n[[upstreams]]\nname = \"gone\"\nendpoints = [\"http://127.0.0.1:9\"]\ncooloff = \"10m\"\n\n[[routes]]\nprefix = \"/gone\"\nto = \"gone\"\n";
+    server
+        .reloader()
+        .reload_from(ConfigFile::parse_with(&config(extra), &env).expect("parses"))
+        .expect("applies");
+    let base = format!("http://{}", server.local_addr());
+    assert_eq!(get(format!("{base}/gone"), &[]).await.0, 502);
+    let (status, ready) = get(format!("{admin}/readyz"), &[]).await;
+    assert_eq!(status, 503, "{ready}");
+    let names: Vec<_> = ready["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["ready"].as_bool(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("upstream users".to_owned(), Some(true)),
+            ("upstream gone".to_owned(), Some(false))
+        ]
+    );
+    let (_, shown) = get(format!("{admin}/config"), &[]).await;
+    assert_eq!(shown["upstreams"][1]["name"], "gone");
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -8,7 +8,8 @@ use crate::{Metrics, metrics::CONTENT_TYPE};
 /// OpenMetrics text format) and `GET /healthz` (`200 ok`).
 ///
 /// Serve it on its own listener, reachable only by operators (the facade
-/// defaults to `127.0.0.1:9901`), or merge it into another router.
+/// defaults to `127.0.0.1:9901`), or merge it into another router. The
+/// facade's `tollgate::admin::Admin` adds `/readyz` and `/config`.
 ///
 /// ```
 /// # use tollgate_observe::{Metrics, admin_router};
@@ -19,9 +20,15 @@ use crate::{Metrics, metrics::CONTENT_TYPE};
 /// # }
 /// ```
 pub fn admin_router(metrics: Metrics) -> Router {
+    metrics_router(metrics).route("/healthz", get(healthz))
+}
+
+/// A router with `GET /metrics` only: the exposition of `metrics`, in the
+/// OpenMetrics text format ([`CONTENT_TYPE`]). [`admin_router`] is this
+/// plus `/healthz`.
+pub fn metrics_router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(healthz))
         .with_state(metrics)
 }
 
@@ -29,6 +36,7 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
 }
 
-async fn healthz() -> &'static str {
+/// The liveness answer: `200 ok`.
+pub async fn healthz() -> &'static str {
     "ok"
 }

@@ -97,7 +97,7 @@ mod record;
 mod sensitive;
 mod service;
 
-pub use admin::admin_router;
+pub use admin::{admin_router, healthz, metrics_router};
 pub use body::ObserveBody;
 pub use json_lines::JsonLines;
 pub use layer::{ObserveBuilder, ObserveLayer};

@@ -151,6 +151,23 @@ impl RateLimitLayer {
     pub fn name(&self) -> &str {
         &self.shared.name
     }
+
+    /// Pings the layer's store, for a readiness check: `None` for the
+    /// in-memory store (nothing to reach), else a future that resolves to
+    /// `Ok(())` when the store answered (`PING` for `RedisStore`, within
+    /// the store's timeout). See
+    /// [`RateLimitStore::ping`]; the failure mode is not applied.
+    ///
+    /// ```
+    /// # use tollgate_ratelimit::{Quota, RateLimitLayer};
+    /// let in_memory = RateLimitLayer::per_key(Quota::per_second(10))?;
+    /// assert!(in_memory.ping().is_none());
+    /// # Ok::<_, tollgate_core::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn ping(&self) -> Option<crate::PingFuture> {
+        self.shared.store.ping()
+    }
 }
 
 impl<S> Layer<S> for RateLimitLayer {

@@ -86,7 +86,9 @@ pub use quota::{MAX_WINDOWS, Plan, Quota, Window};
 pub use redis_store::{DEFAULT_PREFIX, RedisStore};
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit};
 pub use stats::{RateLimitStats, StatsSnapshot};
-pub use store::{Check, CheckFuture, Decision, RateLimitStore, StoreError, StoreKey, WindowState};
+pub use store::{
+    Check, CheckFuture, Decision, PingFuture, RateLimitStore, StoreError, StoreKey, WindowState,
+};
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,7 @@ use tollgate_core::{ConfigError, ConfigErrorKind};
 
 use crate::{
     quota::{MAX_WINDOWS, invalid, is_token},
-    store::{Check, Decision, RateLimitStore, StoreError, StoreKey, WindowState},
+    store::{Check, Decision, PingFuture, RateLimitStore, StoreError, StoreKey, WindowState},
 };
 
 /// GCRA for every window of a plan, atomically: the new theoretical
@@ -369,6 +369,28 @@ impl RateLimitStore for RedisStore {
             }
         }
     }
+
+    /// `PING` over the store's connection (made now when it is not yet),
+    /// within the store's [timeout](Self::timeout). On a cluster, every
+    /// primary must answer. A failed ping does not change what decisions
+    /// do (the `retry_every` pause is theirs).
+    fn ping(&self) -> Option<PingFuture> {
+        let this = self.clone();
+        Some(Box::pin(async move {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(StoreError::new("redis: no tokio runtime"));
+            }
+            match &this.inner.backend {
+                Backend::Single { client, connection } => {
+                    let manager = this.manager(client, connection)?;
+                    this.ping_over(manager).await
+                }
+                Backend::Cluster { client, connection } => {
+                    this.ping_over(this.cluster(client, connection)).await
+                }
+            }
+        }))
+    }
 }
 
 // === impl RedisStore (decisions) ===
@@ -407,6 +429,24 @@ impl RedisStore {
             this.inner.down_until.store(0, Ordering::Relaxed);
             parse(&reply, windows)
         }))
+    }
+}
+
+// === impl RedisStore (pings) ===
+
+impl RedisStore {
+    async fn ping_over<C>(&self, mut connection: C) -> Result<(), StoreError>
+    where
+        C: ConnectionLike + Send,
+    {
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(self.inner.timeout, ping.query_async::<()>(&mut connection))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::new(format!("redis: {:?}", e.kind()))),
+            Err(_) => Err(StoreError::new("redis: timed out")),
+        }
     }
 }
 
@@ -482,6 +522,22 @@ mod tests {
                 assert_eq!(hash_tag(k), tag, "{k:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn ping_fails_when_nothing_listens() {
+        // A port that was free a moment ago: nothing answers there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = RedisStore::open(&format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .timeout(Duration::from_millis(200));
+        let ping = RateLimitStore::ping(&store).expect("a Redis store can be pinged");
+        let err = ping.await.unwrap_err();
+        assert!(err.to_string().starts_with("redis: "), "{err}");
     }
 
     #[test]

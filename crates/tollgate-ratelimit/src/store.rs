@@ -14,7 +14,22 @@ use crate::quota::{MAX_WINDOWS, Window};
 pub trait RateLimitStore: Send + Sync + fmt::Debug + 'static {
     /// Decides whether one more request for `key` fits in every window.
     fn check(&self, key: &StoreKey<'_>) -> Check;
+
+    /// Checks that the store can decide, for readiness probes: `None` when
+    /// there is nothing to reach (the default, and the in-memory store);
+    /// for a store behind a server (`RedisStore`), a future that asks the
+    /// server and resolves to `Ok(())` when it answered.
+    ///
+    /// The future does nothing until polled, so asking whether a store
+    /// can be pinged (`ping().is_some()`) costs no round trip. A probe
+    /// changes nothing a decision sees.
+    fn ping(&self) -> Option<PingFuture> {
+        None
+    }
 }
+
+/// A boxed ping future: [`RateLimitStore::ping`].
+pub type PingFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'static>>;
 
 /// What a store is asked about: the layer's name, the plan, the key and
 /// the plan's windows (shortest period first).

@@ -25,7 +25,11 @@ use tower::{
     util::{BoxCloneSyncService, MapRequest},
 };
 
-use crate::routing::{CompiledRoute, GatewayService, LayeredService, Matcher, RouteService};
+use crate::{
+    Health,
+    health::{Probes, RouteProbes},
+    routing::{CompiledRoute, GatewayService, LayeredService, Matcher, RouteService},
+};
 
 /// The entry point: `Gateway::builder()`.
 ///
@@ -45,6 +49,7 @@ pub struct GatewayBuilder {
     client_ip: Option<ClientIpLayer>,
     observe: Option<ObserveLayer>,
     rate_limit: Option<RateLimitLayer>,
+    health: Option<Health>,
 }
 
 /// One route: what it matches and where it sends the request.
@@ -77,6 +82,8 @@ pub struct Route {
     transform_request: Option<RouteLayer>,
     transform_response: Option<RouteLayer>,
     layers: Vec<RouteLayer>,
+    /// The auth and rate-limit layers, for readiness probes.
+    probes: RouteProbes,
 }
 
 /// A per-route layer, type-erased so routes can stack different ones.
@@ -173,6 +180,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Reports this gateway's readiness through `health`: when
+    /// [`build`](Self::build) or [`build_service`](Self::build_service)
+    /// succeeds, the handle's probes become this gateway's (its routes'
+    /// auth layers, its upstreams, its Redis-backed rate limits); a failed
+    /// build leaves the handle as it was. Serve the handle on `/readyz`
+    /// with [`Admin`](crate::admin::Admin).
+    pub fn health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
     /// Checks everything and builds the router.
     ///
     /// Unmatched requests get a 404 problem; a path matched but not its
@@ -227,12 +245,14 @@ impl GatewayBuilder {
     /// As [`build`](Self::build).
     pub fn build_service(self) -> Result<GatewayService, ConfigError> {
         let mut upstreams: HashMap<String, Upstream<Body>> = HashMap::new();
+        let mut probes = Probes::default();
         let built = self
             .upstreams
             .into_iter()
             .map(UpstreamBuilder::build::<Body>);
         for upstream in built.chain(self.built_upstreams.into_iter().map(Ok)) {
             let upstream = upstream?;
+            probes.upstream(&upstream);
             let name = upstream.name().to_owned();
             if upstreams.insert(name.clone(), upstream).is_some() {
                 return Err(ConfigError::new(
@@ -248,8 +268,12 @@ impl GatewayBuilder {
                 strip.push(name.clone());
             }
         }
+        if let Some(limit) = &self.rate_limit {
+            probes.rate_limit(limit);
+        }
         let global_limit = self.rate_limit.map(route_layer);
         for route in self.routes {
+            probes.route(route.display_name(), &route.probes);
             let place = route.place();
             let built = route
                 .compile(&upstreams, global_limit.as_ref())
@@ -262,6 +286,9 @@ impl GatewayBuilder {
                 .context(&place));
             }
             compiled.push(built);
+        }
+        if let Some(health) = &self.health {
+            health.set(probes);
         }
         Ok(GatewayService::new(compiled, strip))
     }
@@ -290,6 +317,7 @@ impl Route {
             transform_request: None,
             transform_response: None,
             layers: Vec::new(),
+            probes: RouteProbes::default(),
         }
     }
 
@@ -388,6 +416,7 @@ impl Route {
     /// without auth cannot be used to pass a forged identity either.
     pub fn auth(mut self, auth: AuthLayer) -> Self {
         self.identity_headers = auth.identity_header_names();
+        self.probes.auth = Some(auth.clone());
         self.auth = Some(route_layer(auth));
         self
     }
@@ -396,6 +425,7 @@ impl Route {
     /// can follow the caller's identity and plan; 429 problem+json over
     /// the limit.
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
+        self.probes.rate_limit = Some(layer.clone());
         self.rate_limit = Some(route_layer(layer));
         self
     }

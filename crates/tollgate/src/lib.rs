@@ -35,6 +35,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Operators get their own listener on `127.0.0.1`: [`admin::Admin`]
+//! serves `/healthz`, `/readyz` (the [`Health`] checks of the gateway built
+//! last: remote keys, upstreams, Redis), `/metrics` and `/config`.
+//!
 //! # Crates
 //!
 //! | crate            | re-exported as | what it does                                         |
@@ -55,16 +59,19 @@
 //! | `otel`  | no      | OpenTelemetry: one server span per request exported over OTLP (`observe::otel`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod builder;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
+mod health;
 mod parse_error;
 mod routing;
 mod serve;
 mod tls;
 
 pub use builder::{Gateway, GatewayBuilder, Route};
+pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use routing::{GatewayService, ResponseFuture};
 pub use serve::{Serve, serve, shutdown_signal};
 pub use tls::{

@@ -19,7 +19,11 @@ use tollgate_observe::Metrics;
 use tower::{Service, ServiceExt, util::Oneshot};
 
 use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
-use crate::{hsts_layer, redirect_to_https, serve};
+use crate::{
+    Health,
+    admin::{Admin, ConfigSnapshot},
+    hsts_layer, redirect_to_https, serve,
+};
 
 /// The public service of a config-driven gateway: each request runs on
 /// the router current when it arrived, so a reload never disturbs a
@@ -61,6 +65,8 @@ struct Shared {
     /// The running config and what its build keeps for the next one.
     state: Mutex<(ConfigFile, BuildState)>,
     metrics: Metrics,
+    health: Health,
+    snapshot: ConfigSnapshot,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -79,12 +85,16 @@ impl Reloader {
     /// the `routes` or `upstreams` key.
     pub fn new(file: ConfigFile) -> Result<Self, ConfigFileError> {
         let metrics = Metrics::new();
-        let (router, state) = build_router(&file, &BuildState::new(), &metrics)?;
+        let health = Health::new();
+        let (router, state) = build_router(&file, &BuildState::new(), &metrics, &health)?;
+        let snapshot = ConfigSnapshot::new(file.redacted());
         Ok(Self {
             shared: Arc::new(Shared {
                 current: Arc::new(ArcSwap::from_pointee(router)),
                 state: Mutex::new((file, state)),
                 metrics,
+                health,
+                snapshot,
             }),
         })
     }
@@ -99,6 +109,28 @@ impl Reloader {
     /// The metrics every build of this gateway records into.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The readiness probes of the running build (auth keys, upstreams,
+    /// Redis), for `/readyz`.
+    pub fn health(&self) -> &Health {
+        &self.shared.health
+    }
+
+    /// The running config with its secrets redacted, for `/config`.
+    pub fn snapshot(&self) -> &ConfigSnapshot {
+        &self.shared.snapshot
+    }
+
+    /// The admin router of this gateway: `/healthz`, `/readyz` (the
+    /// running build's probes), `/metrics` and `/config` (redacted), each
+    /// following every reload.
+    pub fn admin_router(&self) -> Router {
+        Admin::new()
+            .metrics(self.shared.metrics.clone())
+            .health(self.shared.health.clone())
+            .config(self.shared.snapshot.clone())
+            .router()
     }
 
     /// The config now running.
@@ -140,9 +172,10 @@ impl Reloader {
         if let Err(err) = restart_only(running.config(), &file) {
             return Err(self.refused(err));
         }
-        match build_router(&file, state, &self.shared.metrics) {
+        match build_router(&file, state, &self.shared.metrics, &self.shared.health) {
             Ok((router, next)) => {
                 self.shared.current.store(Arc::new(router));
+                self.shared.snapshot.set(file.redacted());
                 *state = next;
                 *running = file;
                 tracing::info!("config reloaded");
@@ -250,10 +283,11 @@ fn build_router(
     file: &ConfigFile,
     state: &BuildState,
     metrics: &Metrics,
+    health: &Health,
 ) -> Result<(Router, BuildState), ConfigFileError> {
     let _ = metrics;
     let (builder, next) = file.gateway_builder_with(state)?;
-    Ok((file.finish(builder)?, next))
+    Ok((file.finish(builder.health(health.clone()))?, next))
 }
 
 impl ConfigFile {
@@ -383,7 +417,7 @@ impl Server {
         let admin_addr = if config.admin.enabled {
             let listener = TcpListener::bind(config.admin.listen).await?;
             let addr = listener.local_addr()?;
-            let admin = tollgate_observe::admin_router(reloader.metrics().clone());
+            let admin = reloader.admin_router();
             tasks.spawn(serve(listener, admin, stopped(&stop)).into_future());
             Some(addr)
         } else {

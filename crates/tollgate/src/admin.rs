@@ -1,0 +1,212 @@
+//! The admin listener's router: liveness, readiness, metrics and the
+//! effective configuration.
+//!
+//! [`Admin`] builds an `axum::Router` with:
+//!
+//! | route          | answer                                                         |
+//! |----------------|----------------------------------------------------------------|
+//! | `GET /healthz` | `200 ok` while the process serves                              |
+//! | `GET /readyz`  | `200` when every [`Health`] check is ready, else `503`; JSON `{"ready": bool, "checks": [{"name", "ready", "detail"}]}` |
+//! | `GET /metrics` | the [`Metrics`] exposition (OpenMetrics text), when set        |
+//! | `GET /config`  | the [`ConfigSnapshot`] as `application/json`, when set         |
+//!
+//! Anything else is a 404 problem+json. A part that was not given
+//! (`metrics`, `config`) is not routed, so it is a 404 too; without
+//! [`health`](Admin::health), `/readyz` has no checks and answers 200.
+//!
+//! The admin router belongs on a listener of its own that only operators
+//! reach, bound to `127.0.0.1` (the loopback) unless a private network
+//! needs more. The gateway's public listener does not serve it.
+//!
+//! ```no_run
+//! use tokio::net::TcpListener;
+//! use tollgate::{
+//!     Gateway, Health, Route, Upstream,
+//!     admin::{Admin, ConfigSnapshot},
+//!     observe::{Metrics, ObserveLayer},
+//! };
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let metrics = Metrics::new();
+//! let health = Health::new();
+//! let gateway = Gateway::builder()
+//!     .upstream(Upstream::builder("users").endpoint("http://127.0.0.1:8081"))
+//!     .route(Route::prefix("/api/users").to("users"))
+//!     .observe(ObserveLayer::with_metrics(metrics.clone()))
+//!     .health(health.clone())
+//!     .build()?;
+//! let admin = Admin::new()
+//!     .metrics(metrics)
+//!     .health(health)
+//!     .config(ConfigSnapshot::new(serde_json::json!({ "listen": "0.0.0.0:8080" })))
+//!     .router();
+//!
+//! let admin_listener = TcpListener::bind("127.0.0.1:9901").await?;
+//! tokio::spawn(tollgate::serve(admin_listener, admin, tollgate::shutdown_signal()).into_future());
+//! let public = TcpListener::bind("0.0.0.0:8080").await?;
+//! tollgate::serve(public, gateway, tollgate::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::{fmt, sync::Arc};
+
+use arc_swap::ArcSwap;
+use axum::{
+    Router,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::Value;
+use tollgate_core::Problem;
+use tollgate_observe::{Metrics, healthz, metrics_router};
+
+use crate::Health;
+
+/// Builds the admin router. See the [module docs](self) for the routes
+/// and an example.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct Admin {
+    metrics: Option<Metrics>,
+    health: Health,
+    config: Option<ConfigSnapshot>,
+}
+
+/// The effective configuration that `GET /config` serves: a cheap handle
+/// (clones share it) on a JSON value that can be replaced at any time,
+/// e.g. after a hot reload.
+///
+/// The admin router serves the value as it is: put an already redacted
+/// value here (no secrets, keys or passwords). [`ConfigSnapshot::default`]
+/// holds `{}`.
+///
+/// ```
+/// use serde_json::json;
+/// use tollgate::admin::ConfigSnapshot;
+///
+/// let snapshot = ConfigSnapshot::new(json!({ "upstreams": ["users"] }));
+/// let served = snapshot.clone();
+/// snapshot.set(json!({ "upstreams": ["users", "orders"] }));
+/// assert_eq!(served.get()["upstreams"][1], "orders");
+/// ```
+#[derive(Clone)]
+pub struct ConfigSnapshot {
+    value: Arc<ArcSwap<Value>>,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// An admin router with `/healthz` and a `/readyz` without checks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `metrics` on `GET /metrics`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Serves the checks of `health` on `GET /readyz`.
+    pub fn health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Serves `config` on `GET /config`.
+    pub fn config(mut self, config: ConfigSnapshot) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The router: serve it on its own listener on `127.0.0.1`.
+    pub fn router(self) -> Router {
+        let mut router = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz).with_state(self.health));
+        if let Some(config) = self.config {
+            router = router.route("/config", get(config_json).with_state(config));
+        }
+        if let Some(metrics) = self.metrics {
+            router = router.merge(metrics_router(metrics));
+        }
+        router.fallback(not_found)
+    }
+}
+
+async fn readyz(State(health): State<Health>) -> Response {
+    let report = health.check().await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &report.to_json())
+}
+
+async fn config_json(State(config): State<ConfigSnapshot>) -> Response {
+    json_response(StatusCode::OK, &config.get())
+}
+
+/// `value` as `application/json`, never cached.
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let json = HeaderValue::from_static("application/json");
+    let no_store = HeaderValue::from_static("no-store");
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, json),
+            (header::CACHE_CONTROL, no_store),
+        ],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> Problem {
+    Problem::route_not_found().for_request(&req)
+}
+
+// === impl ConfigSnapshot ===
+
+impl ConfigSnapshot {
+    /// A snapshot holding `value`.
+    #[must_use]
+    pub fn new(value: Value) -> Self {
+        Self {
+            value: Arc::new(ArcSwap::from_pointee(value)),
+        }
+    }
+
+    /// Replaces the value; every clone serves the new one.
+    pub fn set(&self, value: Value) {
+        self.value.store(Arc::new(value));
+    }
+
+    /// The current value.
+    #[must_use]
+    pub fn get(&self) -> Arc<Value> {
+        self.value.load_full()
+    }
+}
+
+impl Default for ConfigSnapshot {
+    /// `{}`.
+    fn default() -> Self {
+        Self::new(Value::Object(serde_json::Map::new()))
+    }
+}
+
+impl fmt::Debug for ConfigSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value may be large; its size is enough here.
+        let members = self.value.load().as_object().map(serde_json::Map::len);
+        f.debug_struct("ConfigSnapshot")
+            .field("members", &members)
+            .finish()
+    }
+}
