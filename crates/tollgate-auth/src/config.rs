@@ -332,14 +332,22 @@ pub struct IntrospectionConfig {
 /// `jwt` ([`JwtConfig`]), `api_key` ([`ApiKeyConfig`]) or `introspection`
 /// ([`IntrospectionConfig`]). Unknown keys are errors in every variant.
 ///
+/// It reads like serde's `#[serde(tag = "type")]` (which buffers the
+/// whole table, so errors lose their key path and line), except that
+/// the keys stream into the variant as soon as the kind is known: from
+/// `type`, or from a key only that kind has (TOML hands tables over in
+/// sorted order, so `type` often comes last). An error in a streamed
+/// key keeps its path and position (`providers.users.issuers[0].jwks_url`,
+/// line 5); the few keys read before the kind is known (e.g.
+/// `allow_insecure_http`, which two kinds share) keep the error but not
+/// the position. `type` is required and must match the keys.
+///
 /// ```toml
 /// [auth.providers.partners]
 /// type = "api_key"
 /// keys = [{ key = "${PARTNER_KEY}", consumer = "partner" }]
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum ProviderConfig {
     /// JSON Web Tokens.
@@ -1059,11 +1067,11 @@ mod de {
     use std::fmt;
 
     use serde::de::{
-        self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor,
+        self, Deserialize, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
         value::{MapAccessDeserializer, SeqAccessDeserializer},
     };
 
-    use super::{HttpUrl, IdentityHeadersConfig, RequirementConfig};
+    use super::{HttpUrl, IdentityHeadersConfig, ProviderConfig, RequirementConfig};
 
     /// `"off"`, `"none"` or `false` for `None`; a table for `Some`.
     pub(super) fn off_or<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
@@ -1119,6 +1127,246 @@ mod de {
 
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
             T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ProviderConfig {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_map(ProviderVisitor)
+        }
+    }
+
+    /// The `type` of a provider.
+    #[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        Jwt,
+        ApiKey,
+        Introspection,
+    }
+
+    impl Kind {
+        fn name(self) -> &'static str {
+            match self {
+                Self::Jwt => "jwt",
+                Self::ApiKey => "api_key",
+                Self::Introspection => "introspection",
+            }
+        }
+
+        fn all() -> [(Self, &'static [&'static str]); 3] {
+            [
+                (Self::Jwt, fields_of::<super::JwtConfig>()),
+                (Self::ApiKey, fields_of::<super::ApiKeyConfig>()),
+                (
+                    Self::Introspection,
+                    fields_of::<super::IntrospectionConfig>(),
+                ),
+            ]
+        }
+
+        /// `Ok(Some(kind))` when only that kind has `key`, `Ok(None)` when
+        /// several have it, `Err(())` when none does.
+        fn with_key(key: &str) -> Result<Option<Self>, ()> {
+            let mut kinds = Self::all()
+                .into_iter()
+                .filter(|(_, fields)| fields.contains(&key));
+            match (kinds.next(), kinds.next()) {
+                (Some((kind, _)), None) => Ok(Some(kind)),
+                (Some(_), Some(_)) => Ok(None),
+                (None, _) => Err(()),
+            }
+        }
+    }
+
+    /// Refuses a key no kind has, as the value's error, so the error
+    /// carries the key's path and position.
+    struct UnknownKey<'a>(&'a str);
+
+    impl<'de> de::DeserializeSeed<'de> for UnknownKey<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+            Err(de::Error::custom(format_args!(
+                "unknown field `{}`, not a key of any provider `type`",
+                self.0
+            )))
+        }
+    }
+
+    struct ProviderVisitor;
+
+    impl<'de> Visitor<'de> for ProviderVisitor {
+        type Value = ProviderConfig;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a provider table with a `type`")
+        }
+
+        /// Keys are read until the kind is known: from `type`, or from a
+        /// key only one kind has (TOML tables come sorted, so `type` is
+        /// often last). Keys read before that are buffered; the rest
+        /// streams into the kind's struct, keeping positions in errors.
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut before = Vec::new();
+            let (kind, tagged, pending) = loop {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::missing_field("type"));
+                };
+                if key == "type" {
+                    break (map.next_value::<Kind>()?, true, None);
+                }
+                match Kind::with_key(&key) {
+                    Ok(Some(kind)) => break (kind, false, Some(key)),
+                    Ok(None) => before.push((key, map.next_value::<serde_json::Value>()?)),
+                    Err(()) => map.next_value_seed(UnknownKey(&key))?,
+                }
+            };
+            let rest = MapAccessDeserializer::new(Rest {
+                before: before.into_iter(),
+                value: None,
+                pending,
+                kind,
+                tagged,
+                map,
+            });
+            Ok(match kind {
+                Kind::Jwt => ProviderConfig::Jwt(Deserialize::deserialize(rest)?),
+                Kind::ApiKey => ProviderConfig::ApiKey(Deserialize::deserialize(rest)?),
+                Kind::Introspection => {
+                    ProviderConfig::Introspection(Deserialize::deserialize(rest)?)
+                }
+            })
+        }
+    }
+
+    /// The buffered entries, the key that told the kind, then the rest of
+    /// the live map, whose `type` (required) must be that kind.
+    struct Rest<A> {
+        before: std::vec::IntoIter<(String, serde_json::Value)>,
+        value: Option<serde_json::Value>,
+        pending: Option<String>,
+        kind: Kind,
+        tagged: bool,
+        map: A,
+    }
+
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Rest<A> {
+        type Error = A::Error;
+
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, A::Error> {
+            if let Some((key, value)) = self.before.next() {
+                self.value = Some(value);
+                return seed.deserialize(key.into_deserializer()).map(Some);
+            }
+            if let Some(key) = self.pending.take() {
+                return seed.deserialize(key.into_deserializer()).map(Some);
+            }
+            let mut seed = seed;
+            loop {
+                // The key goes through the live map, so its errors (an
+                // unknown field) keep their path and position.
+                let key = self.map.next_key_seed(TypeOrKey {
+                    seed,
+                    tagged: self.tagged,
+                })?;
+                match key {
+                    None if self.tagged => return Ok(None),
+                    None => return Err(de::Error::missing_field("type")),
+                    Some(Ok(key)) => return Ok(Some(key)),
+                    Some(Err(back)) => seed = back,
+                }
+                let kind = self.map.next_value::<Kind>()?;
+                if kind != self.kind {
+                    return Err(de::Error::custom(format_args!(
+                        "`type` is `{}` but the table has keys of `{}`",
+                        kind.name(),
+                        self.kind.name()
+                    )));
+                }
+                self.tagged = true;
+            }
+        }
+
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, A::Error> {
+            match self.value.take() {
+                Some(value) => seed.deserialize(value).map_err(de::Error::custom),
+                None => self.map.next_value_seed(seed),
+            }
+        }
+    }
+
+    /// A key for the variant, or (while the type is not read yet)
+    /// `Err(seed)` for `type`, handing the seed back.
+    struct TypeOrKey<K> {
+        seed: K,
+        tagged: bool,
+    }
+
+    impl<'de, K: de::DeserializeSeed<'de>> de::DeserializeSeed<'de> for TypeOrKey<K> {
+        type Value = Result<K::Value, K>;
+
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl<'de, K: de::DeserializeSeed<'de>> Visitor<'de> for TypeOrKey<K> {
+        type Value = Result<K::Value, K>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+            if key == "type" && !self.tagged {
+                return Ok(Err(self.seed));
+            }
+            self.seed.deserialize(key.into_deserializer()).map(Ok)
+        }
+    }
+
+    /// The field names a derived struct deserialises, read by asking it
+    /// to deserialise from a deserializer that only records them.
+    fn fields_of<T: de::DeserializeOwned>() -> &'static [&'static str] {
+        let mut fields: &'static [&'static str] = &[];
+        // The probe always fails once it has the names.
+        let _ = T::deserialize(FieldsProbe(&mut fields));
+        fields
+    }
+
+    struct FieldsProbe<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for FieldsProbe<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
         }
     }
 

@@ -634,3 +634,90 @@ async fn a_policy_layer_checks_requirements() {
         .unwrap();
     assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
 }
+
+// --- TOML, as the gateway reads it ---
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    providers: std::collections::BTreeMap<String, ProviderConfig>,
+}
+
+/// The key path and the message of a TOML file's error.
+fn toml_error(text: &str) -> (String, String) {
+    let de = toml::Deserializer::parse(text).unwrap();
+    let err = serde_path_to_error::deserialize::<_, File>(de).unwrap_err();
+    (err.path().to_string(), err.inner().to_string())
+}
+
+#[test]
+fn toml_errors_keep_the_key_path_and_line() {
+    let (path, message) = toml_error(
+        r#"
+[providers.users]
+type = "jwt"
+leeway = "30s"
+[[providers.users.issuers]]
+issuer = "https://id.example.com"
+jwks_url = "/jwks.json"
+"#,
+    );
+    assert_eq!(path, "providers.users.issuers[0].jwks_url");
+    assert!(message.contains("line 7"), "{message}");
+    assert!(message.contains("relative URL without a base"), "{message}");
+
+    let (path, message) = toml_error(
+        r#"
+[providers.intro]
+type = "introspection"
+endpoint = "https://x/i"
+client_id = "c"
+client_secret = "s"
+cache_tll = "1s"
+"#,
+    );
+    assert_eq!(path, "providers.intro.cache_tll");
+    assert!(message.contains("line 7"), "{message}");
+    assert!(message.contains("unknown field `cache_tll`"), "{message}");
+
+    // Once the kind is known, an unknown key is the variant's own error.
+    let (path, message) = toml_error("[providers.k]\ntype = \"api_key\"\nkeys = []\nzz = 1\n");
+    assert_eq!(path, "providers.k.zz");
+    assert!(message.contains("line 4"), "{message}");
+    assert!(
+        message.contains("unknown field `zz`, expected one of `header`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn keys_before_the_type_still_count() {
+    let file: File = toml::from_str(
+        r#"
+[providers.keys]
+header = "x-key"
+type = "api_key"
+keys = [{ key = "k", consumer = "c" }]
+"#,
+    )
+    .unwrap();
+    let ProviderConfig::ApiKey(config) = &file.providers["keys"] else {
+        panic!("an api_key provider");
+    };
+    assert_eq!(config.header, "x-key");
+    assert_eq!(config.keys.len(), 1);
+    // Errors in buffered keys lose the position, not the error.
+    let (path, message) = toml_error("[providers.k]\nheder = \"x\"\ntype = \"api_key\"\n");
+    assert_eq!(path, "providers.k.heder");
+    assert!(message.contains("unknown field `heder`"), "{message}");
+    let (path, message) = toml_error("[providers.k]\nheader = \"x\"\ntype = \"jwt\"\n");
+    assert_eq!(path, "providers.k");
+    assert!(
+        message.contains("`type` is `jwt` but the table has keys of `api_key`"),
+        "{message}"
+    );
+    let (_, message) = toml_error("[providers.k]\nheader = \"x\"\n");
+    assert!(message.contains("missing field `type`"), "{message}");
+    let (_, message) = toml_error("[providers.k]\nallow_insecure_http = \"yes\"\ntype = \"jwt\"\n");
+    assert!(message.contains("invalid type"), "{message}");
+}
