@@ -69,11 +69,12 @@ pub struct IntrospectionBuilder {
     endpoint: String,
     client_id: String,
     client_secret: String,
-    timeout: Duration,
-    ttl: Duration,
-    negative_ttl: Duration,
-    max_entries: u64,
-    max_len: usize,
+    // The defaults are read by `IntrospectionConfig`.
+    pub(crate) timeout: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) max_entries: u64,
+    pub(crate) max_len: usize,
     allow_insecure_http: bool,
 }
 

@@ -63,11 +63,11 @@ impl Requirement {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct IdentityHeaders {
-    subject: Option<HeaderName>,
-    consumer: Option<HeaderName>,
-    scopes: Option<HeaderName>,
-    roles: Option<HeaderName>,
-    plan: Option<HeaderName>,
+    pub(crate) subject: Option<HeaderName>,
+    pub(crate) consumer: Option<HeaderName>,
+    pub(crate) scopes: Option<HeaderName>,
+    pub(crate) roles: Option<HeaderName>,
+    pub(crate) plan: Option<HeaderName>,
 }
 
 impl Default for IdentityHeaders {

@@ -45,6 +45,7 @@
 mod api_key;
 mod authenticator;
 mod cache;
+pub mod config;
 mod credential;
 mod error;
 mod http_client;
@@ -56,6 +57,11 @@ pub use api_key::{
     ApiKeyAuth, ApiKeyStore, Consumer, Lookup, MAX_API_KEY_LEN, MemoryApiKeyStore, X_API_KEY,
 };
 pub use authenticator::{Authenticator, Scheme, Verdict, VerdictFuture};
+pub use config::{
+    ApiKeyConfig, ApiKeyEntryConfig, AuthPolicyConfig, CacheConfig, ClaimMappingConfig, HttpUrl,
+    IdentityHeadersConfig, IntrospectionConfig, IssuerConfig, JwtConfig, KeyConfig, Provider,
+    ProviderConfig, RequirementConfig, Secret, TokenSourceConfig,
+};
 pub use credential::CredentialSource;
 pub use error::AuthError;
 pub use introspection::{Introspection, IntrospectionBuilder};

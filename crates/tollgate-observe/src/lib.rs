@@ -60,6 +60,15 @@
 //! With the gateway, the line also carries `upstream`, `endpoint`,
 //! `upstream_latency_ms` and `upstream_error` (see below).
 //!
+//! # Configuration
+//!
+//! [`ObserveConfig`] is the plain data of the layer and of the access-log
+//! destination ([`AccessLogConfig`]: standard output or error, a file, or
+//! off); with the `serde` feature it deserialises. The gateway opens an
+//! [`AccessLogWriter`] from it, installs [`AccessLogWriter::layer`] in its
+//! tracing subscriber and builds the layer with [`ObserveConfig::layer`]:
+//! see [`ObserveConfig`] for the exact calls.
+//!
 //! # Route, identity and upstream
 //!
 //! The route table, the auth layers and the proxy run *inside* this layer,
@@ -86,6 +95,7 @@
 mod admin;
 pub mod audit;
 mod body;
+mod config;
 pub mod future;
 mod json_lines;
 mod layer;
@@ -99,6 +109,7 @@ mod service;
 
 pub use admin::{admin_router, healthz, metrics_router};
 pub use body::ObserveBody;
+pub use config::{AccessLogConfig, AccessLogLayer, AccessLogWriter, ObserveConfig};
 pub use json_lines::JsonLines;
 pub use layer::{ObserveBuilder, ObserveLayer};
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics, UNMATCHED};

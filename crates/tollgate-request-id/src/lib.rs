@@ -50,6 +50,7 @@ mod trace;
 
 pub use client_ip::{ClientIpConfig, ClientIpLayer, ForwardedSource, ResolveClientIp};
 pub use request_id::{
-    MAX_ID_LEN, MakeUuidV7, RequestIdLayer, RequestIds, ResponseFuture, is_valid_id,
+    MAX_ID_LEN, MakeUuidV7, RequestIdConfig, RequestIdLayer, RequestIds, ResponseFuture,
+    is_valid_id,
 };
 pub use trace::{Traceparent, TraceparentLayer};

@@ -22,9 +22,11 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
-use tollgate_core::RequestId;
+use tollgate_core::{ConfigError, ConfigErrorKind, RequestId};
 use tower::{Layer, Service};
 use tower_http::request_id::MakeRequestId;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest incoming id accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -35,6 +37,34 @@ pub const MAX_ID_LEN: usize = 128;
 pub struct RequestIdLayer {
     header: HeaderName,
     trust_incoming: bool,
+}
+
+/// The plain-data configuration of a [`RequestIdLayer`];
+/// `RequestIdLayer::try_from` checks the header name.
+///
+/// ```toml
+/// header = "x-request-id"   # the default
+/// trust_incoming = false    # the default
+/// ```
+///
+/// ```
+/// use tollgate_request_id::{RequestIdConfig, RequestIdLayer};
+///
+/// let mut config = RequestIdConfig::default();
+/// config.header = "x-correlation-id".into();
+/// let layer = RequestIdLayer::try_from(&config)?;
+/// # Ok::<(), tollgate_core::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct RequestIdConfig {
+    /// The header carrying the id (default `x-request-id`).
+    pub header: String,
+    /// Keeps a well-formed incoming id instead of replacing it (default
+    /// `false`); see [`RequestIdLayer::trust_incoming`].
+    pub trust_incoming: bool,
 }
 
 /// The service of [`RequestIdLayer`].
@@ -70,7 +100,7 @@ pin_project! {
 impl RequestIdLayer {
     /// Ids in `X-Request-Id`; incoming ids are replaced.
     pub fn x_request_id() -> Self {
-        Self::new(HeaderName::from_static("x-request-id"))
+        Self::new(X_REQUEST_ID)
     }
 
     /// Ids in `header`; incoming ids are replaced.
@@ -99,6 +129,31 @@ impl<S> Layer<S> for RequestIdLayer {
             header: self.header.clone(),
             trust_incoming: self.trust_incoming,
         }
+    }
+}
+
+// === impl RequestIdConfig ===
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self {
+            header: X_REQUEST_ID.as_str().to_owned(),
+            trust_incoming: false,
+        }
+    }
+}
+
+impl TryFrom<&RequestIdConfig> for RequestIdLayer {
+    type Error = ConfigError;
+
+    fn try_from(config: &RequestIdConfig) -> Result<Self, ConfigError> {
+        let header = HeaderName::try_from(config.header.as_str()).map_err(|_| {
+            ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                format!("header: {:?} is not a header name", config.header),
+            )
+        })?;
+        Ok(Self::new(header).trust_incoming(config.trust_incoming))
     }
 }
 
@@ -329,5 +384,48 @@ mod tests {
         let _router: axum::Router = axum::Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
             .layer(layer);
+    }
+
+    #[tokio::test]
+    async fn a_config_builds_the_layer_it_describes() {
+        let config = RequestIdConfig::default();
+        assert_eq!(config.header, "x-request-id");
+        assert!(!config.trust_incoming);
+        let svc = ServiceBuilder::new()
+            .layer(RequestIdLayer::try_from(&config).unwrap())
+            .service_fn(echo_id);
+        let res = svc.oneshot(req(Some("abc"))).await.unwrap();
+        assert_ne!(res.body(), "abc", "not trusted by default");
+
+        let mut config = RequestIdConfig {
+            trust_incoming: true,
+            ..RequestIdConfig::default()
+        };
+        let svc = ServiceBuilder::new()
+            .layer(RequestIdLayer::try_from(&config).unwrap())
+            .service_fn(echo_id);
+        let res = svc.oneshot(req(Some("abc"))).await.unwrap();
+        assert_eq!(res.body(), "abc");
+        assert_eq!(res.headers()["x-request-id"], "abc");
+
+        config.header = "bad header".into();
+        let err = RequestIdLayer::try_from(&config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "header: \"bad header\" is not a header name"
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn config_deserialises_with_defaults_and_refuses_unknown_keys() {
+        let parse = |json: &str| serde_json::from_str::<RequestIdConfig>(json);
+        assert_eq!(parse("{}").unwrap(), RequestIdConfig::default());
+        let config = parse(r#"{"header": "x-correlation-id", "trust_incoming": true}"#).unwrap();
+        assert_eq!(config.header, "x-correlation-id");
+        assert!(config.trust_incoming);
+        let err = parse(r#"{"trust": true}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `trust`"), "{err}");
+        assert!(parse(r#"{"trust_incoming": "yes"}"#).is_err());
     }
 }

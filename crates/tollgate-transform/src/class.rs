@@ -1,7 +1,7 @@
 //! Client classes for Backends-for-Frontends: which rule set a request
 //! gets (a minimal payload for `mobile`, a rich one for `web`).
 
-use std::{fmt, sync::Arc};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use http::{HeaderName, request::Parts};
 use regex::Regex;
@@ -241,6 +241,249 @@ impl<R> BySelector<R> {
     }
 }
 
+/// The plain-data form of a [`Classifier`]: its sources, tried in order.
+/// Each is exactly one of `header`, `user_agent` (with `class`) and
+/// `claim`; a custom closure has no plain-data form.
+///
+/// ```toml
+/// classify = [
+///   { header = "x-client" },                            # X-Client: mobile|web
+///   { user_agent = "(?i)android|iphone", class = "mobile" },
+///   { claim = "client_class" },
+/// ]
+/// ```
+///
+/// ```
+/// use tollgate_transform::{ClassSourceConfig, Classifier, ClassifierConfig};
+///
+/// let config = ClassifierConfig::new(vec![
+///     ClassSourceConfig::header("x-client"),
+///     ClassSourceConfig::user_agent("mobile", "(?i)iphone"),
+/// ]);
+/// let classifier = Classifier::try_from(&config)?;
+/// # Ok::<(), tollgate_core::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+#[non_exhaustive]
+pub struct ClassifierConfig {
+    /// The sources, first that gives a class wins.
+    pub sources: Vec<ClassSourceConfig>,
+}
+
+/// One source of a [`ClassifierConfig`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct ClassSourceConfig {
+    /// The class is this header's value ([`Classifier::header`]).
+    pub header: Option<String>,
+    /// The class is `class` when the `User-Agent` matches this regular
+    /// expression ([`Classifier::user_agent`]).
+    pub user_agent: Option<String>,
+    /// The class a matching `user_agent` gives.
+    pub class: Option<String>,
+    /// The class is this string claim of the identity ([`Classifier::claim`]).
+    pub claim: Option<String>,
+}
+
+/// Rule sets by client class, as plain data: builds a [`BySelector`] of
+/// request or response rules. `R` is [`RequestRulesConfig`] or
+/// [`ResponseRulesConfig`]; classes are the keys of `classes`
+/// (compared case-insensitively).
+///
+/// ```toml
+/// [routes.transform_response]
+/// classify = [{ header = "x-client" }, { user_agent = "(?i)android|iphone", class = "mobile" }]
+///
+/// [routes.transform_response.classes.mobile]     # ResponseRulesConfig
+/// body.deny = ["/debug_info", "/items/*/description"]
+///
+/// [routes.transform_response.default]            # requests of no listed class
+/// headers.remove_server_headers = true
+/// ```
+///
+/// ```
+/// use tollgate_transform::{
+///     ByClassConfig, ClassSourceConfig, ClassifierConfig, ResponseRules, ResponseRulesConfig,
+///     ResponseTransformLayer,
+/// };
+///
+/// let mut config = ByClassConfig::<ResponseRulesConfig>::default();
+/// config.classify = ClassifierConfig::new(vec![ClassSourceConfig::header("x-client")]);
+/// config.classes.insert("mobile".into(), ResponseRulesConfig::default());
+/// config.default = Some(ResponseRulesConfig::default());
+/// let layer = ResponseTransformLayer::by_class(config.build::<ResponseRules>()?);
+/// # Ok::<(), tollgate_core::ConfigError>(())
+/// ```
+///
+/// [`RequestRulesConfig`]: crate::RequestRulesConfig
+/// [`ResponseRulesConfig`]: crate::ResponseRulesConfig
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct ByClassConfig<R> {
+    /// How a request's class is found.
+    pub classify: ClassifierConfig,
+    /// The rules of each class.
+    pub classes: BTreeMap<String, R>,
+    /// The rules of requests of no listed class; without it they get none.
+    pub default: Option<R>,
+}
+
+// === impl ClassifierConfig ===
+
+impl ClassifierConfig {
+    /// These sources, in order.
+    #[must_use]
+    pub fn new(sources: Vec<ClassSourceConfig>) -> Self {
+        Self { sources }
+    }
+}
+
+impl TryFrom<&ClassifierConfig> for Classifier {
+    type Error = ConfigError;
+
+    fn try_from(config: &ClassifierConfig) -> Result<Self, ConfigError> {
+        config
+            .sources
+            .iter()
+            .enumerate()
+            .try_fold(Self::new(), |classifier, (i, source)| {
+                source
+                    .add_to(classifier)
+                    .map_err(|e| e.context(format!("classify[{i}]")))
+            })
+    }
+}
+
+// === impl ClassSourceConfig ===
+
+impl ClassSourceConfig {
+    /// The class is the value of header `name`.
+    #[must_use]
+    pub fn header(name: impl Into<String>) -> Self {
+        Self {
+            header: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The class is `class` when the `User-Agent` matches `pattern`.
+    #[must_use]
+    pub fn user_agent(class: impl Into<String>, pattern: impl Into<String>) -> Self {
+        Self {
+            user_agent: Some(pattern.into()),
+            class: Some(class.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The class is the string claim `name`.
+    #[must_use]
+    pub fn claim(name: impl Into<String>) -> Self {
+        Self {
+            claim: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    fn add_to(&self, classifier: Classifier) -> Result<Classifier, ConfigError> {
+        let invalid = |message: &str| ConfigError::new(ConfigErrorKind::InvalidValue, message);
+        match (&self.header, &self.user_agent, &self.class, &self.claim) {
+            (Some(name), None, None, None) => classifier.header(name),
+            (None, Some(pattern), Some(class), None) => {
+                class_name(class)?;
+                classifier.user_agent(class, pattern)
+            }
+            (None, Some(_), None, None) => Err(invalid("`user_agent` needs a `class`")),
+            (None, None, None, Some(name)) if !name.is_empty() => Ok(classifier.claim(name)),
+            (None, None, None, Some(_)) => Err(invalid("`claim` is empty")),
+            (_, None, Some(_), _) => Err(invalid("`class` goes with `user_agent`")),
+            _ => Err(invalid(
+                "a source needs exactly one of `header`, `user_agent` and `claim`",
+            )),
+        }
+    }
+}
+
+/// A class name a request can carry: 1 to 64 bytes.
+fn class_name(class: &str) -> Result<(), ConfigError> {
+    if class.is_empty() || class.len() > MAX_CLASS_LEN {
+        return Err(ConfigError::new(
+            ConfigErrorKind::InvalidValue,
+            format!("class {class:?} must be 1 to {MAX_CLASS_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+// === impl ByClassConfig ===
+
+impl<R> Default for ByClassConfig<R> {
+    fn default() -> Self {
+        Self {
+            classify: ClassifierConfig::default(),
+            classes: BTreeMap::new(),
+            default: None,
+        }
+    }
+}
+
+impl<R> ByClassConfig<R> {
+    /// The selector: each class's rules and the default built with
+    /// `T::try_from(&R)` (`RequestRules` or `ResponseRules`).
+    ///
+    /// # Errors
+    ///
+    /// Classes without `classify`, no rules at all, a class name that is
+    /// empty, too long or listed twice (ignoring case), or a rule set's
+    /// own error, prefixed with `classes.<name>` or `default`.
+    pub fn build<T>(&self) -> Result<BySelector<T>, ConfigError>
+    where
+        T: for<'a> TryFrom<&'a R, Error = ConfigError>,
+    {
+        let rules = |place: &str, config: &R| T::try_from(config).map_err(|e| e.context(place));
+        if self.classes.is_empty() {
+            return match &self.default {
+                Some(default) => Ok(BySelector::always(rules("default", default)?)),
+                None => Err(ConfigError::new(
+                    ConfigErrorKind::Missing,
+                    "no rules: add `classes` or a `default`",
+                )),
+            };
+        }
+        if self.classify.sources.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::Missing,
+                "`classes` need `classify` sources",
+            ));
+        }
+        let mut selector = BySelector::by_class(Classifier::try_from(&self.classify)?);
+        let mut seen: Vec<String> = Vec::with_capacity(self.classes.len());
+        for (class, config) in &self.classes {
+            let place = format!("classes.{class}");
+            class_name(class).map_err(|e| e.context(&place))?;
+            let lower = class.to_ascii_lowercase();
+            if seen.contains(&lower) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Duplicate,
+                    format!("{place}: the class is listed twice (classes ignore case)"),
+                ));
+            }
+            selector = selector.class(&lower, rules(&place, config)?);
+            seen.push(lower);
+        }
+        if let Some(default) = &self.default {
+            selector = selector.default(rules("default", default)?);
+        }
+        Ok(selector)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +554,156 @@ mod tests {
             **BySelector::always(7).select(&parts(&[], None)).unwrap(),
             7
         );
+    }
+
+    #[test]
+    fn classifier_config_builds_the_same_classifier() {
+        let config = ClassifierConfig::new(vec![
+            ClassSourceConfig::header("x-client"),
+            ClassSourceConfig::user_agent("mobile", "(?i)iphone"),
+            ClassSourceConfig::claim("class"),
+        ]);
+        let classifier = Classifier::try_from(&config).unwrap();
+        assert_eq!(
+            format!("{classifier:?}"),
+            r#"Classifier { sources: ["header x-client", "user-agent (?i)iphone => mobile", "claim class"] }"#
+        );
+        assert_eq!(
+            classifier
+                .classify(&parts(&[("user-agent", "iPhone")], None))
+                .as_deref(),
+            Some("mobile")
+        );
+    }
+
+    #[test]
+    fn classifier_config_errors() {
+        let err = |source: ClassSourceConfig| {
+            Classifier::try_from(&ClassifierConfig::new(vec![
+                ClassSourceConfig::claim("c"),
+                source,
+            ]))
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            err(ClassSourceConfig::default()),
+            "classify[1]: a source needs exactly one of `header`, `user_agent` and `claim`"
+        );
+        let mut both = ClassSourceConfig::header("x-client");
+        both.claim = Some("c".into());
+        assert!(err(both).contains("exactly one of"));
+        let mut lone = ClassSourceConfig::user_agent("m", "x");
+        lone.class = None;
+        assert_eq!(err(lone), "classify[1]: `user_agent` needs a `class`");
+        let mut stray = ClassSourceConfig::header("x-client");
+        stray.class = Some("m".into());
+        assert_eq!(err(stray), "classify[1]: `class` goes with `user_agent`");
+        assert!(err(ClassSourceConfig::header("bad header")).contains("bad header name"));
+        assert!(err(ClassSourceConfig::user_agent("m", "(")).contains("user-agent pattern"));
+        assert!(err(ClassSourceConfig::user_agent("", "x")).contains("1 to 64 bytes"));
+        assert_eq!(
+            err(ClassSourceConfig::claim("")),
+            "classify[1]: `claim` is empty"
+        );
+    }
+
+    /// Rules that are a number; `-1` is invalid.
+    #[derive(Debug, PartialEq)]
+    struct Rules(i32);
+
+    impl TryFrom<&i32> for Rules {
+        type Error = ConfigError;
+
+        fn try_from(n: &i32) -> Result<Self, ConfigError> {
+            if *n < 0 {
+                return Err(ConfigError::new(ConfigErrorKind::InvalidValue, "negative"));
+            }
+            Ok(Self(*n))
+        }
+    }
+
+    fn by_class(classes: &[(&str, i32)], default: Option<i32>) -> ByClassConfig<i32> {
+        ByClassConfig {
+            classify: ClassifierConfig::new(vec![ClassSourceConfig::header("x-client")]),
+            classes: classes.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect(),
+            default,
+        }
+    }
+
+    #[test]
+    fn by_class_config_selects_like_the_code_api() {
+        let selector = by_class(&[("Mobile", 1), ("web", 2)], Some(0))
+            .build::<Rules>()
+            .unwrap();
+        let pick = |h: &[(&str, &str)]| selector.select(&parts(h, None)).map(|r| r.0);
+        assert_eq!(pick(&[("x-client", "mobile")]), Some(1));
+        assert_eq!(pick(&[("x-client", "WEB")]), Some(2));
+        assert_eq!(pick(&[("x-client", "tv")]), Some(0));
+        let always = by_class(&[], Some(7)).build::<Rules>().unwrap();
+        assert_eq!(always.select(&parts(&[], None)).map(|r| r.0), Some(7));
+        let no_default = by_class(&[("web", 2)], None).build::<Rules>().unwrap();
+        assert!(no_default.select(&parts(&[], None)).is_none());
+    }
+
+    #[test]
+    fn by_class_config_errors() {
+        let err = |config: ByClassConfig<i32>| config.build::<Rules>().unwrap_err().to_string();
+        assert_eq!(
+            err(by_class(&[], None)),
+            "no rules: add `classes` or a `default`"
+        );
+        let mut unclassified = by_class(&[("web", 1)], None);
+        unclassified.classify = ClassifierConfig::default();
+        assert_eq!(err(unclassified), "`classes` need `classify` sources");
+        assert_eq!(
+            err(by_class(&[("web", 1), ("WEB", 2)], None)),
+            "classes.web: the class is listed twice (classes ignore case)"
+        );
+        assert_eq!(err(by_class(&[("web", -1)], None)), "classes.web: negative");
+        assert_eq!(err(by_class(&[("web", 1)], Some(-1))), "default: negative");
+        assert!(err(by_class(&[("", 1)], None)).contains("1 to 64 bytes"));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn configs_deserialise() {
+        let config: ByClassConfig<crate::ResponseRulesConfig> = serde_json::from_str(
+            r#"{
+                "classify": [{"header": "x-client"}, {"user_agent": "(?i)iphone", "class": "mobile"}, {"claim": "c"}],
+                "classes": {"mobile": {"body": {"deny": ["/debug"]}}},
+                "default": {"headers": {"remove_server_headers": true}}
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(config.classify.sources.len(), 3);
+        assert_eq!(
+            config.classify.sources[1],
+            ClassSourceConfig::user_agent("mobile", "(?i)iphone")
+        );
+        assert!(config.default.is_some());
+        let selector = config.build::<crate::ResponseRules>().unwrap();
+        let rules = selector
+            .select(&parts(&[("x-client", "mobile")], None))
+            .unwrap();
+        assert!(rules.reads_body());
+
+        let err = serde_json::from_str::<ByClassConfig<crate::ResponseRulesConfig>>(
+            r#"{"classes": {"mobile": {"bdy": {}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `bdy`"), "{err}");
+        let err = serde_json::from_str::<ByClassConfig<crate::RequestRulesConfig>>(
+            r#"{"classify": [{"cookie": "c"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `cookie`"), "{err}");
+        let err =
+            serde_json::from_str::<ByClassConfig<crate::RequestRulesConfig>>(r#"{"class": {}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown field `class`"), "{err}");
     }
 }

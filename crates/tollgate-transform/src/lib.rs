@@ -7,19 +7,26 @@
 //! - Rule sets per client class ([`Classifier`], [`BySelector`]) for
 //!   Backends-for-Frontends.
 //! - Request limits with problem+json answers, and CORS through
-//!   tower-http.
+//!   tower-http ([`CorsConfig`] builds its `CorsLayer`).
+//!
+//! Every layer has a plain-data config (`RequestRulesConfig`,
+//! `ResponseRulesConfig`, [`ByClassConfig`], [`ClassifierConfig`],
+//! [`CorsConfig`], [`HeaderLimitConfig`]) that deserialises with the
+//! `serde` feature; unknown keys are errors.
 //!
 //! Bodies stream unless a rule must read them; a body a rule reads is
 //! buffered up to a limit.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod class;
+mod cors;
 mod limits;
 
-pub use class::{BySelector, Classifier};
+pub use class::{ByClassConfig, BySelector, ClassSourceConfig, Classifier, ClassifierConfig};
+pub use cors::CorsConfig;
 pub use limits::{
-    BodyTooLarge, HeaderLimit, HeaderLimitLayer, LimitFuture, LimitedBody, RequestBodyLimit,
-    RequestBodyLimitLayer,
+    BodyTooLarge, HeaderLimit, HeaderLimitConfig, HeaderLimitLayer, LimitFuture, LimitedBody,
+    RequestBodyLimit, RequestBodyLimitLayer,
 };
 
 // --- request side (#6) ---

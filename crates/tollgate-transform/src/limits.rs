@@ -253,6 +253,49 @@ where
     }
 }
 
+/// The configuration of a [`HeaderLimitLayer`]; `HeaderLimitLayer::try_from`
+/// runs the checks of [`HeaderLimitLayer::new`]. Both keys are required.
+///
+/// ```toml
+/// header_limit = { max_count = 100, max_bytes = 16384 }
+/// ```
+///
+/// ```
+/// use tollgate_transform::{HeaderLimitConfig, HeaderLimitLayer};
+///
+/// let limit = HeaderLimitLayer::try_from(&HeaderLimitConfig::new(100, 16 * 1024))?;
+/// # Ok::<(), tollgate_core::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[non_exhaustive]
+pub struct HeaderLimitConfig {
+    /// The most header fields.
+    pub max_count: usize,
+    /// The most bytes of header names and values together.
+    pub max_bytes: usize,
+}
+
+impl HeaderLimitConfig {
+    /// At most `max_count` header fields and `max_bytes` bytes of them.
+    #[must_use]
+    pub fn new(max_count: usize, max_bytes: usize) -> Self {
+        Self {
+            max_count,
+            max_bytes,
+        }
+    }
+}
+
+impl TryFrom<&HeaderLimitConfig> for HeaderLimitLayer {
+    type Error = ConfigError;
+
+    fn try_from(config: &HeaderLimitConfig) -> Result<Self, ConfigError> {
+        Self::new(config.max_count, config.max_bytes)
+    }
+}
+
 /// Refuses requests with too many headers, or too many header bytes
 /// (names and values together), with 431 problem+json. Tighter than the
 /// server's own parser limits, per route or gateway.
@@ -352,5 +395,42 @@ where
                 instance: String::new(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_limit_config_runs_the_layers_checks() {
+        let layer = HeaderLimitLayer::try_from(&HeaderLimitConfig::new(2, 100)).unwrap();
+        let req = Request::get("/")
+            .header("a", "1")
+            .header("b", "2")
+            .header("c", "3")
+            .body(())
+            .unwrap();
+        assert!(layer.check(&req).is_some(), "three fields are over two");
+        let err = HeaderLimitLayer::try_from(&HeaderLimitConfig::new(0, 100)).unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
+        assert!(HeaderLimitLayer::try_from(&HeaderLimitConfig::new(1, 0)).is_err());
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn header_limit_config_deserialises() {
+        let parse = |json: &str| serde_json::from_str::<HeaderLimitConfig>(json);
+        assert_eq!(
+            parse(r#"{"max_count": 100, "max_bytes": 16384}"#).unwrap(),
+            HeaderLimitConfig::new(100, 16_384)
+        );
+        let err = parse(r#"{"max_count": 100}"#).unwrap_err().to_string();
+        assert!(err.contains("missing field `max_bytes`"), "{err}");
+        let err = parse(r#"{"max_count": 1, "max_bytes": 1, "max": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `max`"), "{err}");
+        assert!(parse(r#"{"max_count": -1, "max_bytes": 1}"#).is_err());
     }
 }

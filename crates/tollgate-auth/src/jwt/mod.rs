@@ -109,14 +109,15 @@ enum RemoteSource {
 pub struct JwtAuthBuilder {
     issuers: Vec<Issuer>,
     sources: Vec<CredentialSource>,
-    max_len: usize,
-    leeway: Duration,
-    required: Vec<String>,
-    cache: Option<(u64, Duration)>,
-    mapping: ClaimMapping,
-    refresh_interval: Duration,
-    min_refetch_interval: Duration,
-    fetch_timeout: Duration,
+    // The defaults are read by `JwtConfig::default`.
+    pub(crate) max_len: usize,
+    pub(crate) leeway: Duration,
+    pub(crate) required: Vec<String>,
+    pub(crate) cache: Option<(u64, Duration)>,
+    pub(crate) mapping: ClaimMapping,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) min_refetch_interval: Duration,
+    pub(crate) fetch_timeout: Duration,
     allow_insecure_http: bool,
 }
 
@@ -125,10 +126,10 @@ pub struct JwtAuthBuilder {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ClaimMapping {
-    scopes: Vec<String>,
-    roles: Vec<String>,
-    consumer: Vec<String>,
-    plan: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) consumer: Vec<String>,
+    pub(crate) plan: Vec<String>,
 }
 
 // === impl JwtAuth ===
