@@ -15,9 +15,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use tollgate::{
     config::{ConfigFile, Server},
-    observe::JsonLines,
+    observe::{ACCESS_TARGET, AccessLogWriter, JsonLines},
 };
-use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt};
 
 struct Args {
     config: PathBuf,
@@ -81,10 +81,29 @@ async fn main() -> ExitCode {
         };
     }
 
+    // The access log goes where `[observe] access_log` says (a file is
+    // buffered and flushed every second); every other event is one JSON
+    // line on stdout.
+    let access_log = match file.config().observe.as_ref() {
+        Some(observe) => match AccessLogWriter::open(&observe.access_log) {
+            Ok(writer) => Some(writer),
+            Err(err) => {
+                eprintln!("observe.access_log: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let not_access = filter_fn(|meta| meta.target() != ACCESS_TARGET);
     tracing_subscriber::registry()
-        .with(JsonLines::stdout().with_filter(filter))
+        .with(access_log.as_ref().map(AccessLogWriter::layer))
+        .with(
+            JsonLines::stdout()
+                .with_filter(not_access)
+                .with_filter(filter),
+        )
         .init();
 
     let server = match Server::start(file).await {
@@ -94,6 +113,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(writer) = access_log {
+        server.reloader().set_access_log(writer);
+    }
     #[cfg(unix)]
     if let Err(err) = server.reloader().reload_on_sighup() {
         eprintln!("cannot listen for SIGHUP: {err}");

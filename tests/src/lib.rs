@@ -276,3 +276,13 @@ where
         }
     }
 }
+
+/// The head of a test gateway's config file: the public listener on
+/// 127.0.0.1:0, no admin listener, and one upstream `name` at `endpoint`;
+/// append routes to it.
+pub fn config_head(name: &str, endpoint: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nenabled = false\n\n\
+         [[upstreams]]\nname = \"{name}\"\nendpoints = [\"{endpoint}\"]\n"
+    )
+}

@@ -47,6 +47,10 @@ impl Capture {
         let capture = Self::default();
         let subscriber = tracing_subscriber::registry().with(capture.clone());
         let guard = tracing::subscriber::set_default(subscriber);
+        // Another test's thread may have cached a callsite's interest as
+        // "never" while no dispatcher wanted it; recompute it with this
+        // one in place, so no event of this test is dropped.
+        tracing::callsite::rebuild_interest_cache();
         (capture, guard)
     }
 

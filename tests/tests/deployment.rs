@@ -5,20 +5,10 @@
 use http::Request;
 use tollgate::config::{ConfigFile, Server};
 use tollgate_tests::{
-    client, empty, named_echo_router, redis_support::RedisServer, spawn_upstream,
+    client, config_head, empty, named_echo_router, redis_support::RedisServer, spawn_upstream,
 };
 
-const CONFIG: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-enabled = false
-
-[[upstreams]]
-name = "users"
-endpoints = ["${USERS_URL}"]
-
+const ROUTES: &str = r#"
 [[routes]]
 name = "users"
 prefix = "/api/users"
@@ -53,11 +43,12 @@ async fn two_instances_share_one_quota_through_redis() {
             _ => None,
         }
     };
+    let config = config_head("users", "${USERS_URL}") + ROUTES;
     // One file, two processes' worth of gateways.
-    let a = Server::start(ConfigFile::parse_with(CONFIG, &env).expect("parses"))
+    let a = Server::start(ConfigFile::parse_with(&config, &env).expect("parses"))
         .await
         .expect("instance a starts");
-    let b = Server::start(ConfigFile::parse_with(CONFIG, &env).expect("parses"))
+    let b = Server::start(ConfigFile::parse_with(&config, &env).expect("parses"))
         .await
         .expect("instance b starts");
     assert_ne!(a.local_addr(), b.local_addr());

@@ -5,20 +5,24 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use http::Method;
+use tollgate_auth::{Provider, ProviderConfig};
+use tollgate_observe::Metrics;
 use tollgate_proxy::{Upstream, UpstreamConfig};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer};
-use tollgate_request_id::ClientIpLayer;
+use tollgate_request_id::{ClientIpLayer, RequestIdLayer};
 use tollgate_transform::{
-    HeaderLimitLayer, RequestBodyLimitLayer, RequestRules, RequestTransformLayer, ResponseRules,
+    ByClassConfig, BySelector, HeaderLimitLayer, RequestBodyLimitLayer, RequestTransformLayer,
     ResponseTransformLayer,
 };
+use tower_http::cors::CorsLayer;
 
 use super::{ConfigFile, ConfigFileError, RouteConfig};
 use crate::{Gateway, GatewayBuilder, Route, TlsConfig, tls::ClientAuth};
 
 /// What a gateway built from a config keeps for the next build: the
-/// upstreams (and their connection pools) and the rate limits (and their
-/// counters) whose config did not change.
+/// upstreams (and their connection pools), the auth providers (and their
+/// key sets and token caches) and the rate limits (and their counters)
+/// whose config did not change, and the metrics registry.
 ///
 /// Each [`ConfigFile::gateway_builder_with`] takes the state of the build
 /// before and returns the state of its own; a part whose config changed,
@@ -26,13 +30,39 @@ use crate::{Gateway, GatewayBuilder, Route, TlsConfig, tls::ClientAuth};
 #[derive(Debug, Default)]
 pub struct BuildState {
     upstreams: HashMap<String, (UpstreamConfig, Upstream<Body>)>,
+    providers: HashMap<String, (ProviderConfig, Provider)>,
     rate_limits: HashMap<String, (RateLimitConfig, RateLimitLayer)>,
+    metrics: Option<Metrics>,
 }
 
 impl BuildState {
     /// An empty state: everything is built new.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A state whose builds record metrics into `metrics` (one registry
+    /// for the life of the process, whatever is reloaded).
+    pub fn with_metrics(metrics: Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Self::default()
+        }
+    }
+
+    fn provider(
+        &self,
+        next: &mut Self,
+        name: &str,
+        config: &ProviderConfig,
+    ) -> Result<Provider, tollgate_core::ConfigError> {
+        let provider = match self.providers.get(name) {
+            Some((old, built)) if old == config => built.clone(),
+            _ => config.build()?,
+        };
+        next.providers
+            .insert(name.to_owned(), (config.clone(), provider.clone()));
+        Ok(provider)
     }
 
     fn upstream(
@@ -65,6 +95,12 @@ impl BuildState {
     }
 }
 
+/// A route's request or response rules: one set, or one per client class.
+enum Rules<R> {
+    One(R),
+    ByClass(BySelector<R>),
+}
+
 impl ConfigFile {
     /// A [`GatewayBuilder`] for this config, everything built new.
     ///
@@ -89,8 +125,27 @@ impl ConfigFile {
         state: &BuildState,
     ) -> Result<(GatewayBuilder, BuildState), ConfigFileError> {
         let config = &self.config;
-        let mut next = BuildState::new();
+        let mut next = BuildState {
+            metrics: state.metrics.clone(),
+            ..BuildState::default()
+        };
         let mut builder = Gateway::builder().trace_context(config.trace_context);
+        if let Some(request_id) = &config.request_id {
+            let layer = RequestIdLayer::try_from(request_id)
+                .map_err(|e| self.error_at("request_id", e.to_string()))?;
+            builder = builder.request_id(layer);
+        }
+        if let Some(observe) = &config.observe {
+            let metrics = observe
+                .metrics
+                .then(|| next.metrics.get_or_insert_with(Metrics::new).clone());
+            builder = builder.observe(observe.layer(metrics));
+        }
+        for (name, provider) in &config.auth.providers {
+            state
+                .provider(&mut next, name, provider)
+                .map_err(|e| self.error_at(&format!("auth.providers.{name}"), e.to_string()))?;
+        }
         if let Some(client_ip) = &config.client_ip {
             let layer = ClientIpLayer::try_from(client_ip.clone())
                 .map_err(|e| self.error_at("client_ip", e.to_string()))?;
@@ -160,14 +215,23 @@ impl ConfigFile {
                 .map_err(|e| fail("concurrency_limit", &e))?;
             route = route.concurrency_limit(layer);
         }
+        if let Some(cors) = &config.cors {
+            let layer = CorsLayer::try_from(cors).map_err(|e| fail("cors", &e))?;
+            route = route.cors(layer);
+        }
         if let Some(max) = config.body_limit {
             let layer = RequestBodyLimitLayer::new(max).map_err(|e| fail("body_limit", &e))?;
             route = route.body_limit(layer);
         }
-        if let Some(limit) = config.header_limit {
-            let layer = HeaderLimitLayer::new(limit.max_count, limit.max_bytes)
-                .map_err(|e| fail("header_limit", &e))?;
+        if let Some(limit) = &config.header_limit {
+            let layer = HeaderLimitLayer::try_from(limit).map_err(|e| fail("header_limit", &e))?;
             route = route.header_limit(layer);
+        }
+        if let Some(auth) = &config.auth {
+            let layer = auth
+                .build(|name| next.providers.get(name).map(|(_, p)| p.clone()))
+                .map_err(|e| fail("auth", &e))?;
+            route = route.auth(layer);
         }
         if let Some(limit) = &config.rate_limit {
             let slot = format!("route {}", config.name.as_deref().unwrap_or(&config.prefix));
@@ -176,16 +240,61 @@ impl ConfigFile {
                 .map_err(|e| fail("rate_limit", &e))?;
             route = route.rate_limit(layer);
         }
-        if let Some(rules) = &config.transform_request {
-            let rules = RequestRules::try_from(rules).map_err(|e| fail("transform_request", &e))?;
-            route = route.transform_request(RequestTransformLayer::new(rules));
+        if let Some(rules) = self.rules(
+            i,
+            "transform_request",
+            config.transform_request.as_ref(),
+            config.transform_request_by_class.as_ref(),
+        )? {
+            route = route.transform_request(match rules {
+                Rules::One(rules) => RequestTransformLayer::new(rules),
+                Rules::ByClass(rules) => RequestTransformLayer::by_class(rules),
+            });
         }
-        if let Some(rules) = &config.transform_response {
-            let rules =
-                ResponseRules::try_from(rules).map_err(|e| fail("transform_response", &e))?;
-            route = route.transform_response(ResponseTransformLayer::new(rules));
+        if let Some(rules) = self.rules(
+            i,
+            "transform_response",
+            config.transform_response.as_ref(),
+            config.transform_response_by_class.as_ref(),
+        )? {
+            route = route.transform_response(match rules {
+                Rules::One(rules) => ResponseTransformLayer::new(rules),
+                Rules::ByClass(rules) => ResponseTransformLayer::by_class(rules),
+            });
         }
         Ok(route)
+    }
+
+    /// The rules of `key` (one set) or `key_by_class` (a set per client
+    /// class) of route `i`: at most one of the two.
+    fn rules<C, R>(
+        &self,
+        i: usize,
+        key: &str,
+        one: Option<&C>,
+        by_class: Option<&ByClassConfig<C>>,
+    ) -> Result<Option<Rules<R>>, ConfigFileError>
+    where
+        R: for<'a> TryFrom<&'a C, Error = tollgate_core::ConfigError>,
+    {
+        let fail = |key: &str, e: &dyn std::fmt::Display| {
+            self.error_at(&format!("routes[{i}].{key}"), e.to_string())
+        };
+        let by_class_key = format!("{key}_by_class");
+        match (one, by_class) {
+            (Some(_), Some(_)) => Err(fail(
+                &by_class_key,
+                &format!("give `{key}` or `{by_class_key}`, not both"),
+            )),
+            (Some(rules), None) => R::try_from(rules)
+                .map(|r| Some(Rules::One(r)))
+                .map_err(|e| fail(key, &e)),
+            (None, Some(by_class)) => by_class
+                .build::<R>()
+                .map(|r| Some(Rules::ByClass(r)))
+                .map_err(|e| fail(&by_class_key, &e)),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The TLS configuration of `[server.tls]`, if any, with its files

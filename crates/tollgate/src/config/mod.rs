@@ -53,10 +53,14 @@ use std::{
 };
 
 use serde::Deserialize;
+use tollgate_auth::{AuthPolicyConfig, ProviderConfig};
+use tollgate_observe::ObserveConfig;
 use tollgate_proxy::{PathRewrite, UpstreamConfig};
 use tollgate_ratelimit::{ConcurrencyLimitConfig, RateLimitConfig};
-use tollgate_request_id::ClientIpConfig;
-use tollgate_transform::{RequestRulesConfig, ResponseRulesConfig};
+use tollgate_request_id::{ClientIpConfig, RequestIdConfig};
+use tollgate_transform::{
+    ByClassConfig, CorsConfig, HeaderLimitConfig, RequestRulesConfig, ResponseRulesConfig,
+};
 
 pub use build::BuildState;
 pub use server::{ReloadableService, Reloader, Server};
@@ -74,12 +78,21 @@ pub struct GatewayConfig {
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/config`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Gives every request an id, forwarded and echoed.
+    #[serde(default)]
+    pub request_id: Option<RequestIdConfig>,
     /// Starts or continues a W3C trace (`traceparent`) for every request.
     #[serde(default)]
     pub trace_context: bool,
     /// Resolves the client IP behind trusted proxies.
     #[serde(default)]
     pub client_ip: Option<ClientIpConfig>,
+    /// The access log and metrics.
+    #[serde(default)]
+    pub observe: Option<ObserveConfig>,
+    /// The auth providers routes refer to by name.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// A rate limit in front of every route (after each route's auth).
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -89,6 +102,18 @@ pub struct GatewayConfig {
     /// The routes, matched by host, longest prefix, then conditions.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[auth]`: the providers (JWT issuers, API keys, introspection) that
+/// routes name in their `auth.providers`. Each is built once and shared
+/// by every route that names it, so key sets and caches are too.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// The providers by name: `[auth.providers.users]` with `type = "jwt"`,
+    /// `"api_key"` or `"introspection"`.
+    pub providers: BTreeMap<String, ProviderConfig>,
 }
 
 /// `[server]`: the public listener.
@@ -222,21 +247,35 @@ pub struct RouteConfig {
     /// The most requests in flight on this route.
     #[serde(default)]
     pub concurrency_limit: Option<ConcurrencyLimitConfig>,
+    /// CORS, answered before auth.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
     /// The most request-body bytes (413 past it).
     #[serde(default)]
     pub body_limit: Option<u64>,
     /// The most request headers and header bytes (431 past them).
     #[serde(default)]
     pub header_limit: Option<HeaderLimitConfig>,
+    /// Authentication and authorization: the providers to try, required
+    /// scopes and roles, identity headers.
+    #[serde(default)]
+    pub auth: Option<AuthPolicyConfig>,
     /// This route's own rate limit.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
     /// Request rules: headers, path, query, JSON body.
     #[serde(default)]
     pub transform_request: Option<RequestRulesConfig>,
+    /// Request rules chosen by client class (instead of `transform_request`).
+    #[serde(default)]
+    pub transform_request_by_class: Option<ByClassConfig<RequestRulesConfig>>,
     /// Response rules: headers, status, JSON fields.
     #[serde(default)]
     pub transform_response: Option<ResponseRulesConfig>,
+    /// Response rules chosen by client class (instead of
+    /// `transform_response`): a mobile and a web shape of one API.
+    #[serde(default)]
+    pub transform_response_by_class: Option<ByClassConfig<ResponseRulesConfig>>,
 }
 
 /// One weighted upstream of a split.
@@ -248,17 +287,6 @@ pub struct SplitConfig {
     pub upstream: String,
     /// Its weight.
     pub weight: u32,
-}
-
-/// `header_limit`: the most headers and header bytes a request may carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct HeaderLimitConfig {
-    /// The most header fields.
-    pub max_count: usize,
-    /// The most bytes of names and values together.
-    pub max_bytes: usize,
 }
 
 fn yes() -> bool {

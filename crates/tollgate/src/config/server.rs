@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use axum::{Router, body::Body};
 use http::{Request, Response};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tollgate_observe::Metrics;
+use tollgate_observe::{AccessLogWriter, Metrics};
 use tower::{Service, ServiceExt, util::Oneshot};
 
 use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
@@ -67,6 +67,8 @@ struct Shared {
     metrics: Metrics,
     health: Health,
     snapshot: ConfigSnapshot,
+    /// Moved to the new `observe.access_log` on reload.
+    access_log: Mutex<Option<AccessLogWriter>>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -86,7 +88,8 @@ impl Reloader {
     pub fn new(file: ConfigFile) -> Result<Self, ConfigFileError> {
         let metrics = Metrics::new();
         let health = Health::new();
-        let (router, state) = build_router(&file, &BuildState::new(), &metrics, &health)?;
+        let initial = BuildState::with_metrics(metrics.clone());
+        let (router, state) = build_router(&file, &initial, &health)?;
         let snapshot = ConfigSnapshot::new(file.redacted());
         Ok(Self {
             shared: Arc::new(Shared {
@@ -95,6 +98,7 @@ impl Reloader {
                 metrics,
                 health,
                 snapshot,
+                access_log: Mutex::new(None),
             }),
         })
     }
@@ -172,8 +176,9 @@ impl Reloader {
         if let Err(err) = restart_only(running.config(), &file) {
             return Err(self.refused(err));
         }
-        match build_router(&file, state, &self.shared.metrics, &self.shared.health) {
+        match build_router(&file, state, &self.shared.health) {
             Ok((router, next)) => {
+                self.move_access_log(running.config(), file.config());
                 self.shared.current.store(Arc::new(router));
                 self.shared.snapshot.set(file.redacted());
                 *state = next;
@@ -183,6 +188,43 @@ impl Reloader {
                 Ok(())
             }
             Err(err) => Err(self.refused(err)),
+        }
+    }
+
+    /// The access-log destination to move when `observe.access_log`
+    /// changes on reload (the subscriber that writes to it is the
+    /// application's: see [`AccessLogWriter::layer`]).
+    pub fn set_access_log(&self, writer: AccessLogWriter) {
+        *self
+            .shared
+            .access_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(writer);
+    }
+
+    fn access_log(&self) -> Option<AccessLogWriter> {
+        self.shared
+            .access_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Flushes the access log, if one was set.
+    pub fn flush_access_log(&self) {
+        if let Some(Err(err)) = self.access_log().map(|w| w.flush()) {
+            tracing::warn!(error = %err, "access log flush failed");
+        }
+    }
+
+    fn move_access_log(&self, running: &GatewayConfig, next: &GatewayConfig) {
+        let destination = |c: &GatewayConfig| c.observe.as_ref().map(|o| o.access_log.clone());
+        let Some(to) = destination(next) else { return };
+        if destination(running).as_ref() == Some(&to) {
+            return;
+        }
+        if let Some(Err(err)) = self.access_log().map(|w| w.reopen(&to)) {
+            tracing::warn!(error = %err, "cannot move the access log; it stays where it was");
         }
     }
 
@@ -282,10 +324,8 @@ fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), Config
 fn build_router(
     file: &ConfigFile,
     state: &BuildState,
-    metrics: &Metrics,
     health: &Health,
 ) -> Result<(Router, BuildState), ConfigFileError> {
-    let _ = metrics;
     let (builder, next) = file.gateway_builder_with(state)?;
     Ok((file.finish(builder.health(health.clone()))?, next))
 }
@@ -472,6 +512,7 @@ impl Server {
     /// A listener failed.
     pub async fn shutdown(mut self) -> io::Result<()> {
         let _ = self.stop.send(true);
+        let reloader = self.reloader.clone();
         for task in &self.background {
             task.abort();
         }
@@ -483,6 +524,7 @@ impl Server {
                 _ => {}
             }
         }
+        reloader.flush_access_log();
         result
     }
 }

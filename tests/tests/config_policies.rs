@@ -1,0 +1,227 @@
+//! Config files with every policy: the bench's full stack end to end, an
+//! auth provider's key set kept across reloads, and per-client-class
+//! response shapes, all built from TOML.
+
+#![expect(clippy::expect_used, reason = "test helpers outside #[test] fns")]
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use http::{Request, StatusCode};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tollgate::config::{ConfigFile, Server};
+use tollgate_tests::{
+    auth_support::{JwksMode, JwksServer, Signer, claims, eventually, jwks},
+    body_json, client, config_head, echo_router, empty, spawn_upstream,
+};
+
+const SECRET: &str = "a-bench-secret-of-thirty-two-bytes!";
+
+fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<&str, String> = pairs.into_iter().collect();
+    move |name| map.get(name).cloned()
+}
+
+async fn send(url: String, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Value) {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = client()
+        .request(req.body(empty()).expect("request"))
+        .await
+        .expect("response");
+    let (status, headers) = (res.status(), res.headers().clone());
+    (status, headers, body_json(res).await)
+}
+
+#[tokio::test]
+async fn the_full_stack_bench_config_applies_every_policy() {
+    let backend = spawn_upstream(echo_router()).await;
+    let run_dir = std::env::temp_dir().join(format!("tollgate-full-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).expect("run dir");
+    let env = env_of(vec![
+        ("LISTEN_ADDR", "127.0.0.1:0".into()),
+        ("UPSTREAM_URL", format!("http://{backend}")),
+        ("BENCH_JWT_SECRET", SECRET.into()),
+        ("RUN_DIR", run_dir.display().to_string()),
+    ]);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/configs/bench-full-stack.toml");
+    let text = std::fs::read_to_string(path).expect("sample");
+    let file = ConfigFile::parse_with(&text, &env).expect("parses");
+    let writer = tollgate::observe::AccessLogWriter::open(
+        &file.config().observe.as_ref().expect("observe").access_log,
+    )
+    .expect("access log opens");
+    // What examples/gateway.rs installs: the access log to its writer.
+    let _guard = {
+        use tracing_subscriber::prelude::*;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(writer.layer()))
+    };
+    tracing::callsite::rebuild_interest_cache();
+    let server = Server::start(file).await.expect("starts");
+    server.reloader().set_access_log(writer.clone());
+    let base = format!("http://{}", server.local_addr());
+
+    // No token: 401 problem, never forwarded.
+    let (status, headers, body) = send(format!("{base}/users/1"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("x-request-id"));
+
+    // A token with only `sub` and `exp`: forwarded unchanged, with the id,
+    // the identity header and the literal header rule.
+    let token = Signer::hmac(Algorithm::HS256, SECRET.as_bytes()).sign(&claims("user-7"));
+    let bearer = format!("Bearer {token}");
+    let (status, headers, echo) =
+        send(format!("{base}/users/1?q=2"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["uri"], "/users/1?q=2");
+    assert_eq!(echo["headers"]["x-user-id"], json!(["user-7"]));
+    assert_eq!(echo["headers"]["x-gateway"], json!(["tollgate"]));
+    let id = headers["x-request-id"].to_str().expect("ascii").to_owned();
+    assert_eq!(echo["headers"]["x-request-id"], json!([id]));
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the token is not forwarded"
+    );
+
+    // The access log is a file with one JSON line per request.
+    server.shutdown().await.expect("clean shutdown");
+    writer.flush().expect("flush");
+    let log = std::fs::read_to_string(run_dir.join("tollgate-access.log")).expect("access log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    let last = lines.last().expect("a line");
+    assert_eq!(last["request_id"], id.as_str());
+    assert_eq!(last["status"], 200);
+    assert_eq!(last["subject"], "user-7");
+    assert!(!log.contains(&token), "the token is never logged");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_key_set_of_an_unchanged_provider() {
+    let signer = Signer::of(Algorithm::RS256);
+    let keys = JwksServer::start(JwksMode::Keys(jwks(&[&signer]))).await;
+    let backend = spawn_upstream(echo_router()).await;
+    let config = |extra_route: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+enabled = false
+
+[auth.providers.users]
+type = "jwt"
+allow_insecure_http = true
+refresh_interval = "1h"
+[[auth.providers.users.issuers]]
+algorithms = ["RS256"]
+jwks_url = "{jwks}"
+
+[[upstreams]]
+name = "backend"
+endpoints = ["http://{backend}"]
+
+[[routes]]
+prefix = "/api"
+to = "backend"
+auth = {{ providers = ["users"] }}
+{extra_route}
+"#,
+            jwks = keys.url()
+        )
+    };
+    let server = Server::start(ConfigFile::parse(&config("")).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    let bearer = format!("Bearer {}", signer.sign(&claims("ann")));
+    eventually("the key set is fetched", || async {
+        send(format!("{base}/api/x"), &[("authorization", &bearer)])
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let fetched = keys.hits();
+
+    // Another route; the provider is unchanged: no new fetch, and the
+    // token is accepted at once on the new router.
+    let other =
+        "[[routes]]\nprefix = \"/other\"\nto = \"backend\"\nauth = { providers = [\"users\"] }\n";
+    server
+        .reloader()
+        .reload_from(ConfigFile::parse(&config(other)).expect("parses"))
+        .expect("applies");
+    assert_eq!(
+        send(format!("{base}/other/x"), &[("authorization", &bearer)])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        keys.hits(),
+        fetched,
+        "the key set was kept, not fetched again"
+    );
+
+    // A changed provider starts afresh: it fetches its keys again.
+    let changed = config(other).replace("refresh_interval = \"1h\"", "refresh_interval = \"2h\"");
+    server
+        .reloader()
+        .reload_from(ConfigFile::parse(&changed).expect("parses"))
+        .expect("applies");
+    eventually("the new provider fetches", || async {
+        keys.hits() > fetched
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn mobile_and_web_clients_get_their_own_shape_from_a_config() {
+    let users = spawn_upstream(axum::Router::new().fallback(|| async {
+        axum::Json(json!({"id": 42, "name": "Ann", "email": "ann@example.com", "internal_id": "x9", "debug_info": {"db": "p1"}}))
+    }))
+    .await;
+    let head = config_head("users", &format!("http://{users}"));
+    let text = format!(
+        r#"{head}
+[[routes]]
+prefix = "/api/users"
+to = "users"
+
+[routes.transform_response_by_class]
+classify = [{{ header = "x-client" }}, {{ user_agent = "(?i)iphone|android", class = "mobile" }}]
+[routes.transform_response_by_class.classes.mobile.body]
+allow = ["/id", "/name"]
+[routes.transform_response_by_class.default.body]
+deny = ["/internal_id", "/debug_info"]
+"#
+    );
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    let (_, _, mobile) = send(format!("{base}/api/users/42"), &[("x-client", "mobile")]).await;
+    assert_eq!(mobile, json!({"id": 42, "name": "Ann"}));
+    let (_, _, phone) = send(
+        format!("{base}/api/users/42"),
+        &[("user-agent", "MyApp (iPhone; iOS 18)")],
+    )
+    .await;
+    assert_eq!(phone, json!({"id": 42, "name": "Ann"}));
+    let (_, _, web) = send(format!("{base}/api/users/42"), &[]).await;
+    assert_eq!(
+        web,
+        json!({"id": 42, "name": "Ann", "email": "ann@example.com"})
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
