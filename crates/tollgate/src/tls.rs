@@ -26,10 +26,7 @@ use http::{
     header::{CONTENT_LENGTH, HOST, LOCATION, STRICT_TRANSPORT_SECURITY},
     uri::Authority,
 };
-use hyper_util::{
-    rt::TokioExecutor,
-    server::{conn::auto, graceful::Watcher},
-};
+use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::CryptoProvider,
@@ -43,7 +40,7 @@ use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, Connecti
 use tower::Service;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::serve::{Serve, serve, serve_connection};
+use crate::serve::{Serve, Tracked, serve, serve_connection};
 
 /// The TLS settings of a listener: certificates chosen by SNI, ALPN `h2`
 /// and `http/1.1`, TLS 1.2 and 1.3 only, and optionally client
@@ -515,7 +512,7 @@ pub(crate) async fn accept<S, B>(
     info: ConnectionInfo,
     builder: auto::Builder<TokioExecutor>,
     service: S,
-    watcher: Watcher,
+    tracked: Tracked,
     timeout: Duration,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -552,7 +549,7 @@ pub(crate) async fn accept<S, B>(
         info.with_secure(true),
         identity,
         service,
-        watcher,
+        tracked,
         timeout,
     )
     .await;
