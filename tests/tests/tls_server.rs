@@ -1,7 +1,8 @@
 //! TLS termination in `tollgate::serve`, with real rustls clients and
-//! certificates made by rcgen: ALPN h1/h2, SNI, TLS versions, certificate
-//! reload (direct and by SIGHUP), mTLS, the HTTPS redirect, HSTS, and
-//! upstream TLS with a private CA and an SNI override on both pools.
+//! certificates made by rcgen: ALPN h1/h2 (and with `curl` when it is
+//! installed), SNI, TLS versions, certificate and client CA reload (direct
+//! and by SIGHUP), mTLS, the HTTPS redirect, HSTS, and upstream TLS with a
+//! private CA and an SNI override on both pools.
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
 
@@ -131,6 +132,17 @@ async fn spawn_tls(tls: TlsConfig, router: Router) -> SocketAddr {
             .into_future(),
     );
     addr
+}
+
+/// A server with a `localhost` certificate from `ca` and `client_auth`.
+async fn mtls_server(dir: &Dir, ca: &Ca, client_auth: ClientAuth) -> (SocketAddr, TlsConfig) {
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "server", ca);
+    let tls = TlsConfig::builder()
+        .certificate(cert, key)
+        .client_auth(client_auth)
+        .build()
+        .unwrap();
+    (spawn_tls(tls.clone(), whoami()).await, tls)
 }
 
 /// A server with one certificate for `localhost` from a fresh CA.
@@ -502,14 +514,8 @@ async fn mtls_required_verifies_and_sets_identity() {
     let ca = Ca::new("server CA");
     let clients = Ca::new("client CA");
     let stranger = Ca::new("other CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
     let client_ca = dir.write("clients.pem", &clients.0.pem());
-    let tls = TlsConfig::builder()
-        .certificate(cert, key)
-        .client_auth(ClientAuth::required(client_ca))
-        .build()
-        .unwrap();
-    let addr = spawn_tls(tls, whoami()).await;
+    let (addr, _) = mtls_server(&dir, &ca, ClientAuth::required(client_ca)).await;
 
     // A certificate from the client CA: the handler sees its subject.
     let alice = clients.leaf(
@@ -530,44 +536,146 @@ async fn mtls_required_verifies_and_sets_identity() {
         assert_eq!(json["client_cert"], true, "{json}");
     }
 
-    // No certificate, or one from another CA: refused. With TLS 1.3 the
-    // client may finish its side first; the refusal then arrives as an
-    // alert on the first read.
+    // No certificate, or one from another CA: refused.
     let mallory = stranger.leaf(&["m.test"], "mallory", ExtendedKeyUsagePurpose::ClientAuth);
-    for setup in [
-        ClientSetup::trusting(&ca),
-        ClientSetup::trusting(&ca).with_cert(&mallory, &stranger),
+    assert!(refused(ClientSetup::trusting(&ca), addr).await);
+    assert!(
+        refused(
+            ClientSetup::trusting(&ca).with_cert(&mallory, &stranger),
+            addr
+        )
+        .await
+    );
+}
+
+/// Whether a client set up with `setup` is refused. With TLS 1.3 the
+/// client may finish its side of the handshake first; the refusal then
+/// arrives as an alert on the first read.
+async fn refused(setup: ClientSetup, addr: SocketAddr) -> bool {
+    let Ok(stream) = setup.connect(addr, "localhost").await else {
+        return true;
+    };
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "ALPN h2 was offered"
+    );
+    match hyper::client::conn::http2::handshake::<_, _, tollgate_tests::ClientBody>(
+        TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    {
+        Err(_) => true,
+        Ok((mut s, conn)) => {
+            tokio::spawn(conn);
+            s.send_request(
+                http::Request::get("https://localhost/")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .is_err()
+        }
+    }
+}
+
+/// `reload` re-reads the client CA bundle: a certificate from a CA added to
+/// the file is refused before and admitted after; a broken file keeps the
+/// old bundle; a connection admitted before stays up when its CA is gone.
+#[tokio::test]
+async fn reload_rereads_the_client_ca_bundle() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let old_clients = Ca::new("old client CA");
+    let new_clients = Ca::new("new client CA");
+    let bundle = dir.write("clients.pem", &old_clients.0.pem());
+    let (addr, tls) = mtls_server(&dir, &ca, ClientAuth::required(&bundle)).await;
+    let alice = old_clients.leaf(&["a.test"], "alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let bob = new_clients.leaf(&["b.test"], "bob", ExtendedKeyUsagePurpose::ClientAuth);
+    let as_alice = || ClientSetup::trusting(&ca).with_cert(&alice, &old_clients);
+    let as_bob = || ClientSetup::trusting(&ca).with_cert(&bob, &new_clients);
+
+    let stream = as_alice().connect(addr, "localhost").await.unwrap();
+    let mut before = Sender::new(stream).await;
+    assert_eq!(before.get_json("/").await["subject"], "CN=alice");
+    assert!(refused(as_bob(), addr).await);
+
+    // A broken bundle: the reload fails, naming the file; nothing changes.
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    let err = tls.reload().unwrap_err();
+    assert_eq!(err.kind(), tollgate::core::ConfigErrorKind::Tls);
+    assert!(
+        err.to_string().contains(&bundle.display().to_string()),
+        "{err}"
+    );
+    assert!(refused(as_bob(), addr).await);
+
+    // The new CA replaces the old one.
+    std::fs::write(&bundle, new_clients.0.pem()).unwrap();
+    tls.reload().unwrap();
+    let stream = as_bob().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=bob");
+    assert!(refused(as_alice(), addr).await);
+    // Alice's connection, admitted before, stays up.
+    assert_eq!(before.get_json("/after").await["subject"], "CN=alice");
+}
+
+/// `curl --http2` (and `--http1.1`) verifies the server against the CA
+/// file and negotiates the protocol by ALPN. Skipped when `curl`, or its
+/// HTTP/2 support, is missing.
+#[tokio::test]
+async fn curl_negotiates_http2_and_http1() {
+    let version = match tokio::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            eprintln!("note: curl is not on PATH; skipping the curl handshake test");
+            return;
+        }
+    };
+    if !version.contains("HTTP2") {
+        eprintln!("note: this curl has no HTTP/2; skipping the curl handshake test");
+        return;
+    }
+    let dir = Dir::new();
+    let ca = Ca::new("curl CA");
+    let (cert, key) = ca.server(&["gateway.test"]).write(&dir, "server", &ca);
+    let ca_file = dir.write("ca.pem", &ca.0.pem());
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+    let port = addr.port();
+
+    for (flag, negotiated, seen) in [
+        ("--http2", "2", "HTTP/2.0"),
+        ("--http1.1", "1.1", "HTTP/1.1"),
     ] {
-        let refused = match setup.connect(addr, "localhost").await {
-            Err(_) => true,
-            Ok(stream) => {
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = TokioIo::new(stream);
-                if h2 {
-                    match hyper::client::conn::http2::handshake::<_, _, tollgate_tests::ClientBody>(
-                        TokioExecutor::new(),
-                        io,
-                    )
-                    .await
-                    {
-                        Err(_) => true,
-                        Ok((mut s, conn)) => {
-                            tokio::spawn(conn);
-                            s.send_request(
-                                http::Request::get("https://localhost/")
-                                    .body(empty())
-                                    .unwrap(),
-                            )
-                            .await
-                            .is_err()
-                        }
-                    }
-                } else {
-                    unreachable!("ALPN h2 was offered")
-                }
-            }
-        };
-        assert!(refused);
+        let out = tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--noproxy", "*", flag])
+            .args(["--max-time", "30", "--write-out", "\n%{http_version}"])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("gateway.test:{port}:127.0.0.1"))
+            .arg(format!("https://gateway.test:{port}/curl"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (body, version) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(version, negotiated, "curl {flag}: {stdout}");
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["version"], seen, "{json}");
+        assert_eq!(json["secure"], true, "{json}");
     }
 }
 
@@ -576,14 +684,8 @@ async fn mtls_optional_admits_clients_without_a_certificate() {
     let dir = Dir::new();
     let ca = Ca::new("server CA");
     let clients = Ca::new("client CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
     let client_ca = dir.write("clients.pem", &clients.0.pem());
-    let tls = TlsConfig::builder()
-        .certificate(cert, key)
-        .client_auth(ClientAuth::optional(client_ca))
-        .build()
-        .unwrap();
-    let addr = spawn_tls(tls, whoami()).await;
+    let (addr, _) = mtls_server(&dir, &ca, ClientAuth::optional(client_ca)).await;
     let stream = ClientSetup::trusting(&ca)
         .connect(addr, "localhost")
         .await
