@@ -1,14 +1,14 @@
 //! TLS termination in `tollgate::serve`, with real rustls clients and
-//! certificates made by rcgen: ALPN h1/h2, SNI, TLS versions, certificate
-//! reload (direct and by SIGHUP), mTLS, the HTTPS redirect, HSTS, and
-//! upstream TLS with a private CA and an SNI override on both pools.
+//! certificates made by rcgen: ALPN h1/h2 (and with `curl` when it is
+//! installed), SNI, TLS versions, certificate and client CA reload (direct
+//! and by SIGHUP), mTLS, the HTTPS redirect, HSTS, and upstream TLS with a
+//! private CA and an SNI override on both pools.
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
@@ -16,22 +16,14 @@ use axum::{Json, Router, extract::Request, routing::get};
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
-};
+use rcgen::ExtendedKeyUsagePurpose;
+use rustls::{ProtocolVersion, pki_types::CertificateDer};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tokio_rustls::{TlsConnector, client::TlsStream};
+use tokio_rustls::client::TlsStream;
 use tollgate::{
     ClientAuth, Gateway, Protocol, Route, TlsConfig, Upstream,
     core::{AuthMethod, ConnectionInfo, Identity},
@@ -39,217 +31,9 @@ use tollgate::{
 };
 use tollgate_tests::{body_json, client, empty, listener, raw_exchange, spawn_gateway};
 
-// === certificates and files ===
-
-/// A temporary directory, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tollgate-tls-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-struct Leaf {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.0.der().clone()
-    }
-
-    fn leaf(&self, sans: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.0).unwrap();
-        Leaf { cert, key }
-    }
-
-    fn server(&self, sans: &[&str]) -> Leaf {
-        self.leaf(sans, sans[0], ExtendedKeyUsagePurpose::ServerAuth)
-    }
-}
-
-impl Leaf {
-    /// Writes `{stem}.pem` (leaf + CA chain) and `{stem}.key`.
-    fn write(&self, dir: &Dir, stem: &str, ca: &Ca) -> (PathBuf, PathBuf) {
-        let chain = format!("{}{}", self.cert.pem(), ca.0.pem());
-        (
-            dir.write(&format!("{stem}.pem"), &chain),
-            dir.write(&format!("{stem}.key"), &self.key.serialize_pem()),
-        )
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    fn key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
-    }
-}
-
-// === clients ===
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Accepts any server certificate (signatures are still checked), to see
-/// which certificate the server picks for names it does not carry.
-#[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// How a test client is set up.
-struct ClientSetup {
-    trust: Option<CertificateDer<'static>>,
-    alpn: Vec<&'static [u8]>,
-    versions: Vec<&'static rustls::SupportedProtocolVersion>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-}
-
-impl ClientSetup {
-    fn trusting(ca: &Ca) -> Self {
-        Self {
-            trust: Some(ca.der()),
-            alpn: vec![b"h2", b"http/1.1"],
-            versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
-            identity: None,
-        }
-    }
-
-    fn any_cert() -> Self {
-        Self {
-            trust: None,
-            ..Self::trusting(&Ca::new("unused"))
-        }
-    }
-
-    fn alpn(mut self, alpn: &[&'static [u8]]) -> Self {
-        self.alpn = alpn.to_vec();
-        self
-    }
-
-    fn versions(mut self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Self {
-        self.versions = versions.to_vec();
-        self
-    }
-
-    fn with_cert(mut self, leaf: &Leaf, ca: &Ca) -> Self {
-        self.identity = Some((vec![leaf.der(), ca.der()], leaf.key_der()));
-        self
-    }
-
-    fn config(self) -> Arc<ClientConfig> {
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&self.versions)
-            .unwrap();
-        let builder = match self.trust {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca).unwrap();
-                builder.with_root_certificates(roots)
-            }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider()))),
-        };
-        let mut config = match self.identity {
-            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = self.alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
-    }
-
-    async fn connect(self, addr: SocketAddr, name: &str) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        TlsConnector::from(self.config()).connect(name, tcp).await
-    }
-}
+#[path = "common/tls.rs"]
+mod tls;
+use tls::{Ca, ClientSetup, Dir};
 
 /// The SANs (DNS names) of the certificate the server presented.
 fn presented_sans(stream: &TlsStream<TcpStream>) -> Vec<String> {
@@ -348,6 +132,17 @@ async fn spawn_tls(tls: TlsConfig, router: Router) -> SocketAddr {
             .into_future(),
     );
     addr
+}
+
+/// A server with a `localhost` certificate from `ca` and `client_auth`.
+async fn mtls_server(dir: &Dir, ca: &Ca, client_auth: ClientAuth) -> (SocketAddr, TlsConfig) {
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "server", ca);
+    let tls = TlsConfig::builder()
+        .certificate(cert, key)
+        .client_auth(client_auth)
+        .build()
+        .unwrap();
+    (spawn_tls(tls.clone(), whoami()).await, tls)
 }
 
 /// A server with one certificate for `localhost` from a fresh CA.
@@ -719,14 +514,8 @@ async fn mtls_required_verifies_and_sets_identity() {
     let ca = Ca::new("server CA");
     let clients = Ca::new("client CA");
     let stranger = Ca::new("other CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
     let client_ca = dir.write("clients.pem", &clients.0.pem());
-    let tls = TlsConfig::builder()
-        .certificate(cert, key)
-        .client_auth(ClientAuth::required(client_ca))
-        .build()
-        .unwrap();
-    let addr = spawn_tls(tls, whoami()).await;
+    let (addr, _) = mtls_server(&dir, &ca, ClientAuth::required(client_ca)).await;
 
     // A certificate from the client CA: the handler sees its subject.
     let alice = clients.leaf(
@@ -747,44 +536,146 @@ async fn mtls_required_verifies_and_sets_identity() {
         assert_eq!(json["client_cert"], true, "{json}");
     }
 
-    // No certificate, or one from another CA: refused. With TLS 1.3 the
-    // client may finish its side first; the refusal then arrives as an
-    // alert on the first read.
+    // No certificate, or one from another CA: refused.
     let mallory = stranger.leaf(&["m.test"], "mallory", ExtendedKeyUsagePurpose::ClientAuth);
-    for setup in [
-        ClientSetup::trusting(&ca),
-        ClientSetup::trusting(&ca).with_cert(&mallory, &stranger),
+    assert!(refused(ClientSetup::trusting(&ca), addr).await);
+    assert!(
+        refused(
+            ClientSetup::trusting(&ca).with_cert(&mallory, &stranger),
+            addr
+        )
+        .await
+    );
+}
+
+/// Whether a client set up with `setup` is refused. With TLS 1.3 the
+/// client may finish its side of the handshake first; the refusal then
+/// arrives as an alert on the first read.
+async fn refused(setup: ClientSetup, addr: SocketAddr) -> bool {
+    let Ok(stream) = setup.connect(addr, "localhost").await else {
+        return true;
+    };
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "ALPN h2 was offered"
+    );
+    match hyper::client::conn::http2::handshake::<_, _, tollgate_tests::ClientBody>(
+        TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    {
+        Err(_) => true,
+        Ok((mut s, conn)) => {
+            tokio::spawn(conn);
+            s.send_request(
+                http::Request::get("https://localhost/")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .is_err()
+        }
+    }
+}
+
+/// `reload` re-reads the client CA bundle: a certificate from a CA added to
+/// the file is refused before and admitted after; a broken file keeps the
+/// old bundle; a connection admitted before stays up when its CA is gone.
+#[tokio::test]
+async fn reload_rereads_the_client_ca_bundle() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let old_clients = Ca::new("old client CA");
+    let new_clients = Ca::new("new client CA");
+    let bundle = dir.write("clients.pem", &old_clients.0.pem());
+    let (addr, tls) = mtls_server(&dir, &ca, ClientAuth::required(&bundle)).await;
+    let alice = old_clients.leaf(&["a.test"], "alice", ExtendedKeyUsagePurpose::ClientAuth);
+    let bob = new_clients.leaf(&["b.test"], "bob", ExtendedKeyUsagePurpose::ClientAuth);
+    let as_alice = || ClientSetup::trusting(&ca).with_cert(&alice, &old_clients);
+    let as_bob = || ClientSetup::trusting(&ca).with_cert(&bob, &new_clients);
+
+    let stream = as_alice().connect(addr, "localhost").await.unwrap();
+    let mut before = Sender::new(stream).await;
+    assert_eq!(before.get_json("/").await["subject"], "CN=alice");
+    assert!(refused(as_bob(), addr).await);
+
+    // A broken bundle: the reload fails, naming the file; nothing changes.
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    let err = tls.reload().unwrap_err();
+    assert_eq!(err.kind(), tollgate::core::ConfigErrorKind::Tls);
+    assert!(
+        err.to_string().contains(&bundle.display().to_string()),
+        "{err}"
+    );
+    assert!(refused(as_bob(), addr).await);
+
+    // The new CA replaces the old one.
+    std::fs::write(&bundle, new_clients.0.pem()).unwrap();
+    tls.reload().unwrap();
+    let stream = as_bob().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=bob");
+    assert!(refused(as_alice(), addr).await);
+    // Alice's connection, admitted before, stays up.
+    assert_eq!(before.get_json("/after").await["subject"], "CN=alice");
+}
+
+/// `curl --http2` (and `--http1.1`) verifies the server against the CA
+/// file and negotiates the protocol by ALPN. Skipped when `curl`, or its
+/// HTTP/2 support, is missing.
+#[tokio::test]
+async fn curl_negotiates_http2_and_http1() {
+    let version = match tokio::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            eprintln!("note: curl is not on PATH; skipping the curl handshake test");
+            return;
+        }
+    };
+    if !version.contains("HTTP2") {
+        eprintln!("note: this curl has no HTTP/2; skipping the curl handshake test");
+        return;
+    }
+    let dir = Dir::new();
+    let ca = Ca::new("curl CA");
+    let (cert, key) = ca.server(&["gateway.test"]).write(&dir, "server", &ca);
+    let ca_file = dir.write("ca.pem", &ca.0.pem());
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+    let port = addr.port();
+
+    for (flag, negotiated, seen) in [
+        ("--http2", "2", "HTTP/2.0"),
+        ("--http1.1", "1.1", "HTTP/1.1"),
     ] {
-        let refused = match setup.connect(addr, "localhost").await {
-            Err(_) => true,
-            Ok(stream) => {
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = TokioIo::new(stream);
-                if h2 {
-                    match hyper::client::conn::http2::handshake::<_, _, tollgate_tests::ClientBody>(
-                        TokioExecutor::new(),
-                        io,
-                    )
-                    .await
-                    {
-                        Err(_) => true,
-                        Ok((mut s, conn)) => {
-                            tokio::spawn(conn);
-                            s.send_request(
-                                http::Request::get("https://localhost/")
-                                    .body(empty())
-                                    .unwrap(),
-                            )
-                            .await
-                            .is_err()
-                        }
-                    }
-                } else {
-                    unreachable!("ALPN h2 was offered")
-                }
-            }
-        };
-        assert!(refused);
+        let out = tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--noproxy", "*", flag])
+            .args(["--max-time", "30", "--write-out", "\n%{http_version}"])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("gateway.test:{port}:127.0.0.1"))
+            .arg(format!("https://gateway.test:{port}/curl"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let (body, version) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(version, negotiated, "curl {flag}: {stdout}");
+        let json: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["version"], seen, "{json}");
+        assert_eq!(json["secure"], true, "{json}");
     }
 }
 
@@ -793,14 +684,8 @@ async fn mtls_optional_admits_clients_without_a_certificate() {
     let dir = Dir::new();
     let ca = Ca::new("server CA");
     let clients = Ca::new("client CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
     let client_ca = dir.write("clients.pem", &clients.0.pem());
-    let tls = TlsConfig::builder()
-        .certificate(cert, key)
-        .client_auth(ClientAuth::optional(client_ca))
-        .build()
-        .unwrap();
-    let addr = spawn_tls(tls, whoami()).await;
+    let (addr, _) = mtls_server(&dir, &ca, ClientAuth::optional(client_ca)).await;
     let stream = ClientSetup::trusting(&ca)
         .connect(addr, "localhost")
         .await

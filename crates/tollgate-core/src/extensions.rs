@@ -6,6 +6,7 @@ use std::{
 };
 
 use http::HeaderValue;
+use tokio::sync::watch;
 
 /// The id of one request, set by the request-id layer and echoed everywhere:
 /// logs, problem bodies, the upstream request and the response.
@@ -31,6 +32,43 @@ pub struct ConnectionInfo {
     /// Whether the connection is TLS.
     pub secure: bool,
 }
+
+/// The server's shutdown, seen from work that outlives its request: an
+/// upgraded connection (a WebSocket tunnel) keeps running after the
+/// response that opened it, so the connection drain of the server does not
+/// see it.
+///
+/// `tollgate::serve` inserts one `Drain` into every request. Whoever takes
+/// over an upgraded connection holds a [`DrainGuard`] from
+/// [`guard`](Self::guard) for as long as the tunnel runs: the server counts
+/// the guards, waits for them (within its drain time) after shutdown
+/// begins, then [`close`](Self::close)s, and every guard's
+/// [`closed`](DrainGuard::closed) completes so the tunnel shuts both sides.
+/// Without a `Drain` in the request (another server), nothing tracks the
+/// tunnel.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tollgate_core::Drain;
+///
+/// let drain = Drain::new();
+/// let mut guard = drain.guard();
+/// assert_eq!(drain.active(), 1);
+/// drain.close();
+/// guard.closed().await;
+/// drop(guard);
+/// drain.idle().await;
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Drain(Arc<watch::Sender<bool>>);
+
+/// One tracked piece of work (an upgraded connection); see [`Drain`].
+/// Dropping it tells the server the work is done.
+#[derive(Debug)]
+#[must_use = "the work is tracked only while the guard is held"]
+pub struct DrainGuard(watch::Receiver<bool>);
 
 /// The W3C trace context of a request (`traceparent`): the trace it
 /// belongs to and the span the gateway opened for it, which is the parent
@@ -237,6 +275,60 @@ impl ConnectionInfo {
     pub fn with_secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
+    }
+}
+
+// === impl Drain ===
+
+impl Drain {
+    /// A drain with no guards, not closed.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(Arc::new(watch::Sender::new(false)))
+    }
+
+    /// Tracks one piece of work until the guard is dropped.
+    pub fn guard(&self) -> DrainGuard {
+        DrainGuard(self.0.subscribe())
+    }
+
+    /// How many guards are held.
+    #[must_use]
+    pub fn active(&self) -> usize {
+        self.0.receiver_count()
+    }
+
+    /// Completes when no guard is held.
+    pub async fn idle(&self) {
+        self.0.closed().await;
+    }
+
+    /// Tells every guard, present and future, to wind its work down.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// === impl DrainGuard ===
+
+impl DrainGuard {
+    /// Completes once the server closes the drain (its drain time is over)
+    /// or is gone.
+    pub async fn closed(&mut self) {
+        // An error means every `Drain` is gone: no server waits any more.
+        let _ = self.0.wait_for(|closed| *closed).await;
     }
 }
 
@@ -558,6 +650,25 @@ mod tests {
             slot.upstream().and_then(|c| c.error),
             Some(UpstreamErrorKind::Timeout)
         );
+    }
+
+    #[tokio::test]
+    async fn drain_counts_guards_and_closes_them() {
+        let drain = Drain::new();
+        drain.idle().await;
+        let mut first = drain.guard();
+        let second = drain.clone().guard();
+        assert_eq!(drain.active(), 2);
+        drop(second);
+        assert_eq!(drain.active(), 1);
+        assert!(!drain.is_closed());
+        drain.close();
+        first.closed().await;
+        // A guard taken after the close is closed at once.
+        drain.guard().closed().await;
+        drop(first);
+        drain.idle().await;
+        assert_eq!(drain.active(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | [`RequestId`]      | request-id layer               | logs, problem bodies, the proxy           |
 //! | [`ClientIp`]       | request-id layer               | rate-limit keys, the proxy, logs          |
 //! | [`ConnectionInfo`] | the server (`tollgate::serve`) | client-IP resolution, `X-Forwarded-Proto` |
+//! | [`Drain`]          | the server (`tollgate::serve`) | the proxy's upgrade tunnels               |
 //! | [`Identity`]       | auth layers                    | scope checks, rate limits, transforms     |
 //! | [`TraceContext`]   | request-id layer               | logs, the proxy (via `traceparent`)       |
 //! | [`ParentSpanId`]   | request-id layer (valid incoming `traceparent`) | the OpenTelemetry export |
@@ -51,8 +52,8 @@ pub mod serde_util;
 
 pub use error::{ConfigError, ConfigErrorKind};
 pub use extensions::{
-    AuthMethod, ClientIp, ConnectionInfo, Identity, Observed, OriginalPath, ParentSpanId,
-    RequestId, RouteName, TraceContext, UpstreamCall, UpstreamErrorKind,
+    AuthMethod, ClientIp, ConnectionInfo, Drain, DrainGuard, Identity, Observed, OriginalPath,
+    ParentSpanId, RequestId, RouteName, TraceContext, UpstreamCall, UpstreamErrorKind,
 };
 pub use hook::{OnRequest, RequestHook};
 pub use problem::Problem;

@@ -21,10 +21,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use tokio::time::{Duration, Sleep};
+use tokio::{
+    io::AsyncWriteExt,
+    time::{Duration, Sleep},
+};
 use tollgate_core::{
-    BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, Observed, RequestId,
-    UpstreamCall, body::ResponseBody,
+    BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, Drain, DrainGuard, Observed,
+    RequestId, UpstreamCall, body::ResponseBody,
 };
 use tower::Service;
 
@@ -162,7 +165,8 @@ pub struct UpstreamBuilder {
 /// by default, or the [`WorkerPool`](crate::WorkerPool)), with both bodies
 /// streaming. It removes hop-by-hop headers in both directions,
 /// writes the forwarding headers, tunnels upgrades (WebSocket and any other
-/// `Upgrade`) as raw bytes, and turns failures into problems: 502 when the
+/// `Upgrade`) as raw bytes (drained on shutdown when the request carries
+/// the server's [`Drain`]), and turns failures into problems: 502 when the
 /// upstream refuses, resets or sends garbage, 504 when it is too slow. Its
 /// error type is therefore [`Infallible`].
 ///
@@ -205,6 +209,8 @@ struct Pending {
     observed: Option<(Observed, tokio::time::Instant)>,
     in_flight: InFlight,
     client_upgrade: Option<OnUpgrade>,
+    /// The server's drain, for the tunnel of an upgrade.
+    drain: Option<Drain>,
     request_id: Option<RequestId>,
     client_path: PathAndQuery,
 }
@@ -631,7 +637,8 @@ impl Pending {
                 let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                 headers::remove_hop_by_hop(res.headers_mut(), upgraded && upgrade);
                 if let (true, Some(client)) = (upgraded, self.client_upgrade) {
-                    spawn_tunnel(client, hyper::upgrade::on(&mut res), self.name);
+                    let guard = self.drain.as_ref().map(Drain::guard);
+                    spawn_tunnel(client, hyper::upgrade::on(&mut res), self.name, guard);
                 }
                 return res.map(ResponseBody::inner);
             }
@@ -670,6 +677,11 @@ impl<T> Shared<T> {
     {
         let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let drain = if upgrade {
+            req.extensions().get::<Drain>().cloned()
+        } else {
+            None
+        };
         let request_id = req.extensions().get::<RequestId>().cloned();
         // The path the client sent, for the problem's `instance`: saved by
         // RewritePath when it changed it, else the request's own.
@@ -698,6 +710,7 @@ impl<T> Shared<T> {
                 observed,
                 in_flight,
                 client_upgrade,
+                drain,
                 request_id,
                 client_path,
             }),
@@ -779,9 +792,19 @@ impl<T> Shared<T> {
     }
 }
 
+/// How long a closing tunnel may take to shut down its two sides.
+const TUNNEL_SHUTDOWN: Duration = Duration::from_secs(1);
+
 /// Copies bytes both ways between the client's and the upstream's upgraded
-/// connections until either side closes.
-fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, name: Arc<str>) {
+/// connections until either side closes, or, with a `guard`, until the
+/// server's drain closes: then both sides are shut down (TLS
+/// `close_notify`, TCP `FIN`) and dropped.
+fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    name: Arc<str>,
+    mut guard: Option<DrainGuard>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -792,9 +815,36 @@ fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, name: Arc<str>) {
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(upstream = %name, error = %err, "upgraded connection ended with an error");
+        let closing = async {
+            match &mut guard {
+                Some(guard) => guard.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let copied = tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => Some(copied),
+            () = closing => None,
+        };
+        match copied {
+            Some(Ok(_)) => {}
+            Some(Err(err)) => {
+                tracing::debug!(upstream = %name, error = %err, "upgraded connection ended with an error");
+            }
+            None => {
+                tracing::debug!(upstream = %name, "server drain over; closing the upgraded connection");
+                let both = async {
+                    let (c, u) = tokio::join!(client.shutdown(), upstream.shutdown());
+                    if let Err(err) = c.and(u) {
+                        tracing::debug!(upstream = %name, error = %err, "closing the upgraded connection failed");
+                    }
+                };
+                if tokio::time::timeout(TUNNEL_SHUTDOWN, both).await.is_err() {
+                    tracing::debug!(upstream = %name, "upgraded connection did not close in time; dropped");
+                }
+            }
         }
+        // The guard goes last, once both sides are closed.
+        drop(guard);
     });
 }
 

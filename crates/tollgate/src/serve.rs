@@ -31,7 +31,7 @@ use tokio::{
     task::JoinSet,
 };
 use tollgate_core::BoxError;
-use tollgate_core::{ConnectionInfo, Identity};
+use tollgate_core::{ConnectionInfo, Drain, Identity};
 use tower::{Service, ServiceExt};
 
 use crate::{parse_error::ProblemOnParseError, tls::TlsConfig};
@@ -46,10 +46,11 @@ use crate::{parse_error::ProblemOnParseError, tls::TlsConfig};
 ///
 /// Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge), chosen by
 /// hyper-util's auto server; upgrades (WebSocket) are supported. Every
-/// request carries a [`ConnectionInfo`]. When `shutdown` completes the
-/// listener is closed, in-flight requests get the drain time
+/// request carries a [`ConnectionInfo`] and the server's [`Drain`]. When
+/// `shutdown` completes the listener is closed, in-flight requests,
+/// HTTP/2 streams and upgraded connections get the drain time
 /// ([`Serve::drain_timeout`], 30 s by default) to finish, and whatever is
-/// left is then closed.
+/// left is then closed; see [`Serve::drain_timeout`].
 ///
 /// ```no_run
 /// # async fn run(router: axum::Router) -> std::io::Result<()> {
@@ -107,7 +108,27 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()> + Send + 'static,
 {
-    /// How long in-flight requests may run after shutdown begins (default 30 s).
+    /// How long in-flight work may run after shutdown begins (default 30 s).
+    ///
+    /// When `shutdown` completes, the listener is closed at once: new
+    /// connections are refused. Then, for up to this long:
+    ///
+    /// - an HTTP/1.1 request in progress runs to the end of its response,
+    ///   after which the connection is closed (idle keep-alive connections
+    ///   are closed at once);
+    /// - an HTTP/2 connection gets a `GOAWAY`: streams already open run to
+    ///   the end of their responses, new ones are refused;
+    /// - an upgraded connection (a WebSocket) whose tunnel holds a
+    ///   [`DrainGuard`](tollgate_core::DrainGuard) from the request's
+    ///   [`Drain`] (the proxy's tunnels do) keeps passing data both ways;
+    /// - TLS handshakes in progress finish and their connections are
+    ///   treated as above.
+    ///
+    /// The future returns as soon as all of them are done. When the drain
+    /// time is over first, the remaining connections are dropped (their
+    /// sockets closed) and every tunnel is told to close: it shuts down both
+    /// of its sides (TLS `close_notify` where there is TLS, then a TCP
+    /// `FIN`), waiting at most a second for that. The future then returns.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -144,7 +165,6 @@ where
             header_read_timeout,
             tls,
         } = self;
-        let acceptor = tls.as_ref().map(TlsConfig::acceptor);
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -158,6 +178,7 @@ where
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
+        let drain = Drain::new();
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
 
@@ -184,15 +205,18 @@ where
             if let Some(local) = local {
                 info = info.with_local(local);
             }
-            let watcher = graceful.watcher();
-            match &acceptor {
-                Some(acceptor) => connections.spawn(crate::tls::accept(
-                    acceptor.clone(),
+            let tracked = Tracked {
+                watcher: graceful.watcher(),
+                drain: drain.clone(),
+            };
+            match &tls {
+                Some(tls) => connections.spawn(crate::tls::accept(
+                    tls.acceptor(),
                     stream,
                     info,
                     builder.clone(),
                     service.clone(),
-                    watcher,
+                    tracked,
                     header_read_timeout,
                 )),
                 None => connections.spawn(serve_connection(
@@ -201,37 +225,75 @@ where
                     info,
                     None,
                     service.clone(),
-                    watcher,
+                    tracked,
                     header_read_timeout,
                 )),
             };
         }
 
         drop(listener);
-        tracing::info!(connections = graceful.count(), "shutting down: draining");
+        tracing::info!(
+            connections = graceful.count(),
+            tunnels = drain.active(),
+            "shutting down: draining"
+        );
+        // Connections first: a request still in flight may yet open a
+        // tunnel, whose guard exists before its connection ends.
+        let drained = async {
+            graceful.shutdown().await;
+            drain.idle().await;
+        };
         tokio::select! {
-            () = graceful.shutdown() => {
+            () = drained => {
                 tracing::info!("drained");
             }
             () = tokio::time::sleep(drain_timeout) => {
-                tracing::warn!(connections = connections.len(), "drain time elapsed; closing the rest");
+                tracing::warn!(
+                    connections = connections.len(),
+                    tunnels = drain.active(),
+                    "drain time elapsed; closing the rest"
+                );
             }
         }
+        drain.close();
         connections.shutdown().await;
+        // Each tunnel bounds its own close; this bound only guards against
+        // a guard held by work that never looks at it.
+        if tokio::time::timeout(TUNNEL_CLOSE, drain.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tunnels = drain.active(),
+                "tunnels still open after the close"
+            );
+        }
         Ok(())
     }
 }
 
+/// How long, after the drain time, tunnels may take to close.
+const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
+
+/// What ties one connection to the server's shutdown: hyper-util's watcher
+/// for the connection itself, the [`Drain`] for the upgraded connections
+/// its requests open.
+pub(crate) struct Tracked {
+    pub(crate) watcher: Watcher,
+    pub(crate) drain: Drain,
+}
+
 /// Serves one connection: the plain socket, or the decrypted TLS stream.
 ///
-/// Every request gets `info` and, when there is one, `identity`.
+/// Every request gets `info`, the server's [`Drain`] and, when there is
+/// one, `identity`.
 pub(crate) fn serve_connection<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     info: ConnectionInfo,
     identity: Option<Identity>,
     service: S,
-    watcher: Watcher,
+    tracked: Tracked,
     header_read_timeout: Duration,
 ) -> impl Future<Output = ()> + Send + 'static
 where
@@ -248,9 +310,11 @@ where
     // header read timeout is closed here.
     let started = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&started);
+    let Tracked { watcher, drain } = tracked;
     let svc = service.map_request(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(info);
+        req.extensions_mut().insert(drain.clone());
         if let Some(identity) = &identity {
             req.extensions_mut().insert(identity.clone());
         }

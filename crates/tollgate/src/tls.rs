@@ -26,10 +26,7 @@ use http::{
     header::{CONTENT_LENGTH, HOST, LOCATION, STRICT_TRANSPORT_SECURITY},
     uri::Authority,
 };
-use hyper_util::{
-    rt::TokioExecutor,
-    server::{conn::auto, graceful::Watcher},
-};
+use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::CryptoProvider,
@@ -43,16 +40,16 @@ use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, Connecti
 use tower::Service;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::serve::{Serve, serve, serve_connection};
+use crate::serve::{Serve, Tracked, serve, serve_connection};
 
 /// The TLS settings of a listener: certificates chosen by SNI, ALPN `h2`
 /// and `http/1.1`, TLS 1.2 and 1.3 only, and optionally client
 /// certificates. Pass it to [`Serve::tls`].
 ///
-/// Certificates and keys are read from PEM files when it is built and
-/// again on every [`reload`](Self::reload), which swaps them in atomically:
-/// handshakes that follow use the new ones, established connections keep
-/// going. Clones share the certificates, so reloading one reloads all.
+/// Certificates, keys and the client CA bundle are read from PEM files
+/// when it is built and again on every [`reload`](Self::reload), which
+/// swaps them in atomically: handshakes that follow use the new ones,
+/// established connections keep going. Clones share the certificates, so reloading one reloads all.
 ///
 /// ```no_run
 /// # async fn run(router: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
@@ -63,7 +60,7 @@ use crate::serve::{Serve, serve, serve_connection};
 ///     .sni_certificate("api.example.com", "/etc/tollgate/api.pem", "/etc/tollgate/api.key")
 ///     .client_auth(ClientAuth::optional("/etc/tollgate/clients-ca.pem"))
 ///     .build()?;
-/// // `kill -HUP <pid>` re-reads the certificate files.
+/// // `kill -HUP <pid>` re-reads the certificate and CA files.
 /// tls.reload_on_sighup()?;
 ///
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8443").await?;
@@ -88,6 +85,9 @@ pub struct TlsConfigBuilder {
 /// Client-certificate (mutual TLS) settings: the CA bundle that client
 /// certificates are verified against, and whether a certificate is
 /// required.
+///
+/// The CA bundle is read when the [`TlsConfig`] is built and again on every
+/// [`TlsConfig::reload`].
 ///
 /// The verified certificate becomes the connection's [`Identity`], put into
 /// every request of that connection:
@@ -120,7 +120,9 @@ struct Shared {
     client_auth: Option<ClientAuth>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
-    server: Arc<ServerConfig>,
+    /// Replaced whole when the client CA bundle is reloaded; each
+    /// connection keeps the one it was accepted with.
+    server: ArcSwap<ServerConfig>,
 }
 
 /// The PEM files of every certificate.
@@ -232,44 +234,54 @@ impl TlsConfigBuilder {
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(load_set(&files, &provider)?),
         });
-        let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(&versions)
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, format!("tls: {e}")))?;
-        let builder = match &client_auth {
-            None => builder.with_no_client_auth(),
-            Some(auth) => {
-                let roots = load_roots(&auth.ca_file)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    Arc::clone(&provider),
-                );
-                let verifier = if auth.required {
-                    verifier
-                } else {
-                    verifier.allow_unauthenticated()
-                };
-                let verifier = verifier.build().map_err(|e| {
-                    ConfigError::new(
-                        ConfigErrorKind::Tls,
-                        format!("client CA file {}: {e}", auth.ca_file.display()),
-                    )
-                })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut server = builder.with_cert_resolver(Arc::clone(&resolver) as _);
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = server_config(&provider, client_auth.as_ref(), &resolver)?;
         Ok(TlsConfig {
             shared: Arc::new(Shared {
                 files,
                 client_auth,
                 provider,
                 resolver,
-                server: Arc::new(server),
+                server: ArcSwap::from_pointee(server),
             }),
         })
     }
+}
+
+/// The rustls configuration: TLS 1.3 and 1.2, ALPN `h2` and `http/1.1`,
+/// certificates from `resolver`, and the client CA bundle of `client_auth`
+/// read from its file.
+fn server_config(
+    provider: &Arc<CryptoProvider>,
+    client_auth: Option<&ClientAuth>,
+    resolver: &Arc<CertResolver>,
+) -> Result<ServerConfig, ConfigError> {
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, format!("tls: {e}")))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let roots = load_roots(&auth.ca_file)?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+            let verifier = if auth.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| {
+                ConfigError::new(
+                    ConfigErrorKind::Tls,
+                    format!("client CA file {}: {e}", auth.ca_file.display()),
+                )
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_cert_resolver(Arc::clone(resolver) as _);
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(server)
 }
 
 // === impl ClientAuth ===
@@ -303,30 +315,53 @@ impl TlsConfig {
         TlsConfigBuilder::default()
     }
 
-    /// Reads the certificate and key files again and swaps the new
-    /// certificates in atomically. New handshakes use them; established
-    /// connections are not touched. The client CA bundle is not re-read.
+    /// Reads the certificate and key files again, and the client CA bundle
+    /// of the [`ClientAuth`] when there is one, and swaps them in
+    /// atomically. New handshakes use them; established connections are not
+    /// touched (a client admitted by a CA that is gone stays connected).
     ///
-    /// On failure the current certificates stay in use. Either way the
-    /// outcome is logged and audited (`reloaded` or `rejected`, reason
-    /// `tls reload: …`). It reads files, so call it off the async threads
-    /// when that matters ([`reload_on_sighup`](Self::reload_on_sighup)
-    /// does).
+    /// On failure of any file the current certificates and CA bundle stay
+    /// in use. Either way the outcome is logged and audited (`reloaded` or
+    /// `rejected`, reason `tls reload: …`). It reads files, so call it off
+    /// the async threads when that matters
+    /// ([`reload_on_sighup`](Self::reload_on_sighup) does).
     ///
     /// # Errors
     ///
     /// As [`TlsConfigBuilder::build`], naming the file at fault.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        match load_set(&self.shared.files, &self.shared.provider) {
-            Ok(set) => {
-                self.shared.resolver.current.store(Arc::new(set));
-                tracing::info!("tls certificates reloaded");
+        let shared = &self.shared;
+        let loaded = load_set(&shared.files, &shared.provider).and_then(|set| {
+            // The resolver is shared by the old and the new configuration:
+            // the new one is built only to check the CA bundle, and swapped
+            // in after the certificates.
+            let server = match &shared.client_auth {
+                Some(auth) => Some(server_config(
+                    &shared.provider,
+                    Some(auth),
+                    &shared.resolver,
+                )?),
+                None => None,
+            };
+            Ok((set, server))
+        });
+        match loaded {
+            Ok((set, server)) => {
+                shared.resolver.current.store(Arc::new(set));
+                let what = match server {
+                    Some(server) => {
+                        shared.server.store(Arc::new(server));
+                        "certificates and client CA bundle reloaded"
+                    }
+                    None => "certificates reloaded",
+                };
+                tracing::info!("tls {what}");
                 tollgate_core::audit::event(
                     None,
                     None,
                     None,
                     "reloaded",
-                    "tls reload: certificates reloaded",
+                    &format!("tls reload: {what}"),
                 );
                 Ok(())
             }
@@ -344,8 +379,9 @@ impl TlsConfig {
         }
     }
 
-    /// Spawns a task that calls [`reload`](Self::reload) on every SIGHUP,
-    /// for as long as the runtime runs (abort the handle to stop it).
+    /// Spawns a task that calls [`reload`](Self::reload) (certificates and
+    /// client CA bundle) on every SIGHUP, for as long as the runtime runs
+    /// (abort the handle to stop it).
     ///
     /// # Errors
     ///
@@ -370,8 +406,9 @@ impl TlsConfig {
         }))
     }
 
+    /// An acceptor with the current configuration.
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.shared.server))
+        TlsAcceptor::from(self.shared.server.load_full())
     }
 }
 
@@ -515,7 +552,7 @@ pub(crate) async fn accept<S, B>(
     info: ConnectionInfo,
     builder: auto::Builder<TokioExecutor>,
     service: S,
-    watcher: Watcher,
+    tracked: Tracked,
     timeout: Duration,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
@@ -552,7 +589,7 @@ pub(crate) async fn accept<S, B>(
         info.with_secure(true),
         identity,
         service,
-        watcher,
+        tracked,
         timeout,
     )
     .await;
