@@ -1,7 +1,7 @@
 //! The tollgate demo: a gateway on 127.0.0.1:8080 (or `TOLLGATE_ADDR`) in
 //! front of three in-process services (users, orders, products), with an
 //! admin listener on 127.0.0.1:9901 (or `TOLLGATE_ADMIN_ADDR`) serving
-//! `/metrics` and `/healthz`. Every request gets an id, a trace and one
+//! `/metrics`, `/healthz` and `/readyz`. Every request gets an id, a trace and one
 //! JSON access-log line on stdout. `/api/orders` needs the scope
 //! `orders:read`: the demo prints a JWT and an API key that have it.
 //!
@@ -18,7 +18,10 @@ mod demo_app;
 
 use std::{future::IntoFuture, net::SocketAddr};
 
-use tollgate::observe::{JsonLines, Metrics, admin_router};
+use tollgate::{
+    admin::Admin,
+    observe::{JsonLines, Metrics},
+};
 use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 #[tokio::main]
@@ -41,13 +44,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let services = demo_app::start_services().await?;
     let metrics = Metrics::new();
     let auth = demo_app::DemoAuth::new()?;
-    let router = demo_app::gateway(services, &metrics, &auth)?.build()?;
+    let health = tollgate::Health::new();
+    let router = demo_app::gateway(services, &metrics, &auth)?
+        .health(health.clone())
+        .build()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let admin = tokio::net::TcpListener::bind(admin_addr).await?;
     let admin_addr = admin.local_addr()?;
     tokio::spawn(
-        tollgate::serve(admin, admin_router(metrics), std::future::pending()).into_future(),
+        tollgate::serve(
+            admin,
+            Admin::new().metrics(metrics).health(health).router(),
+            std::future::pending(),
+        )
+        .into_future(),
     );
 
     tracing::info!(%addr, users = %services.users, orders = %services.orders, products = %services.products, "tollgate demo listening");
@@ -58,6 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("\n  # past the free plan's quota: 429 with Retry-After and RateLimit headers");
     eprintln!("  {}", demo_app::curl_loop_line(addr, &auth));
     eprintln!("\n  curl -s http://{admin_addr}/metrics");
+    eprintln!("  curl -s http://{admin_addr}/readyz");
     eprintln!("\nCtrl-C to stop.\n");
 
     tollgate::serve(listener, router, tollgate::shutdown_signal()).await?;
