@@ -340,6 +340,53 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     assert_eq!(n, 0);
 }
 
+#[tokio::test]
+async fn plain_http_and_an_abandoned_handshake_on_the_tls_port_are_dropped() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, whoami(), std::future::pending())
+            .header_read_timeout(Duration::from_millis(300))
+            .tls(tls)
+            .into_future(),
+    );
+    // Plain HTTP on the TLS port: no HTTP answer, the connection closes.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer))
+        .await
+        .expect("the plain connection was not closed")
+        .ok();
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+
+    // A handshake that starts and is abandoned: the first bytes of a
+    // ClientHello record, then nothing.
+    let mut abandoned = TcpStream::connect(addr).await.unwrap();
+    abandoned
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    // Meanwhile a real client is served.
+    let stream = ClientSetup::trusting(&ca)
+        .connect(addr, "localhost")
+        .await
+        .unwrap();
+    assert_eq!(get_json(stream).await["secure"], true);
+    let mut buf = [0; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), abandoned.read(&mut buf))
+        .await
+        .expect("the abandoned handshake was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 /// Writes a fresh `localhost` certificate to `server.pem`/`server.key`.
 fn write_server_cert(dir: &Dir, ca: &Ca) -> (PathBuf, PathBuf, CertificateDer<'static>) {
     let leaf = ca.server(&["localhost"]);
