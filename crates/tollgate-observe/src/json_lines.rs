@@ -16,7 +16,8 @@ use std::{
 };
 
 use tracing::{
-    Event, Level, Subscriber,
+    Event, Level, Metadata, Subscriber,
+    callsite::Identifier,
     field::{Field, Visit},
 };
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context};
@@ -54,6 +55,60 @@ thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
     // The Unix second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    static KEYS: RefCell<Keys> = const { RefCell::new(Keys::new()) };
+}
+
+/// The JSON text that depends only on an event's callsite, rendered once
+/// and reused while events keep coming from that callsite (the access log
+/// writes one per request): the level and target, and each field's key.
+struct Keys {
+    callsite: Option<Identifier>,
+    /// `","level":"INFO","target":"…"`.
+    head: String,
+    /// `,"name":` of each field, by field index; the strings are reused
+    /// when another callsite is rendered.
+    keys: Vec<String>,
+}
+
+impl Keys {
+    const fn new() -> Self {
+        Self {
+            callsite: None,
+            head: String::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Renders the text of `metadata`'s callsite, unless it is the one
+    /// already rendered.
+    fn load(&mut self, metadata: &Metadata<'_>) {
+        let callsite = metadata.callsite();
+        if self.callsite.as_ref() == Some(&callsite) {
+            return;
+        }
+        self.head.clear();
+        self.head.push_str("\",\"level\":\"");
+        self.head.push_str(level(metadata.level()));
+        self.head.push_str("\",\"target\":");
+        push_json_str(&mut self.head, metadata.target());
+        let fields = metadata.fields();
+        self.keys.resize_with(fields.len(), String::new);
+        for (key, field) in self.keys.iter_mut().zip(fields) {
+            key.clear();
+            key.push_str(",\"");
+            push_escaped(key, field.name());
+            key.push_str("\":");
+        }
+        self.callsite = Some(callsite);
+    }
+
+    /// `,"name":` of `field`, when it is a field of the rendered callsite.
+    fn key(&self, field: &Field) -> Option<&str> {
+        if self.callsite.as_ref() != Some(&field.callsite()) {
+            return None;
+        }
+        self.keys.get(field.index()).map(String::as_str)
+    }
 }
 
 impl<S, W> Layer<S> for JsonLines<W>
@@ -63,20 +118,24 @@ where
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         LINE.with(|line| {
-            let Ok(mut line) = line.try_borrow_mut() else {
-                return;
-            };
-            line.clear();
-            line.push_str("{\"ts\":\"");
-            push_timestamp(&mut line);
-            line.push_str("\",\"level\":\"");
-            line.push_str(level(event.metadata().level()));
-            line.push_str("\",\"target\":");
-            push_json_str(&mut line, event.metadata().target());
-            event.record(&mut Fields { line: &mut line });
-            line.push_str("}\n");
-            // A failed log write is not the request's failure.
-            let _ = self.make_writer.make_writer().write_all(line.as_bytes());
+            KEYS.with(|keys| {
+                let (Ok(mut line), Ok(mut keys)) = (line.try_borrow_mut(), keys.try_borrow_mut())
+                else {
+                    return;
+                };
+                keys.load(event.metadata());
+                line.clear();
+                line.push_str("{\"ts\":\"");
+                push_timestamp(&mut line);
+                line.push_str(&keys.head);
+                event.record(&mut Fields {
+                    line: &mut line,
+                    keys: &keys,
+                });
+                line.push_str("}\n");
+                // A failed log write is not the request's failure.
+                let _ = self.make_writer.make_writer().write_all(line.as_bytes());
+            });
         });
     }
 }
@@ -93,13 +152,21 @@ fn level(level: &Level) -> &'static str {
 
 struct Fields<'a> {
     line: &'a mut String,
+    keys: &'a Keys,
 }
 
 impl Fields<'_> {
+    /// `,"name":`, as rendered for the callsite.
     fn key(&mut self, field: &Field) {
-        self.line.push_str(",\"");
-        push_escaped(self.line, field.name());
-        self.line.push_str("\":");
+        if let Some(key) = self.keys.key(field) {
+            self.line.push_str(key);
+        } else {
+            // Not a field of the event's callsite (`tracing` records
+            // only those): rendered all the same.
+            self.line.push_str(",\"");
+            push_escaped(self.line, field.name());
+            self.line.push_str("\":");
+        }
     }
 }
 
@@ -149,7 +216,9 @@ impl fmt::Write for Escaping<'_> {
 }
 
 /// `s` as a JSON string, escaped.
+#[inline]
 fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
     push_escaped(out, s);
     out.push('"');
@@ -192,6 +261,7 @@ fn push_three_digits(out: &mut String, n: u64) {
 /// character. Eight bytes at a time, and a short string (most keys and
 /// many values) in one word without a loop: this runs on every key and
 /// value.
+#[inline]
 fn needs_escape(s: &str) -> bool {
     let bytes = s.as_bytes();
     let len = bytes.len();
@@ -245,12 +315,22 @@ fn has_special(x: u64) -> bool {
 }
 
 /// `s` escaped for the inside of a JSON string.
+#[inline]
 fn push_escaped(out: &mut String, s: &str) {
-    // Most values (ids, paths, addresses) need no escaping.
-    if !needs_escape(s) {
+    // Most values (ids, paths, addresses) and every usual key need no
+    // escaping: that check and the copy stay inline, the escaping loop
+    // (and the registers it needs) out of line.
+    if needs_escape(s) {
+        push_escaped_slow(out, s);
+    } else {
         out.push_str(s);
-        return;
     }
+}
+
+/// [`push_escaped`] for a string that has something to escape.
+#[cold]
+#[inline(never)]
+fn push_escaped_slow(out: &mut String, s: &str) {
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let escaped = match c {
@@ -335,16 +415,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn events_become_valid_json_lines() {
+    /// What `JsonLines` writes for the events `emit` makes.
+    fn lines_of(emit: impl FnOnce()) -> String {
         let buf = Buf::default();
         let out = buf.clone();
         let subscriber = tracing_subscriber::registry().with(JsonLines::new(move || out.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn events_become_valid_json_lines() {
+        let text = lines_of(|| {
             tracing::info!(target: "tollgate::access", request_id = "r-1", status = 200u64, latency_ms = 1.23456, ok = true, path = "/a\"b\\c\n", ip = %"127.0.0.1", "request");
             tracing::warn!(target: "other", missing = tracing::field::Empty, "second");
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -362,6 +447,49 @@ mod tests {
         assert!(ts.ends_with('Z'));
         let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(second["level"], "WARN");
+    }
+
+    #[test]
+    fn keys_follow_the_callsite() {
+        let text = lines_of(|| {
+            for i in 0..3u64 {
+                tracing::info!(target: "one", a = i, b = "x", "first");
+                tracing::warn!(target: "two", c = i, "a.b" = true, "second");
+            }
+        });
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        let expected = [
+            (
+                "one",
+                "INFO",
+                "a",
+                ["a", "b", "level", "message", "target", "ts"],
+            ),
+            (
+                "two",
+                "WARN",
+                "c",
+                ["a.b", "c", "level", "message", "target", "ts"],
+            ),
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            let (target, level, counter, keys) = expected[i % 2];
+            let mut seen: Vec<&str> = line
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            seen.sort_unstable();
+            assert_eq!(seen, keys, "{line}");
+            assert_eq!(line["target"], target);
+            assert_eq!(line["level"], level);
+            assert_eq!(line[counter], i / 2);
+        }
     }
 
     #[test]
