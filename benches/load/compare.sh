@@ -10,7 +10,19 @@
 #   benches/load/compare.sh --aa                  # + "nginx-aa", a 2nd identical nginx (noise control)
 #   REPS=5 DURATION=10 benches/load/compare.sh    # steadier numbers, ~9 min
 #
-# Arguments are passed to the harness's run.sh; its environment knobs (REPS,
+# Full policy stack (issue #7): instead of examples/proxy, the config-file
+# gateway (examples/gateway) runs a config, as target "tollgate-full":
+#   benches/load/compare.sh --full-stack          # examples/configs/bench-full-stack.toml
+#   benches/load/compare.sh --config FILE         # any config (target "tollgate-cfg")
+#   CONFIG=FILE benches/load/compare.sh           # the same
+# The config gets LISTEN_ADDR, UPSTREAM_URL, RUN_DIR (scratch, e.g. for the
+# access log) from the harness and BENCH_JWT_SECRET (a fixed bench secret
+# unless already set, >= 32 bytes) from this script; every request carries
+# `Authorization: Bearer <token>` (WRK_HEADERS; also on the harness's
+# readiness and sanity checks), an HS256 token with `sub` and `exp` (year
+# 2100) minted by examples/bench_token.rs with that secret.
+#
+# Other arguments are passed to the harness's run.sh; its environment knobs (REPS,
 # DURATION, WARMUP, CONNS, SIZES, TARGETS, WRK_HEADERS, PROXYBENCH_WORK, ...)
 # pass through too. TOLLGATE_BENCH_HARNESS overrides the harness directory.
 # The first run needs root: the harness's setup.sh apt-gets nginx, haproxy, wrk.
@@ -29,6 +41,28 @@ WORK=${PROXYBENCH_WORK:-/tmp/proxybench}
 say() { printf '== %s ==\n' "$*" >&2; }
 die() { echo "compare.sh: $*" >&2; exit 1; }
 
+# --full-stack / --config FILE are this script's; the rest goes to run.sh
+CONFIG=${CONFIG:-}
+GW_NAME=tollgate
+if [[ -n "$CONFIG" ]]; then GW_NAME=tollgate-cfg; fi
+ARGS=()
+while (($#)); do
+    case "$1" in
+        --full-stack) CONFIG=$ROOT/examples/configs/bench-full-stack.toml; GW_NAME=tollgate-full; shift ;;
+        --config) (($# >= 2)) || die "--config needs a FILE"
+                  CONFIG=$2; GW_NAME=tollgate-cfg; shift 2 ;;
+        *) ARGS+=("$1"); shift ;;
+    esac
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
+if [[ -n "$CONFIG" ]]; then
+    [[ -f "$CONFIG" ]] || die "no config file $CONFIG"
+    # absolute (FILE is relative to the caller's directory), then relative to
+    # the repository root when inside it: the gateway runs from the root
+    CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
+    CONFIG=${CONFIG#"$ROOT"/}
+fi
+
 [[ -x "$HARNESS/run.sh" && -x "$HARNESS/setup.sh" ]] \
     || die "no harness at $HARNESS (set TOLLGATE_BENCH_HARNESS to the bench directory)"
 # the gateway command runs in the current directory: the repository root
@@ -39,24 +73,45 @@ unset GATEWAY_NAME GATEWAY_CMD
 say "setup: $HARNESS/setup.sh"
 "$HARNESS/setup.sh" >/dev/null
 
-# build before measuring: a build during the run would steal the measured CPUs
-say "build: cargo build --release --example proxy"
-cargo build --release --example proxy
 # honour CARGO_TARGET_DIR / build.target-dir; relative when it is ./target
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-BIN="$TARGET_DIR/release/examples/proxy"
-[[ -x "$BIN" ]] || die "gateway binary missing after the build: $BIN"
-BIN=${BIN#"$ROOT"/}
-
-# single quotes: the harness expands $LISTEN_ADDR and $UPSTREAM_URL
-GW_CMD="$(printf '%q' "$BIN")"' --listen $LISTEN_ADDR --upstream $UPSTREAM_URL --workers 1'
+# build before measuring: a build during the run would steal the measured CPUs
+if [[ -z "$CONFIG" ]]; then
+    say "build: cargo build --release --example proxy"
+    cargo build --release --example proxy
+    BIN="$TARGET_DIR/release/examples/proxy"
+    [[ -x "$BIN" ]] || die "gateway binary missing after the build: $BIN"
+    BIN=${BIN#"$ROOT"/}
+    # single quotes: the harness expands $LISTEN_ADDR and $UPSTREAM_URL
+    # shellcheck disable=SC2016
+    GW_CMD="$(printf '%q' "$BIN")"' --listen $LISTEN_ADDR --upstream $UPSTREAM_URL --workers 1'
+else
+    say "build: cargo build --release -p tollgate-examples --example gateway --example bench_token"
+    cargo build --release -p tollgate-examples --example gateway --example bench_token
+    BIN="$TARGET_DIR/release/examples/gateway"
+    TOKEN_BIN="$TARGET_DIR/release/examples/bench_token"
+    [[ -x "$BIN" && -x "$TOKEN_BIN" ]] || die "gateway or bench_token binary missing after the build"
+    BIN=${BIN#"$ROOT"/}
+    # a fixed bench secret (not a credential: it signs bench tokens only)
+    export BENCH_JWT_SECRET=${BENCH_JWT_SECRET:-tollgate-load-bench-hs256-secret-0123456789}
+    TOKEN=$("$TOKEN_BIN") || die "bench_token failed"
+    # the harness sends every WRK_HEADERS line to every target (nginx ignores it)
+    export WRK_HEADERS="Authorization: Bearer $TOKEN${WRK_HEADERS:+
+$WRK_HEADERS}"
+    say "check: $BIN --config $CONFIG --check"
+    check_dir=$(mktemp -d)
+    LISTEN_ADDR=127.0.0.1:0 UPSTREAM_URL=http://127.0.0.1:1 RUN_DIR=$check_dir \
+        "$BIN" --config "$CONFIG" --check || { rm -rf "$check_dir"; die "$CONFIG does not build"; }
+    rm -rf "$check_dir"
+    GW_CMD="$(printf '%q --config %q' "$BIN" "$CONFIG")"' --no-watch'
+fi
 
 LATEST="$WORK/runs/latest"
 before=$(readlink -f "$LATEST" 2>/dev/null || true)
-say "measure: $HARNESS/run.sh --gateway tollgate '$GW_CMD' $*"
+say "measure: $HARNESS/run.sh --gateway $GW_NAME '$GW_CMD' $*"
 rc=0
-"$HARNESS/run.sh" --gateway tollgate "$GW_CMD" "$@" || rc=$?
+"$HARNESS/run.sh" --gateway "$GW_NAME" "$GW_CMD" "$@" || rc=$?
 
 run=$(readlink -f "$LATEST" 2>/dev/null || true)
 echo
@@ -66,7 +121,7 @@ fi
 echo "results: $LATEST -> $run"
 if [[ -f "$run/summary.txt" ]]; then
     # the gateway's ratios (and nginx-aa's, with --aa), warnings, the KEY line
-    grep -E '^[a-z]+ +(tollgate|nginx-aa)/|^WARNING|^KEY' "$run/summary.txt" || true
+    grep -E "^[a-z]+ +($GW_NAME|nginx-aa)/|^WARNING|^KEY" "$run/summary.txt" || true
 else
     echo "no summary (harness exit $rc); see the logs in $run"
 fi
