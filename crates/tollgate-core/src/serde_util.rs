@@ -49,7 +49,7 @@ pub mod option_duration {
     ///
     /// # Errors
     ///
-    /// As [`duration::deserialize`](super::duration::deserialize).
+    /// As [`duration::deserialize`].
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {

@@ -390,7 +390,7 @@ impl ConfigFile {
 /// listener, and reloads.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let file = tollgate::config::ConfigFile::load("gateway.toml")?;
 /// let server = tollgate::config::Server::start(file).await?;
 /// server.reloader().reload_on_sighup()?;
