@@ -8,7 +8,9 @@
 //! ```
 //!
 //! The file is also reloaded when its content changes (checked every two
-//! seconds; `--no-watch` turns that off). A config that does not build is
+//! seconds; `--no-watch` turns that off). `--workers N` sets the worker
+//! threads (one: a current-thread runtime; default: one per core, or
+//! `TOKIO_WORKER_THREADS`). A config that does not build is
 //! refused and the running one kept. Ctrl-C or SIGTERM drain and stop.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -23,22 +25,31 @@ struct Args {
     config: PathBuf,
     check: bool,
     watch: bool,
+    workers: Option<usize>,
 }
 
 fn usage() -> String {
-    "usage: gateway --config FILE [--check] [--no-watch]".to_owned()
+    "usage: gateway --config FILE [--check] [--no-watch] [--workers N]".to_owned()
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut config = None;
     let mut check = false;
     let mut watch = true;
+    let mut workers = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" | "-c" => config = Some(args.next().ok_or_else(usage)?.into()),
             "--check" => check = true,
             "--no-watch" => watch = false,
+            "--workers" => {
+                let n = args.next().ok_or_else(usage)?;
+                match n.parse::<usize>() {
+                    Ok(n) if n > 0 => workers = Some(n),
+                    _ => return Err(format!("--workers: {n:?} is not a positive number")),
+                }
+            }
             "--help" | "-h" => return Err(usage()),
             other => return Err(format!("unknown argument {other:?}\n{}", usage())),
         }
@@ -47,11 +58,11 @@ fn parse_args() -> Result<Args, String> {
         config: config.ok_or_else(usage)?,
         check,
         watch,
+        workers,
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
@@ -59,6 +70,36 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One worker thread: a current-thread runtime, with no work stealing
+    // and no cross-thread wake-ups. More: tokio's multi-thread runtime.
+    // `--workers`, else TOKIO_WORKER_THREADS, else one per core.
+    let workers = args.workers.or_else(|| {
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+    });
+    let runtime = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
     let file = match ConfigFile::load(&args.config) {
         Ok(file) => file,
         Err(err) => {
