@@ -122,29 +122,35 @@ async fn run(args: Args) -> ExitCode {
         };
     }
 
-    // The access log goes where `[observe] access_log` says (a file is
-    // buffered and flushed every second); every other event is one JSON
-    // line on stdout.
-    let access_log = match file.config().observe.as_ref() {
-        Some(observe) => match AccessLogWriter::open(&observe.access_log) {
-            Ok(writer) => Some(writer),
-            Err(err) => {
-                eprintln!("observe.access_log: {err}");
-                return ExitCode::FAILURE;
+    // The access log and the audit trail go where `[observe] access_log`
+    // and `audit_log` say (a file is buffered and flushed every second);
+    // every other event is one JSON line on stdout.
+    let (access_log, audit_log) = match file.config().observe.as_ref() {
+        Some(observe) => {
+            match (
+                AccessLogWriter::open(&observe.access_log),
+                AccessLogWriter::open(&observe.audit_log),
+            ) {
+                (Ok(access), Ok(audit)) => (Some(access), Some(audit)),
+                (Err(err), _) | (_, Err(err)) => {
+                    eprintln!("observe: cannot open a log: {err}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
-        None => None,
+        }
+        None => (None, None),
     };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let not_access = filter_fn(|meta| meta.target() != ACCESS_TARGET);
+    let audit_target = tollgate::core::audit::TARGET;
+    let elsewhere = audit_log.is_some();
+    let rest = filter_fn(move |meta| {
+        meta.target() != ACCESS_TARGET && !(elsewhere && meta.target() == audit_target)
+    });
     tracing_subscriber::registry()
         .with(access_log.as_ref().map(AccessLogWriter::layer))
-        .with(
-            JsonLines::stdout()
-                .with_filter(not_access)
-                .with_filter(filter),
-        )
+        .with(audit_log.as_ref().map(|w| w.target_layer(audit_target)))
+        .with(JsonLines::stdout().with_filter(rest).with_filter(filter))
         .init();
 
     let server = match Server::start(file).await {
@@ -156,6 +162,9 @@ async fn run(args: Args) -> ExitCode {
     };
     if let Some(writer) = access_log {
         server.reloader().set_access_log(writer);
+    }
+    if let Some(writer) = audit_log {
+        server.reloader().set_audit_log(writer);
     }
     #[cfg(unix)]
     if let Err(err) = server.reloader().reload_on_sighup() {

@@ -74,6 +74,11 @@ pub struct ObserveConfig {
     pub server_spans: bool,
     /// Where the access log goes (default standard output).
     pub access_log: AccessLogConfig,
+    /// Where the audit trail (target `tollgate::audit`) goes (default
+    /// standard output): the same choices as `access_log`. Every auth
+    /// decision is an audit event, so under load a file (buffered) costs
+    /// far less than a terminal or pipe written line by line.
+    pub audit_log: AccessLogConfig,
 }
 
 /// Where the access log goes: `"stdout"`, `"stderr"`, `"off"` or
@@ -147,6 +152,7 @@ impl Default for ObserveConfig {
             log_query: false,
             server_spans: true,
             access_log: AccessLogConfig::default(),
+            audit_log: AccessLogConfig::default(),
         }
     }
 }
@@ -236,8 +242,16 @@ impl AccessLogWriter {
     /// [`ACCESS_TARGET`]) as JSON lines here; add it to the subscriber
     /// with `tracing_subscriber::registry().with(writer.layer())`.
     pub fn layer<S: Subscriber>(&self) -> AccessLogLayer<S> {
+        self.target_layer(ACCESS_TARGET)
+    }
+
+    /// The tracing layer writing the events of `target` (and its
+    /// children) as JSON lines here, at any level: with
+    /// [`audit::TARGET`](crate::audit::TARGET), the audit trail's
+    /// destination (`ObserveConfig::audit_log`).
+    pub fn target_layer<S: Subscriber>(&self, target: &'static str) -> AccessLogLayer<S> {
         JsonLines::new(self.clone())
-            .with_filter(Targets::new().with_target(ACCESS_TARGET, tracing::Level::INFO))
+            .with_filter(Targets::new().with_target(target, tracing::Level::TRACE))
     }
 }
 

@@ -16,6 +16,10 @@ use axum::{Router, body::Body};
 use http::{Request, Response};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tollgate_observe::{AccessLogWriter, Metrics};
+
+/// The slots of [`Shared::logs`].
+const ACCESS: usize = 0;
+const AUDIT: usize = 1;
 use tower::{Service, ServiceExt, util::Oneshot};
 
 use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
@@ -67,8 +71,9 @@ struct Shared {
     metrics: Metrics,
     health: Health,
     snapshot: ConfigSnapshot,
-    /// Moved to the new `observe.access_log` on reload.
-    access_log: Mutex<Option<AccessLogWriter>>,
+    /// The access log's and the audit trail's writers, moved to the new
+    /// `observe.access_log`/`observe.audit_log` on reload.
+    logs: Mutex<[Option<AccessLogWriter>; 2]>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -98,7 +103,7 @@ impl Reloader {
                 metrics,
                 health,
                 snapshot,
-                access_log: Mutex::new(None),
+                logs: Mutex::new([None, None]),
             }),
         })
     }
@@ -178,7 +183,7 @@ impl Reloader {
         }
         match build_router(&file, state, &self.shared.health) {
             Ok((router, next)) => {
-                self.move_access_log(running.config(), file.config());
+                self.move_logs(running.config(), file.config());
                 self.shared.current.store(Arc::new(router));
                 self.shared.snapshot.set(file.redacted());
                 *state = next;
@@ -195,36 +200,50 @@ impl Reloader {
     /// changes on reload (the subscriber that writes to it is the
     /// application's: see [`AccessLogWriter::layer`]).
     pub fn set_access_log(&self, writer: AccessLogWriter) {
-        *self
-            .shared
-            .access_log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(writer);
+        self.logs()[ACCESS] = Some(writer);
     }
 
-    fn access_log(&self) -> Option<AccessLogWriter> {
+    /// The audit trail's destination to move when `observe.audit_log`
+    /// changes on reload (see [`AccessLogWriter::target_layer`]).
+    pub fn set_audit_log(&self, writer: AccessLogWriter) {
+        self.logs()[AUDIT] = Some(writer);
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, [Option<AccessLogWriter>; 2]> {
         self.shared
-            .access_log
+            .logs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
-    /// Flushes the access log, if one was set.
-    pub fn flush_access_log(&self) {
-        if let Some(Err(err)) = self.access_log().map(|w| w.flush()) {
-            tracing::warn!(error = %err, "access log flush failed");
+    /// Flushes the access log and the audit trail, where they were set.
+    pub fn flush_logs(&self) {
+        for writer in self.logs().iter().flatten() {
+            if let Err(err) = writer.flush() {
+                tracing::warn!(error = %err, "log flush failed");
+            }
         }
     }
 
-    fn move_access_log(&self, running: &GatewayConfig, next: &GatewayConfig) {
-        let destination = |c: &GatewayConfig| c.observe.as_ref().map(|o| o.access_log.clone());
-        let Some(to) = destination(next) else { return };
-        if destination(running).as_ref() == Some(&to) {
-            return;
-        }
-        if let Some(Err(err)) = self.access_log().map(|w| w.reopen(&to)) {
-            tracing::warn!(error = %err, "cannot move the access log; it stays where it was");
+    fn move_logs(&self, running: &GatewayConfig, next: &GatewayConfig) {
+        let destinations = |c: &GatewayConfig| {
+            c.observe
+                .as_ref()
+                .map(|o| [o.access_log.clone(), o.audit_log.clone()])
+        };
+        let Some(to) = destinations(next) else { return };
+        let from = destinations(running);
+        let logs = self.logs().clone();
+        for (i, writer) in logs.iter().enumerate() {
+            let (Some(writer), Some(to)) = (writer, to.get(i)) else {
+                continue;
+            };
+            if from.as_ref().and_then(|f| f.get(i)) == Some(to) {
+                continue;
+            }
+            if let Err(err) = writer.reopen(to) {
+                tracing::warn!(error = %err, "cannot move a log; it stays where it was");
+            }
         }
     }
 
@@ -524,7 +543,7 @@ impl Server {
                 _ => {}
             }
         }
-        reloader.flush_access_log();
+        reloader.flush_logs();
         result
     }
 }
