@@ -126,11 +126,11 @@ where
             state: State::Reading {
                 body,
                 buf: Vec::with_capacity(capacity),
-                pending: Some(Pending {
+                pending: Some(Box::new(Pending {
                     inner,
                     parts,
                     rules,
-                }),
+                })),
             },
         }
     }
@@ -172,7 +172,9 @@ pin_project! {
             #[pin]
             body: B,
             buf: Vec<u8>,
-            pending: Option<Pending<S>>,
+            // Boxed: the future of every request is as large as its
+            // largest state, and most requests never read a body.
+            pending: Option<Box<Pending<S>>>,
         },
         Inner {
             #[pin]
@@ -255,9 +257,10 @@ where
                             None => break Ok(()),
                         }
                     };
-                    let Some(mut call) = pending.take() else {
+                    let Some(call) = pending.take() else {
                         return Poll::Pending;
                     };
+                    let mut call = *call;
                     let edited = read.and_then(|()| {
                         call.rules
                             .apply_json(&call.parts, buf)

@@ -42,8 +42,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct RequestRules {
     headers: Box<[HeaderOp]>,
-    /// How many header rules insert a name (set, add, rename).
-    header_inserts: usize,
     path: Box<[PathOp]>,
     query: Box<[QueryOp]>,
     json: Box<[JsonOp]>,
@@ -284,11 +282,9 @@ impl RequestRules {
     /// Applies the path, header and query rules.
     fn apply_head(&self, parts: &mut Parts) -> Result<(), Reject> {
         let path = self.rewrite_path(parts)?;
-        // One growth of the map for every header the rules may add,
-        // rather than one per insert past its capacity.
-        if self.header_inserts > 0 {
-            parts.headers.reserve(self.header_inserts);
-        }
+        // No `reserve` for the names the rules insert: removals and
+        // renames often leave the map's capacity enough, and a reserve
+        // counted from the inserts alone grew it on every request.
         for op in &*self.headers {
             op.apply(parts)?;
         }
@@ -554,18 +550,16 @@ impl HeaderOp {
                 parts.headers.remove(name);
             }
             Self::Rename(from, to) => {
-                let mut all = parts.headers.get_all(from).iter();
-                let several = all.next().is_some() && all.next().is_some();
-                if !several {
-                    // The common case, one value: no list to collect.
-                    if let Some(value) = parts.headers.remove(from) {
-                        parts.headers.insert(to.clone(), value);
-                    }
-                    return Ok(());
-                }
+                // One lookup of `from` whether it holds one value or several.
                 let Entry::Occupied(entry) = parts.headers.entry(from) else {
                     return Ok(());
                 };
+                if entry.iter().nth(1).is_none() {
+                    // The common case, one value: no list to collect.
+                    let (_, value) = entry.remove_entry();
+                    parts.headers.insert(to.clone(), value);
+                    return Ok(());
+                }
                 let (_, values) = entry.remove_entry_mult();
                 let mut values = values.collect::<Vec<_>>().into_iter();
                 if let Some(first) = values.next() {
@@ -580,23 +574,39 @@ impl HeaderOp {
     }
 }
 
+/// The most capacity [`SCRATCH`] keeps between values.
+const SCRATCH_KEEP: usize = 4096;
+
+thread_local! {
+    /// Where header templates are rendered before their value is made; it
+    /// keeps its capacity, so a warm thread renders without allocating.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Value {
     /// The header value, or why there is none (from the configuration).
     fn render(&self, parts: &Parts) -> Result<HeaderValue, String> {
         match self {
             Self::Literal(value) => Ok(value.clone()),
-            Self::Template(template) => {
-                let mut out = Vec::with_capacity(64);
-                template
-                    .render(parts, &mut out)
-                    .map_err(|missing| missing.to_string())?;
-                HeaderValue::from_maybe_shared(Bytes::from(out)).map_err(|_| {
-                    format!(
-                        "template {} gave an invalid header value",
-                        template.as_str()
-                    )
-                })
-            }
+            Self::Template(template) => SCRATCH.with_borrow_mut(|out| {
+                // Rendered into this thread's buffer, then copied once into
+                // a value of the exact length: one allocation per value.
+                out.clear();
+                let value = match template.render(parts, out) {
+                    Ok(()) => HeaderValue::from_bytes(out).map_err(|_| {
+                        format!(
+                            "template {} gave an invalid header value",
+                            template.as_str()
+                        )
+                    }),
+                    Err(missing) => Err(missing.to_string()),
+                };
+                if out.capacity() > SCRATCH_KEEP {
+                    // A rare long value does not stay with the thread.
+                    *out = Vec::new();
+                }
+                value
+            }),
         }
     }
 }
@@ -762,13 +772,8 @@ impl TryFrom<&RequestRulesConfig> for RequestRules {
         if body_limit == 0 {
             return Err(invalid("the JSON body limit must be above 0".into()));
         }
-        let header_inserts = headers
-            .iter()
-            .filter(|op| !matches!(op, HeaderOp::Remove(_)))
-            .count();
         Ok(Self {
             headers,
-            header_inserts,
             path,
             query,
             json,

@@ -363,11 +363,28 @@ impl ResponseRules {
 
     /// Applies the status and header rules.
     fn apply_head(&self, parts: &mut Parts) {
+        self.map_status(&mut parts.status);
+        self.apply_headers(&mut parts.headers);
+    }
+
+    /// Whether a status or header rule exists.
+    fn has_head_rules(&self) -> bool {
         let rules = &self.inner;
-        if let Some((_, to)) = rules.status.iter().find(|(from, _)| *from == parts.status) {
-            parts.status = *to;
+        !(rules.status.is_empty()
+            && rules.remove.is_empty()
+            && rules.rename.is_empty()
+            && rules.set.is_empty()
+            && rules.add.is_empty())
+    }
+
+    fn map_status(&self, status: &mut StatusCode) {
+        if let Some((_, to)) = self.inner.status.iter().find(|(from, _)| from == status) {
+            *status = *to;
         }
-        let headers = &mut parts.headers;
+    }
+
+    fn apply_headers(&self, headers: &mut HeaderMap) {
+        let rules = &self.inner;
         for name in &rules.remove {
             headers.remove(name);
         }
@@ -825,15 +842,13 @@ fn start<B>(ctx: CallCtx, res: Response<B>) -> Result<Response<TransformedBody<B
 where
     B: Body<Data = Bytes>,
 {
-    let (mut parts, body) = res.into_parts();
-    let Some(body_ctx) = ctx.body.filter(|_| may_have_body(parts.status)) else {
-        ctx.rules.apply_head(&mut parts);
-        return Ok(Response::from_parts(parts, TransformedBody::stream(body)));
+    // A response no body rule reads is decided on the response in place:
+    // no move of its head, no allocation.
+    let body_ctx = match ctx.body {
+        Some(body_ctx) if may_have_body(res.status()) && is_json(res.headers()) => body_ctx,
+        _ => return Ok(stream(&ctx.rules, res)),
     };
-    if !is_json(&parts.headers) {
-        ctx.rules.apply_head(&mut parts);
-        return Ok(Response::from_parts(parts, TransformedBody::stream(body)));
-    }
+    let (mut parts, body) = res.into_parts();
     let Some(encoding) = Encoding::from_header(parts.headers.get(CONTENT_ENCODING)) else {
         tracing::warn!(
             content_encoding = ?parts.headers.get(CONTENT_ENCODING),
@@ -865,6 +880,16 @@ where
     Err(Box::new(reading))
 }
 
+/// The response with the status and header rules applied, its body
+/// streaming.
+fn stream<B>(rules: &ResponseRules, mut res: Response<B>) -> Response<TransformedBody<B>> {
+    if rules.has_head_rules() {
+        rules.map_status(res.status_mut());
+        rules.apply_headers(res.headers_mut());
+    }
+    res.map(TransformedBody::stream)
+}
+
 fn may_have_body(status: StatusCode) -> bool {
     !(status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -872,18 +897,28 @@ fn may_have_body(status: StatusCode) -> bool {
 }
 
 /// `application/json` or `<type>/<anything>+json`, parameters aside.
+///
+/// Byte by byte rather than through `str` searches: every response of a
+/// route with body rules asks, and most answers are no. Only a yes checks
+/// the whole value is what `HeaderValue::to_str` accepts (visible ASCII
+/// and tabs); a value it refuses is not JSON.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or_default().trim();
-    let Some((kind, subtype)) = mime.split_once('/') else {
+    let bytes = value.as_bytes();
+    let mime = match bytes.iter().position(|&b| b == b';') {
+        Some(end) => &bytes[..end],
+        None => bytes,
+    }
+    .trim_ascii();
+    let Some(slash) = mime.iter().position(|&b| b == b'/') else {
         return false;
     };
-    (kind.eq_ignore_ascii_case("application") && subtype.eq_ignore_ascii_case("json"))
-        || (subtype.len() > 5
-            && subtype.is_char_boundary(subtype.len() - 5)
-            && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
+    let (kind, subtype) = (&mime[..slash], &mime[slash + 1..]);
+    let json = (kind.eq_ignore_ascii_case(b"application") && subtype.eq_ignore_ascii_case(b"json"))
+        || (subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case(b"+json"));
+    json && bytes.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

@@ -175,6 +175,12 @@ fn json_content_types() {
     assert!(!is("application/jsonl"));
     assert!(!is("application/+json"));
     assert!(!is("json"));
+    assert!(is(" application/json\t; charset=utf-8"));
+    assert!(is("text/plain+json"));
+    let mut h = HeaderMap::new();
+    let value = HeaderValue::from_bytes(b"application/json; x=\xff").unwrap();
+    h.insert(CONTENT_TYPE, value);
+    assert!(!is_json(&h), "not visible ASCII, as `to_str` refuses");
     assert!(!is_json(&HeaderMap::new()));
 }
 
