@@ -55,7 +55,32 @@ thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
     // The Unix second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    static KEYS: RefCell<Keys> = const { RefCell::new(Keys::new()) };
+    static KEYS: RefCell<Vec<Keys>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many callsites' keys each thread keeps: the access log and the
+/// audit trail alternate on every request, so one is not enough.
+const CACHED_CALLSITES: usize = 8;
+
+/// The keys of `metadata`'s callsite, rendered once and kept among the
+/// last [`CACHED_CALLSITES`] callsites seen on this thread.
+fn keys_for<'k>(cache: &'k mut Vec<Keys>, metadata: &Metadata<'_>) -> &'k Keys {
+    let callsite = metadata.callsite();
+    let at = match cache.iter().position(|k| k.callsite.as_ref() == Some(&callsite)) {
+        Some(at) => at,
+        None if cache.len() < CACHED_CALLSITES => {
+            cache.push(Keys::new());
+            cache.len() - 1
+        }
+        // Full: the oldest rendering (the first) gives way.
+        None => {
+            cache.rotate_left(1);
+            cache.len() - 1
+        }
+    };
+    let keys = &mut cache[at];
+    keys.load(metadata);
+    keys
 }
 
 /// The JSON text that depends only on an event's callsite, rendered once
@@ -119,18 +144,18 @@ where
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         LINE.with(|line| {
             KEYS.with(|keys| {
-                let (Ok(mut line), Ok(mut keys)) = (line.try_borrow_mut(), keys.try_borrow_mut())
+                let (Ok(mut line), Ok(mut cache)) = (line.try_borrow_mut(), keys.try_borrow_mut())
                 else {
                     return;
                 };
-                keys.load(event.metadata());
+                let keys = keys_for(&mut cache, event.metadata());
                 line.clear();
                 line.push_str("{\"ts\":\"");
                 push_timestamp(&mut line);
                 line.push_str(&keys.head);
                 event.record(&mut Fields {
                     line: &mut line,
-                    keys: &keys,
+                    keys,
                 });
                 line.push_str("}\n");
                 // A failed log write is not the request's failure.

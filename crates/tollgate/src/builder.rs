@@ -22,7 +22,7 @@ use tower_http::cors::CorsLayer;
 
 use tower::{
     Layer, Service, ServiceExt,
-    util::{BoxCloneSyncService, MapRequest},
+    util::MapRequest,
 };
 
 use crate::{
@@ -213,24 +213,29 @@ impl GatewayBuilder {
         let client_ip = self.client_ip.take();
         let observe = self.observe.take();
         let observed = observe.is_some();
-        let mut router = Router::new().fallback_service(self.build_service()?);
+        // The layers are stacked here, each erased into a `LayeredService`
+        // (cloned by reference count), and the stack is the router's one
+        // fallback, rather than with `Router::layer`: axum boxes each
+        // layer in a `BoxCloneSyncService` and clones it per request,
+        // which clones every box inside it too.
+        let mut service = LayeredService::new(self.build_service()?);
         if let Some(layer) = observe {
-            router = router.layer(layer);
+            service = (route_layer(layer).0)(service);
         }
         if let Some(layer) = client_ip {
-            router = router.layer(layer);
+            service = (route_layer(layer).0)(service);
         }
         if trace_context {
-            router = router.layer(TraceparentLayer::new());
+            service = (route_layer(TraceparentLayer::new()).0)(service);
         }
         if let Some(layer) = request_id {
-            router = router.layer(layer);
+            service = (route_layer(layer).0)(service);
         }
         if observed {
             // Outermost: every layer sees the secret headers marked.
-            router = router.layer(tollgate_observe::sensitive_headers_layer());
+            service = (route_layer(tollgate_observe::sensitive_headers_layer()).0)(service);
         }
-        Ok(router)
+        Ok(Router::new().fallback_service(service))
     }
 
     /// Like [`build`](Self::build), but returns the gateway as a plain
@@ -633,7 +638,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     RouteLayer(Arc::new(move |inner| {
-        BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        LayeredService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
     }))
 }
 
@@ -659,7 +664,7 @@ where
 {
     RouteLayer(Arc::new(move |inner: LayeredService| {
         let inner: Rebody<B> = inner.map_request(axum_body::<B> as fn(Request<B>) -> Request<Body>);
-        BoxCloneSyncService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        LayeredService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
     }))
 }
 

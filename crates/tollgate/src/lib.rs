@@ -72,7 +72,7 @@ mod tls;
 
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
-pub use routing::{GatewayService, ResponseFuture};
+pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{Serve, serve, shutdown_signal};
 pub use tls::{
     ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, hsts_layer, redirect_to_https,

@@ -3,6 +3,7 @@
 
 use std::{
     convert::Infallible,
+    fmt,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -19,14 +20,79 @@ use tollgate_proxy::{
     rewrite::{Rewriter, strip_segment_prefix},
     validate_request,
 };
-use tower::{
-    Service, ServiceExt,
-    util::{BoxCloneSyncService, Oneshot},
-};
+use tower::{Service, ServiceExt};
 
 /// A route's service once per-route layers (auth, rate limits, your own)
-/// wrap the forwarding: boxed, because each route stacks different layers.
-pub(crate) type LayeredService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+/// wrap the forwarding: type-erased, because each route stacks different
+/// layers, and what every [`Route::layer`](crate::Route::layer) wraps.
+///
+/// Unlike tower's `BoxCloneSyncService`, a clone is one reference count:
+/// tower's clones the boxed service, and with it every boxed stage inside
+/// it, and each stage clones its inner service on every request, so a
+/// route with n layers made n² allocations per request. Here each call
+/// clones only the concrete stage (a few `Arc`s) and boxes its future.
+#[derive(Clone)]
+pub struct LayeredService(Arc<dyn ErasedService>);
+
+/// A service called through a shared reference: it clones itself (cheap,
+/// as every tollgate layer is) and runs the clone to completion.
+trait ErasedService: Send + Sync {
+    fn call_shared(&self, req: Request<Body>) -> LayeredFuture;
+}
+
+/// The future of a [`LayeredService`].
+pub type LayeredFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send + 'static>>;
+
+impl<S> ErasedService for S
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn call_shared(&self, req: Request<Body>) -> LayeredFuture {
+        Box::pin(self.clone().oneshot(req))
+    }
+}
+
+impl LayeredService {
+    /// Erases `service`.
+    pub(crate) fn new<S>(service: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(Arc::new(service))
+    }
+}
+
+impl Service<Request<Body>> for LayeredService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = LayeredFuture;
+
+    /// Always ready: each stage's readiness is awaited in its own future.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> LayeredFuture {
+        self.0.call_shared(req)
+    }
+}
+
+impl fmt::Debug for LayeredService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LayeredService")
+    }
+}
 
 /// Where a route sends its requests. Concrete rather than boxed: the hot
 /// path clones an `Arc` and calls, with no allocation of its own.
@@ -43,11 +109,9 @@ impl RouteService {
     pub(crate) fn boxed(self) -> LayeredService {
         match self {
             Self::Upstream(upstream) => {
-                BoxCloneSyncService::new(upstream.map_response(|res| res.map(Body::new)))
+                LayeredService::new(upstream.map_response(|res| res.map(Body::new)))
             }
-            Self::Split(split) => {
-                BoxCloneSyncService::new(split.map_response(|res| res.map(Body::new)))
-            }
+            Self::Split(split) => LayeredService::new(split.map_response(|res| res.map(Body::new))),
             Self::Layered(service) => service,
         }
     }
@@ -109,7 +173,7 @@ pin_project! {
         // Through the route's own layers.
         Layered {
             #[pin]
-            inner: Oneshot<LayeredService, Request<Body>>,
+            inner: LayeredFuture,
         },
         // Answered by the gateway itself.
         Ready {
@@ -304,7 +368,7 @@ impl Service<Request<Body>> for GatewayService {
                     RouteService::Layered(service) => {
                         return ResponseFuture {
                             kind: Kind::Layered {
-                                inner: service.clone().oneshot(req),
+                                inner: service.0.call_shared(req),
                             },
                         };
                     }
