@@ -286,3 +286,26 @@ pub fn config_head(name: &str, endpoint: &str) -> String {
          [[upstreams]]\nname = \"{name}\"\nendpoints = [\"{endpoint}\"]\n"
     )
 }
+
+/// Sends `GET url` with `headers` through [`client`] and returns the
+/// status, the response headers and the body as JSON.
+///
+/// # Panics
+///
+/// When the request cannot be built or sent: a test failure.
+#[expect(clippy::expect_used, reason = "a test helper: failing is the point")]
+pub async fn get_json(
+    url: String,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, HeaderMap, Value) {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = client()
+        .request(req.body(empty()).expect("request"))
+        .await
+        .expect("response");
+    let (status, headers) = (res.status(), res.headers().clone());
+    (status, headers, body_json(res).await)
+}

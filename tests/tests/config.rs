@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::PathBuf};
 use http::{Request, StatusCode};
 use serde_json::Value;
 use tollgate::config::{ConfigFile, Server};
-use tollgate_tests::{body_json, client, config_head, empty, named_echo_router, spawn_upstream};
+use tollgate_tests::{client, config_head, empty, get_json, named_echo_router, spawn_upstream};
 
 fn samples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/configs")
@@ -194,16 +194,8 @@ fn load_names_the_file() {
 }
 
 async fn get(url: String, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-    let mut req = Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = client()
-        .request(req.body(empty()).expect("request"))
-        .await
-        .expect("response");
-    let status = res.status();
-    (status, body_json(res).await)
+    let (status, _, body) = get_json(url, headers).await;
+    (status, body)
 }
 
 #[tokio::test]

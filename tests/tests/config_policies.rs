@@ -2,17 +2,14 @@
 //! auth provider's key set kept across reloads, and per-client-class
 //! response shapes, all built from TOML.
 
-#![expect(clippy::expect_used, reason = "test helpers outside #[test] fns")]
-
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tollgate::config::{ConfigFile, Server};
 use tollgate_tests::{
     auth_support::{JwksMode, JwksServer, Signer, claims, eventually, jwks},
-    body_json, client, config_head, echo_router, empty, spawn_upstream,
+    config_head, echo_router, spawn_upstream,
 };
 
 const SECRET: &str = "a-bench-secret-of-thirty-two-bytes!";
@@ -22,18 +19,7 @@ fn env_of(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String>
     move |name| map.get(name).cloned()
 }
 
-async fn send(url: String, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Value) {
-    let mut req = Request::get(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = client()
-        .request(req.body(empty()).expect("request"))
-        .await
-        .expect("response");
-    let (status, headers) = (res.status(), res.headers().clone());
-    (status, headers, body_json(res).await)
-}
+use tollgate_tests::get_json as send;
 
 #[tokio::test]
 async fn the_full_stack_bench_config_applies_every_policy() {

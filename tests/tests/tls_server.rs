@@ -312,11 +312,8 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
     assert_eq!(&answer[5..7], &[2, 70], "{answer:?}");
 }
 
-#[tokio::test]
-async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
-    let dir = Dir::new();
-    let ca = Ca::new("test CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+/// A TLS server whose handshake and header-read timeout is 300 ms.
+async fn spawn_tls_with_short_timeout(cert: PathBuf, key: PathBuf) -> SocketAddr {
     let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
     let (listener, addr) = listener().await;
     tokio::spawn(
@@ -325,6 +322,15 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
             .tls(tls)
             .into_future(),
     );
+    addr
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let dir = Dir::new();
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let addr = spawn_tls_with_short_timeout(cert, key).await;
     let mut silent = TcpStream::connect(addr).await.unwrap();
     // Meanwhile the accept loop goes on: another client is served.
     let stream = ClientSetup::trusting(&ca)
@@ -345,14 +351,7 @@ async fn plain_http_and_an_abandoned_handshake_on_the_tls_port_are_dropped() {
     let dir = Dir::new();
     let ca = Ca::new("test CA");
     let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
-    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
-    let (listener, addr) = listener().await;
-    tokio::spawn(
-        tollgate::serve(listener, whoami(), std::future::pending())
-            .header_read_timeout(Duration::from_millis(300))
-            .tls(tls)
-            .into_future(),
-    );
+    let addr = spawn_tls_with_short_timeout(cert, key).await;
     // Plain HTTP on the TLS port: no HTTP answer, the connection closes.
     let mut plain = TcpStream::connect(addr).await.unwrap();
     plain
