@@ -66,7 +66,10 @@ const CACHED_CALLSITES: usize = 8;
 /// last [`CACHED_CALLSITES`] callsites seen on this thread.
 fn keys_for<'k>(cache: &'k mut Vec<Keys>, metadata: &Metadata<'_>) -> &'k Keys {
     let callsite = metadata.callsite();
-    let at = match cache.iter().position(|k| k.callsite.as_ref() == Some(&callsite)) {
+    let at = match cache
+        .iter()
+        .position(|k| k.callsite.as_ref() == Some(&callsite))
+    {
         Some(at) => at,
         None if cache.len() < CACHED_CALLSITES => {
             cache.push(Keys::new());

@@ -20,10 +20,7 @@ use tollgate_transform::{
 };
 use tower_http::cors::CorsLayer;
 
-use tower::{
-    Layer, Service, ServiceExt,
-    util::MapRequest,
-};
+use tower::{Layer, Service, ServiceExt, util::MapRequest};
 
 use crate::{
     Health,
