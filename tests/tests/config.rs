@@ -521,11 +521,15 @@ listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 
+[observe]
+access_log = "off"
+
 [[upstreams]]
 name = "users"
 endpoints = ["http://{users}"]
 
 [[routes]]
+name = "users"
 prefix = "/api/users"
 to = "users"
 [routes.transform_request]
@@ -550,6 +554,9 @@ headers = [{{ set = {{ name = "x-internal-token", value = "${{INTERNAL_TOKEN}}" 
     assert_eq!(headers["name"], "x-internal-token");
     assert_eq!(headers["value"], "[redacted]");
     assert!(!shown.to_string().contains("tok-0123456789"), "{shown}");
+
+    let before = format!("http://{}/api/users/0", server.local_addr());
+    assert_eq!(get(before, &[]).await.0, 200);
 
     // The upstream's only endpoint goes away on reload: not ready, and
     // /config follows.
@@ -582,5 +589,25 @@ headers = [{{ set = {{ name = "x-internal-token", value = "${{INTERNAL_TOKEN}}" 
     );
     let (_, shown) = get(format!("{admin}/config"), &[]).await;
     assert_eq!(shown["upstreams"][1]["name"], "gone");
+
+    // One metrics registry across builds: the request before the reload
+    // and the one after are both counted.
+    assert_eq!(get(format!("{base}/api/users/1"), &[]).await.0, 200);
+    let res = client()
+        .request(
+            Request::get(format!("{admin}/metrics"))
+                .body(empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let text = String::from_utf8_lossy(&tollgate_tests::body_bytes(res).await).into_owned();
+    let samples = tollgate_tests::observe_support::parse_exposition(&text);
+    let users = tollgate_tests::observe_support::value(
+        &samples,
+        "tollgate_requests_total",
+        &[("route", "users"), ("method", "GET"), ("status", "200")],
+    );
+    assert_eq!(users, Some(2.0), "{text}");
     server.shutdown().await.expect("clean shutdown");
 }
