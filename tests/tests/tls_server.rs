@@ -312,8 +312,11 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
     assert_eq!(&answer[5..7], &[2, 70], "{answer:?}");
 }
 
-/// A TLS server whose handshake and header-read timeout is 300 ms.
-async fn spawn_tls_with_short_timeout(cert: PathBuf, key: PathBuf) -> SocketAddr {
+/// A TLS server with a `localhost` certificate from a new CA, whose
+/// handshake and header-read timeout is 300 ms.
+async fn short_timeout_server(dir: &Dir) -> (SocketAddr, Ca) {
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "server", &ca);
     let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
     let (listener, addr) = listener().await;
     tokio::spawn(
@@ -322,36 +325,44 @@ async fn spawn_tls_with_short_timeout(cert: PathBuf, key: PathBuf) -> SocketAddr
             .tls(tls)
             .into_future(),
     );
-    addr
+    (addr, ca)
 }
 
-#[tokio::test]
-async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
-    let dir = Dir::new();
-    let ca = Ca::new("test CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
-    let addr = spawn_tls_with_short_timeout(cert, key).await;
-    let mut silent = TcpStream::connect(addr).await.unwrap();
-    // Meanwhile the accept loop goes on: another client is served.
-    let stream = ClientSetup::trusting(&ca)
+/// Serves a real client on `addr` meanwhile, then expects the server to
+/// close `stalled` (`what` it is, for the failure message).
+async fn assert_closed_while_others_are_served(
+    addr: SocketAddr,
+    ca: &Ca,
+    mut stalled: TcpStream,
+    what: &str,
+) {
+    let stream = ClientSetup::trusting(ca)
         .connect(addr, "localhost")
         .await
         .unwrap();
     assert_eq!(get_json(stream).await["secure"], true);
     let mut buf = [0; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
-        .await
-        .expect("the silent connection was not closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    assert!(read.is_ok(), "the {what} was not closed");
+    assert_eq!(
+        read.ok().and_then(Result::ok).unwrap_or(0),
+        0,
+        "the {what} got bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    let dir = Dir::new();
+    let (addr, ca) = short_timeout_server(&dir).await;
+    let silent = TcpStream::connect(addr).await.unwrap();
+    assert_closed_while_others_are_served(addr, &ca, silent, "silent connection").await;
 }
 
 #[tokio::test]
 async fn plain_http_and_an_abandoned_handshake_on_the_tls_port_are_dropped() {
     let dir = Dir::new();
-    let ca = Ca::new("test CA");
-    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
-    let addr = spawn_tls_with_short_timeout(cert, key).await;
+    let (addr, ca) = short_timeout_server(&dir).await;
     // Plain HTTP on the TLS port: no HTTP answer, the connection closes.
     let mut plain = TcpStream::connect(addr).await.unwrap();
     plain
@@ -372,18 +383,7 @@ async fn plain_http_and_an_abandoned_handshake_on_the_tls_port_are_dropped() {
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
         .unwrap();
-    // Meanwhile a real client is served.
-    let stream = ClientSetup::trusting(&ca)
-        .connect(addr, "localhost")
-        .await
-        .unwrap();
-    assert_eq!(get_json(stream).await["secure"], true);
-    let mut buf = [0; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), abandoned.read(&mut buf))
-        .await
-        .expect("the abandoned handshake was not closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert_closed_while_others_are_served(addr, &ca, abandoned, "abandoned handshake").await;
 }
 
 /// Writes a fresh `localhost` certificate to `server.pem`/`server.key`.

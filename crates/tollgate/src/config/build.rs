@@ -56,13 +56,13 @@ impl BuildState {
         name: &str,
         config: &ProviderConfig,
     ) -> Result<Provider, tollgate_core::ConfigError> {
-        let provider = match self.providers.get(name) {
-            Some((old, built)) if old == config => built.clone(),
-            _ => config.build()?,
-        };
-        next.providers
-            .insert(name.to_owned(), (config.clone(), provider.clone()));
-        Ok(provider)
+        reuse(
+            &self.providers,
+            &mut next.providers,
+            name,
+            config,
+            ProviderConfig::build,
+        )
     }
 
     fn upstream(
@@ -70,29 +70,51 @@ impl BuildState {
         next: &mut Self,
         config: &UpstreamConfig,
     ) -> Result<Upstream<Body>, tollgate_core::ConfigError> {
-        let upstream = match self.upstreams.get(&config.name) {
-            Some((old, built)) if old == config => built.clone(),
-            _ => Upstream::try_from(config.clone())?,
-        };
-        next.upstreams
-            .insert(config.name.clone(), (config.clone(), upstream.clone()));
-        Ok(upstream)
+        reuse(
+            &self.upstreams,
+            &mut next.upstreams,
+            &config.name,
+            config,
+            |c| Upstream::try_from(c.clone()),
+        )
     }
 
     fn rate_limit(
         &self,
         next: &mut Self,
-        slot: String,
+        slot: &str,
         config: &RateLimitConfig,
     ) -> Result<RateLimitLayer, tollgate_core::ConfigError> {
-        let layer = match self.rate_limits.get(&slot) {
-            Some((old, built)) if old == config => built.clone(),
-            _ => RateLimitLayer::try_from(config)?,
-        };
-        next.rate_limits
-            .insert(slot, (config.clone(), layer.clone()));
-        Ok(layer)
+        reuse(
+            &self.rate_limits,
+            &mut next.rate_limits,
+            slot,
+            config,
+            |c| RateLimitLayer::try_from(c),
+        )
     }
+}
+
+/// The part built for `config` under `key`: the previous build's when its
+/// config is the same (sharing its state), else a new one; kept in `next`
+/// for the build after.
+fn reuse<C, T>(
+    previous: &HashMap<String, (C, T)>,
+    next: &mut HashMap<String, (C, T)>,
+    key: &str,
+    config: &C,
+    build: impl FnOnce(&C) -> Result<T, tollgate_core::ConfigError>,
+) -> Result<T, tollgate_core::ConfigError>
+where
+    C: Clone + PartialEq,
+    T: Clone,
+{
+    let built = match previous.get(key) {
+        Some((old, built)) if old == config => built.clone(),
+        _ => build(config)?,
+    };
+    next.insert(key.to_owned(), (config.clone(), built.clone()));
+    Ok(built)
 }
 
 /// A route's request or response rules: one set, or one per client class.
@@ -153,7 +175,7 @@ impl ConfigFile {
         }
         if let Some(limit) = &config.rate_limit {
             let layer = state
-                .rate_limit(&mut next, "rate_limit".into(), limit)
+                .rate_limit(&mut next, "rate_limit", limit)
                 .map_err(|e| self.error_at("rate_limit", e.to_string()))?;
             builder = builder.rate_limit(layer);
         }
@@ -236,7 +258,7 @@ impl ConfigFile {
         if let Some(limit) = &config.rate_limit {
             let slot = format!("route {}", config.name.as_deref().unwrap_or(&config.prefix));
             let layer = state
-                .rate_limit(next, slot, limit)
+                .rate_limit(next, &slot, limit)
                 .map_err(|e| fail("rate_limit", &e))?;
             route = route.rate_limit(layer);
         }

@@ -325,19 +325,17 @@ impl Reloader {
 
 /// `[server]` and `[admin]` are bound at start: a reload cannot move them.
 fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), ConfigFileError> {
-    if running.server != next.config().server {
-        return Err(next.error_at(
-            "server",
-            "listener settings change only on restart; the reload was refused",
-        ));
-    }
-    if running.admin != next.config().admin {
-        return Err(next.error_at(
-            "admin",
-            "listener settings change only on restart; the reload was refused",
-        ));
-    }
-    Ok(())
+    let moved = if running.server != next.config().server {
+        "server"
+    } else if running.admin != next.config().admin {
+        "admin"
+    } else {
+        return Ok(());
+    };
+    Err(next.error_at(
+        moved,
+        "listener settings change only on restart; the reload was refused",
+    ))
 }
 
 fn build_router(
