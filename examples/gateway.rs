@@ -62,6 +62,13 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+// mimalloc instead of the system allocator: a gateway allocates and frees
+// a few dozen small objects per request, and glibc's malloc and free took
+// about a tenth of the gateway's instructions under load (docs/benchmarks.md,
+// "Serving"). A program embedding tollgate picks its own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,

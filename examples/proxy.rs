@@ -114,6 +114,11 @@ fn worker(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     })
 }
 
+// mimalloc, as in `examples/gateway.rs`: the system allocator's malloc and
+// free were a tenth of the proxy's user time (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(

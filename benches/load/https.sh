@@ -155,6 +155,8 @@ enabled = false
 [[upstreams]]
 name = "backend"
 endpoints = ["${UPSTREAM_URL}"]
+# The per-worker pool, as in bench-full-stack.toml: one worker thread here.
+pool = "worker"
 
 [[routes]]
 name = "all"

@@ -35,11 +35,13 @@ pub fn event(
 ) {
     tracing::info!(
         target: TARGET,
+        // A `&str` field, not a format string: the same `message`, without
+        // formatting `fmt::Arguments` on every authenticated request.
+        message = "audit",
         request_id = request_id.and_then(RequestId::as_str),
         subject,
         route,
         outcome,
         reason,
-        "audit"
     );
 }

@@ -29,7 +29,7 @@ use crate::{ACCESS_TARGET, JsonLines, Metrics, ObserveLayer};
 /// [observe]
 /// metrics = true            # record into the gateway's Metrics (default true)
 /// log_query = false         # the access log's `path` without the query (default)
-/// server_spans = true       # OpenTelemetry server spans, feature `otel` (default true)
+/// server_spans = true       # OpenTelemetry server spans, feature `otel` (default: with an OTLP exporter)
 /// access_log = "stdout"     # or "stderr", "off", { file = "/var/log/tollgate/access.log" }
 /// ```
 ///
@@ -69,9 +69,11 @@ pub struct ObserveConfig {
     /// Whether the access log's `path` includes the query string
     /// (default `false`: queries often carry personal data or tokens).
     pub log_query: bool,
-    /// Whether each request opens an OpenTelemetry server span (default
-    /// `true`); only read with the `otel` feature.
-    pub server_spans: bool,
+    /// Whether each request opens an OpenTelemetry server span; only read
+    /// with the `otel` feature. Unset (the default): once an
+    /// `OtlpExporter` layer exists in the process (see
+    /// `ObserveBuilder::server_spans`).
+    pub server_spans: Option<bool>,
     /// Where the access log goes (default standard output).
     pub access_log: AccessLogConfig,
     /// Where the audit trail (target `tollgate::audit`) goes (default
@@ -150,7 +152,7 @@ impl Default for ObserveConfig {
         Self {
             metrics: true,
             log_query: false,
-            server_spans: true,
+            server_spans: None,
             access_log: AccessLogConfig::default(),
             audit_log: AccessLogConfig::default(),
         }
@@ -166,8 +168,8 @@ impl ObserveConfig {
             builder = builder.metrics(metrics);
         }
         #[cfg(feature = "otel")]
-        {
-            builder = builder.server_spans(self.server_spans);
+        if let Some(on) = self.server_spans {
+            builder = builder.server_spans(on);
         }
         builder.build()
     }
@@ -469,7 +471,8 @@ mod tests {
                 "access_log": {"file": "/var/log/access.log"}}"#,
         )
         .unwrap();
-        assert!(!config.metrics && config.log_query && !config.server_spans);
+        assert!(!config.metrics && config.log_query);
+        assert_eq!(config.server_spans, Some(false));
         assert_eq!(
             config.access_log,
             AccessLogConfig::File("/var/log/access.log".into())

@@ -44,7 +44,13 @@
 //! blocking client (rustls), so nothing of the export runs on the request
 //! path but the hand-over to the batch queue.
 
-use std::{borrow::Cow, error::Error, fmt, time::Duration};
+use std::{
+    borrow::Cow,
+    error::Error,
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use http::{HeaderName, HeaderValue, Request};
 use opentelemetry::{
@@ -62,6 +68,17 @@ use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::metrics::method_label;
+
+/// Whether [`OtlpExporter::layer`] has been called in this process: the
+/// observe layer's default for opening server spans. It is never reset, so
+/// a process that dropped its exporter keeps opening spans (which the
+/// subscriber then disables); that errs on the side of exporting.
+static EXPORTER_LAYER_MADE: AtomicBool = AtomicBool::new(false);
+
+/// Whether an exporter's layer has been made in this process.
+pub(crate) fn exporter_layer_made() -> bool {
+    EXPORTER_LAYER_MADE.load(Ordering::Relaxed)
+}
 
 /// The tracing target of the per-request server spans.
 pub const SERVER_SPAN_TARGET: &str = "tollgate::http";
@@ -135,6 +152,7 @@ impl OtlpExporter {
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
+        EXPORTER_LAYER_MADE.store(true, Ordering::Relaxed);
         tracing_opentelemetry::layer().with_tracer(self.tracer())
     }
 
@@ -380,6 +398,8 @@ fn semconv_method(method: &http::Method) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, atomic::AtomicUsize};
+
     use super::*;
 
     #[test]
@@ -403,6 +423,45 @@ mod tests {
         assert_eq!(semconv_method(&http::Method::GET), "GET");
         let purge = http::Method::from_bytes(b"PURGE").unwrap();
         assert_eq!(semconv_method(&purge), "_OTHER");
+    }
+
+    /// Counts the server spans opened.
+    struct CountSpans(Arc<AtomicUsize>);
+
+    impl<S: Subscriber> tracing_subscriber::Layer<S> for CountSpans {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            _id: &tracing::span::Id,
+            _ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if attrs.metadata().target() == SERVER_SPAN_TARGET {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn spans_are_opened_by_default_only_for_an_exporter_layer() {
+        use tower::{Layer as _, Service as _};
+        use tracing_subscriber::prelude::*;
+
+        let opened = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(CountSpans(Arc::clone(&opened)));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let call = |layer: crate::ObserveLayer| {
+            let mut svc = layer.layer(tower::service_fn(|_req: Request<String>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }));
+            drop(svc.call(Request::new(String::new())));
+        };
+        // No `OtlpExporter::layer` in this test binary: the default opens none.
+        assert!(!exporter_layer_made());
+        call(crate::ObserveLayer::access_log_only());
+        assert_eq!(opened.load(Ordering::Relaxed), 0);
+        // Asked for: opened for whatever OpenTelemetry layer is there.
+        call(crate::ObserveLayer::builder().server_spans(true).build());
+        assert_eq!(opened.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -188,6 +188,10 @@ impl Drop for Record {
         let trace_id = trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
         tracing::info!(
             target: ACCESS_TARGET,
+            // A `&str` field rather than a format string: the same
+            // `"message":"request"`, recorded as a string instead of
+            // through `fmt::Arguments` (a fifth of the line's cost).
+            message = "request",
             request_id = self.request_id.as_ref().and_then(RequestId::as_str),
             trace_id,
             method,
@@ -207,7 +211,6 @@ impl Drop for Record {
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             body_error = self.body_error.then_some(true),
-            "request"
         );
     }
 }

@@ -65,7 +65,7 @@ where
             .or_else(|| req.body().size_hint().exact());
         // Before the record: the span may rewrite the trace context.
         #[cfg(feature = "otel")]
-        let server_span = if self.config.server_spans {
+        let server_span = if self.config.server_spans() {
             crate::otel::ServerSpan::start(&mut req)
         } else {
             None

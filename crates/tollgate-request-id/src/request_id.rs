@@ -236,8 +236,19 @@ impl MakeUuidV7 {
     /// shares: the copies for the request header, the extension and the
     /// response echo are reference counts, not allocations.
     fn header_value() -> HeaderValue {
+        // One counter context per thread rather than uuid's process-wide
+        // one behind a mutex (`Uuid::now_v7`): ids stay ordered within a
+        // thread, and by millisecond across threads, which is what a
+        // time-sorted id promises; no lock on the request path.
+        thread_local! {
+            static CONTEXT: uuid::ContextV7 = const { uuid::ContextV7::new() };
+        }
+        static LOCAL: uuid::timestamp::context::ThreadLocalContext<uuid::ContextV7> =
+            uuid::timestamp::context::ThreadLocalContext::new(&CONTEXT);
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        uuid::Uuid::new_v7(uuid::Timestamp::now(&LOCAL))
+            .hyphenated()
+            .encode_lower(&mut buf);
         // Hex digits and dashes: always a valid header value.
         HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
@@ -323,6 +334,20 @@ mod tests {
         assert_eq!(uuid.get_version_num(), 7);
         let other = svc.oneshot(req(None)).await.unwrap();
         assert_ne!(other.into_body(), seen, "a new id per request");
+    }
+
+    #[test]
+    fn ids_sort_by_time_within_a_thread_and_never_repeat() {
+        let batch = || {
+            (0..2_000)
+                .map(|_| MakeUuidV7::header_value().as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let here = batch();
+        assert!(here.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        let there = std::thread::spawn(batch).join().unwrap();
+        let all: std::collections::HashSet<_> = here.iter().chain(&there).collect();
+        assert_eq!(all.len(), 4_000, "no id repeats across threads");
     }
 
     #[tokio::test]
