@@ -46,6 +46,11 @@ fn value(head: &Bytes, range: std::ops::Range<usize>) -> http::HeaderValue {
     http::HeaderValue::from_maybe_shared(head.slice(range)).expect("header value")
 }
 
+/// With `--features mimalloc`, the allocator the gateway binaries use.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[inline(never)]
 fn request(head: &Bytes) -> Request<Full<Bytes>> {
     let uri = http::Uri::from_maybe_shared(head.slice(0..12)).expect("uri");

@@ -57,12 +57,14 @@ where
         // The slot the route table and the proxy fill in for us.
         let observed = Observed::new();
         req.extensions_mut().insert(observed.clone());
-        let bytes_in = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .or_else(|| req.body().size_hint().exact());
+        // The body's exact size when it knows it (hyper's does from
+        // `Content-Length`, and is empty without a body), else the header.
+        let bytes_in = req.body().size_hint().exact().or_else(|| {
+            req.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        });
         // Before the record: the span may rewrite the trace context.
         #[cfg(feature = "otel")]
         let server_span = if self.config.server_spans() {

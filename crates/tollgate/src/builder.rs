@@ -204,7 +204,15 @@ impl GatewayBuilder {
     /// The request id, trace context, client IP and observe layers, when
     /// set, wrap the routes in that order (the request id first), so the
     /// access log sees the id, the trace and the client.
-    pub fn build(mut self) -> Result<Router, ConfigError> {
+    pub fn build(self) -> Result<Router, ConfigError> {
+        Ok(Router::new().fallback_service(self.build_layered()?))
+    }
+
+    /// [`build`](Self::build) without the router around it: the routes and
+    /// the global layers as one service, for a server that has no handlers
+    /// of its own (the config file's), so no request pays for axum's route
+    /// lookup, its url-params extension and its boxed fallback.
+    pub(crate) fn build_layered(mut self) -> Result<LayeredService, ConfigError> {
         let request_id = self.request_id.take();
         let trace_context = std::mem::take(&mut self.trace_context);
         let client_ip = self.client_ip.take();
@@ -232,7 +240,7 @@ impl GatewayBuilder {
             // Outermost: every layer sees the secret headers marked.
             service = (route_layer(tollgate_observe::sensitive_headers_layer()).0)(service);
         }
-        Ok(Router::new().fallback_service(service))
+        Ok(service)
     }
 
     /// Like [`build`](Self::build), but returns the gateway as a plain

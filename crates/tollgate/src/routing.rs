@@ -71,6 +71,11 @@ impl LayeredService {
     {
         Self(Arc::new(service))
     }
+
+    /// Calls the service through a shared reference (it is always ready).
+    pub(crate) fn call_shared(&self, req: Request<Body>) -> LayeredFuture {
+        self.0.call_shared(req)
+    }
 }
 
 impl Service<Request<Body>> for LayeredService {

@@ -20,34 +20,36 @@ use tollgate_observe::{AccessLogWriter, Metrics};
 /// The slots of [`Shared::logs`].
 const ACCESS: usize = 0;
 const AUDIT: usize = 1;
-use tower::{Service, ServiceExt, util::Oneshot};
+use tower::{Layer, Service};
 
 use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
 use crate::{
-    Health,
+    Health, LayeredFuture, LayeredService,
     admin::{Admin, ConfigSnapshot},
     hsts_layer, redirect_to_https, serve,
 };
 
 /// The public service of a config-driven gateway: each request runs on
-/// the router current when it arrived, so a reload never disturbs a
-/// request in flight.
+/// the build current when it arrived, so a reload never disturbs a
+/// request in flight. There is no axum router in front: a config gateway
+/// has no handlers of its own, so the routes and global layers are called
+/// directly.
 #[derive(Clone, Debug)]
 pub struct ReloadableService {
-    current: Arc<ArcSwap<Router>>,
+    current: Arc<ArcSwap<LayeredService>>,
 }
 
 impl Service<Request<Body>> for ReloadableService {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Oneshot<Router, Request<Body>>;
+    type Future = LayeredFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Router::clone(&self.current.load()).oneshot(req)
+        self.current.load().call_shared(req)
     }
 }
 
@@ -65,7 +67,7 @@ pub struct Reloader {
 }
 
 struct Shared {
-    current: Arc<ArcSwap<Router>>,
+    current: Arc<ArcSwap<LayeredService>>,
     /// The running config and what its build keeps for the next one.
     state: Mutex<(ConfigFile, BuildState)>,
     metrics: Metrics,
@@ -342,9 +344,9 @@ fn build_router(
     file: &ConfigFile,
     state: &BuildState,
     health: &Health,
-) -> Result<(Router, BuildState), ConfigFileError> {
+) -> Result<(LayeredService, BuildState), ConfigFileError> {
     let (builder, next) = file.gateway_builder_with(state)?;
-    Ok((file.finish(builder.health(health.clone()))?, next))
+    Ok((file.finish_layered(builder.health(health.clone()))?, next))
 }
 
 impl ConfigFile {
@@ -362,7 +364,16 @@ impl ConfigFile {
     }
 
     fn finish(&self, builder: crate::GatewayBuilder) -> Result<Router, ConfigFileError> {
-        let mut router = builder.build().map_err(|e| {
+        Ok(Router::new().fallback_service(self.finish_layered(builder)?))
+    }
+
+    /// The gateway of `builder` with what the file adds around it (HSTS),
+    /// as [`Server`] serves it: without axum's router in front.
+    fn finish_layered(
+        &self,
+        builder: crate::GatewayBuilder,
+    ) -> Result<LayeredService, ConfigFileError> {
+        let mut service = builder.build_layered().map_err(|e| {
             let message = e.to_string();
             let key = self.key_named_in(&message);
             self.error_at(&key, message)
@@ -374,9 +385,11 @@ impl ConfigFile {
             .as_ref()
             .and_then(|t| t.hsts.as_ref())
         {
-            router = router.layer(hsts_layer(hsts.max_age, hsts.include_subdomains));
+            service = LayeredService::new(
+                hsts_layer(hsts.max_age, hsts.include_subdomains).layer(service),
+            );
         }
-        Ok(router)
+        Ok(service)
     }
 
     /// The route or upstream a builder error names (`route "users" (…)`,
