@@ -91,7 +91,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        let Some(rules) = self.rules.select(&parts) else {
+        let rules = (self.rules.fixed()).unwrap_or_else(|| self.rules.select(&parts));
+        let Some(rules) = rules else {
             return ResponseFuture::inner(
                 self.inner
                     .call(Request::from_parts(parts, RequestBody::inner(body))),
