@@ -258,24 +258,21 @@ fn parse_var(name: &str) -> Result<Var, String> {
 fn var_bytes<'p>(var: &Var, parts: &'p Parts) -> Option<Option<&'p [u8]>> {
     let ext = &parts.extensions;
     let identity = || ext.get::<Identity>();
-    let text = Option::map(
-        match var {
-            Var::RequestId => {
-                return Some(
-                    ext.get::<RequestId>()
-                        .map(|id| id.header_value().as_bytes()),
-                );
-            }
-            Var::Subject => identity().and_then(|i| i.subject.as_deref()),
-            Var::Consumer => identity().and_then(|i| i.consumer.as_deref()),
-            Var::Plan => identity().and_then(|i| i.plan.as_deref()),
-            Var::Header(name) => parts.headers.get(name).and_then(|v| v.to_str().ok()),
-            Var::Path(param) => ext.get::<PathParams>().and_then(|p| p.get(param)),
-            Var::ClientIp | Var::Claim(..) | Var::Query(_) => return None,
-        },
-        str::as_bytes,
-    );
-    Some(text)
+    let text = match var {
+        Var::RequestId => {
+            return Some(
+                ext.get::<RequestId>()
+                    .map(|id| id.header_value().as_bytes()),
+            );
+        }
+        Var::Subject => identity().and_then(|i| i.subject.as_deref()),
+        Var::Consumer => identity().and_then(|i| i.consumer.as_deref()),
+        Var::Plan => identity().and_then(|i| i.plan.as_deref()),
+        Var::Header(name) => parts.headers.get(name).and_then(|v| v.to_str().ok()),
+        Var::Path(param) => ext.get::<PathParams>().and_then(|p| p.get(param)),
+        Var::ClientIp | Var::Claim(..) | Var::Query(_) => return None,
+    };
+    Some(text.map(str::as_bytes))
 }
 
 /// Writes the value of `var`; `false` when it has none.

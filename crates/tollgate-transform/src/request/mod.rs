@@ -961,6 +961,47 @@ mod tests {
         }
     }
 
+    /// A template that is one stored variable takes the direct path; it
+    /// gives what rendering gives, and a missing value still names the
+    /// variable.
+    #[test]
+    fn lone_variables_match_rendering() {
+        let mut p = parts("/p?q=a%20b");
+        p.headers.insert("x-in", HeaderValue::from_static("in"));
+        p.extensions
+            .insert(tollgate_core::Identity::subject("sub").with_plan("gold"));
+        p.extensions.insert(RequestId::from_static("r-1"));
+        p.extensions.insert(PathParams::from_pairs([("id", "7")]));
+        for (var, want) in [
+            ("{request_id}", "r-1"),
+            ("{identity.subject}", "sub"),
+            ("{identity.plan}", "gold"),
+            ("{header.x-in}", "in"),
+            ("{path.id}", "7"),
+            ("{query.q}", "a b"),
+        ] {
+            let rules = RequestRules::builder()
+                .set_header("x-out", var)
+                .build()
+                .unwrap();
+            let mut q = p.clone();
+            rules.apply_head(&mut q).unwrap();
+            assert_eq!(q.headers["x-out"], want, "{var}");
+        }
+        let reject = RequestRules::builder()
+            .on_missing(OnMissing::Reject)
+            .set_header("x-out", "{identity.consumer}")
+            .build()
+            .unwrap();
+        let problem = reject.apply_head(&mut p.clone()).unwrap_err();
+        assert!(
+            problem.to_json()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("{identity.consumer}")
+        );
+    }
+
     #[test]
     fn bad_config_is_refused() {
         let b = RequestRules::builder;
