@@ -20,6 +20,7 @@
 
 mod class;
 mod cors;
+mod intern;
 mod limits;
 
 pub use class::{ByClassConfig, BySelector, ClassSourceConfig, Classifier, ClassifierConfig};

@@ -197,6 +197,19 @@ impl Template {
         }
         Ok(())
     }
+
+    /// The rendered value without copying it, for a template that is one
+    /// variable whose value the request holds as text: `None` for any
+    /// other template (render it with [`render`](Self::render)).
+    pub(crate) fn as_stored<'p>(
+        &self,
+        parts: &'p Parts,
+    ) -> Option<Result<&'p [u8], MissingValue<'_>>> {
+        let [Piece::Var(var, name)] = &*self.pieces else {
+            return None;
+        };
+        Some(var_bytes(var, parts)?.ok_or(MissingValue { var: name }))
+    }
 }
 
 fn parse_var(name: &str) -> Result<Var, String> {
@@ -239,29 +252,49 @@ fn parse_var(name: &str) -> Result<Var, String> {
     })
 }
 
+/// The value of `var` as the request holds it: `Some` for a variable
+/// whose value is stored text (`Some(None)` when it has none), `None` for
+/// one whose value must be formatted or decoded.
+fn var_bytes<'p>(var: &Var, parts: &'p Parts) -> Option<Option<&'p [u8]>> {
+    let ext = &parts.extensions;
+    let identity = || ext.get::<Identity>();
+    let text = match var {
+        Var::RequestId => {
+            return Some(
+                ext.get::<RequestId>()
+                    .map(|id| id.header_value().as_bytes()),
+            );
+        }
+        Var::Subject => identity().and_then(|i| i.subject.as_deref()),
+        Var::Consumer => identity().and_then(|i| i.consumer.as_deref()),
+        Var::Plan => identity().and_then(|i| i.plan.as_deref()),
+        Var::Header(name) => parts.headers.get(name).and_then(|v| v.to_str().ok()),
+        Var::Path(param) => ext.get::<PathParams>().and_then(|p| p.get(param)),
+        Var::ClientIp | Var::Claim(..) | Var::Query(_) => return None,
+    };
+    Some(text.map(str::as_bytes))
+}
+
 /// Writes the value of `var`; `false` when it has none.
 fn render_var(var: &Var, parts: &Parts, out: &mut Vec<u8>) -> bool {
+    if let Some(value) = var_bytes(var, parts) {
+        return value.map(|v| out.extend_from_slice(v)).is_some();
+    }
     let ext = &parts.extensions;
     let text = |out: &mut Vec<u8>, s: Option<&str>| {
         s.map(|s| out.extend_from_slice(s.as_bytes())).is_some()
     };
     match var {
-        Var::RequestId => ext
-            .get::<RequestId>()
-            .map(|id| out.extend_from_slice(id.header_value().as_bytes()))
-            .is_some(),
+        Var::RequestId
+        | Var::Subject
+        | Var::Consumer
+        | Var::Plan
+        | Var::Header(_)
+        // Stored text, answered by `var_bytes` above.
+        | Var::Path(_) => false,
         Var::ClientIp => ext
             .get::<ClientIp>()
             .is_some_and(|ip| write!(out, "{}", ip.0).is_ok()),
-        Var::Subject => text(
-            out,
-            ext.get::<Identity>().and_then(|i| i.subject.as_deref()),
-        ),
-        Var::Consumer => text(
-            out,
-            ext.get::<Identity>().and_then(|i| i.consumer.as_deref()),
-        ),
-        Var::Plan => text(out, ext.get::<Identity>().and_then(|i| i.plan.as_deref())),
         Var::Claim(whole, segments) => {
             let Some(identity) = ext.get::<Identity>() else {
                 return false;
@@ -282,8 +315,6 @@ fn render_var(var: &Var, parts: &Parts, out: &mut Vec<u8>) -> bool {
                 _ => false,
             }
         }
-        Var::Header(name) => text(out, parts.headers.get(name).and_then(|v| v.to_str().ok())),
-        Var::Path(param) => text(out, ext.get::<PathParams>().and_then(|p| p.get(param))),
         Var::Query(param) => parts
             .uri
             .query()

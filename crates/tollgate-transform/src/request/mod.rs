@@ -14,10 +14,10 @@ pub(crate) mod query;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Uri,
-    header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, TRANSFER_ENCODING},
+    header::{CONTENT_LENGTH, CONTENT_TYPE, Entry, InvalidHeaderValue, TRANSFER_ENCODING},
     request::Parts,
     uri::PathAndQuery,
 };
@@ -27,7 +27,7 @@ use tollgate_core::{ConfigError, ConfigErrorKind, Problem, RequestId};
 pub use config::{HeaderRule, JsonRule, PathRule, QueryRule, RequestRulesConfig};
 pub use layer::{RequestTransform, RequestTransformLayer, ResponseFuture};
 
-use crate::{OnMissing, PathParams, Template};
+use crate::{MissingValue, OnMissing, PathParams, Template};
 use json::Pointer;
 
 /// The body the inner service gets: the client's body, streaming
@@ -275,6 +275,7 @@ impl RequestRules {
 
     /// Whether the JSON rules read this request's body: there are some and
     /// the content type is JSON.
+    #[inline]
     fn reads_body(&self, headers: &HeaderMap) -> bool {
         !self.json.is_empty() && headers.get(CONTENT_TYPE).is_some_and(is_json)
     }
@@ -583,17 +584,45 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The size of the chunks that rendered header values share.
+const VALUES_CHUNK: usize = 1024;
+
+thread_local! {
+    /// Where rendered header values are made (see [`shared_value`]).
+    static VALUES: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// A header value of `bytes`, made in this thread's chunk: the value holds
+/// a slice of the chunk and a reference count on it, instead of an
+/// allocation of its own (about 170 instructions for `malloc`, the copy
+/// and `free`, against some 60). When the chunk is used up, `reserve`
+/// takes it back if every value made from it has been dropped, as it has
+/// when requests do not overlap, or starts another, so a value keeps at
+/// most one chunk alive. A value longer than a quarter chunk is allocated
+/// on its own.
+fn shared_value(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
+    if bytes.len() > VALUES_CHUNK / 4 {
+        return HeaderValue::from_bytes(bytes);
+    }
+    VALUES.with_borrow_mut(|chunk| {
+        if chunk.capacity() == 0 {
+            // Sets the size `reserve` gives every later chunk.
+            *chunk = BytesMut::with_capacity(VALUES_CHUNK);
+        }
+        chunk.extend_from_slice(bytes);
+        // `from_maybe_shared` keeps a `Bytes` as it is, without a copy.
+        HeaderValue::from_maybe_shared(chunk.split().freeze())
+    })
+}
+
 impl Value {
     /// The header value, or why there is none (from the configuration).
     fn render(&self, parts: &Parts) -> Result<HeaderValue, String> {
         match self {
             Self::Literal(value) => Ok(value.clone()),
-            Self::Template(template) => SCRATCH.with_borrow_mut(|out| {
-                // Rendered into this thread's buffer, then copied once into
-                // a value of the exact length: one allocation per value.
-                out.clear();
-                let value = match template.render(parts, out) {
-                    Ok(()) => HeaderValue::from_bytes(out).map_err(|_| {
+            Self::Template(template) => {
+                let value = |rendered: Result<&[u8], MissingValue<'_>>| match rendered {
+                    Ok(bytes) => shared_value(bytes).map_err(|_| {
                         format!(
                             "template {} gave an invalid header value",
                             template.as_str()
@@ -601,12 +630,24 @@ impl Value {
                     }),
                     Err(missing) => Err(missing.to_string()),
                 };
-                if out.capacity() > SCRATCH_KEEP {
-                    // A rare long value does not stay with the thread.
-                    *out = Vec::new();
+                // A lone variable such as `{identity.subject}` is copied
+                // straight from the request into the value.
+                if let Some(stored) = template.as_stored(parts) {
+                    return value(stored);
                 }
-                value
-            }),
+                SCRATCH.with_borrow_mut(|out| {
+                    // Rendered into this thread's buffer, then copied once
+                    // into the value.
+                    out.clear();
+                    let rendered = template.render(parts, out).map(|()| &out[..]);
+                    let value = value(rendered);
+                    if out.capacity() > SCRATCH_KEEP {
+                        // A rare long value does not stay with the thread.
+                        *out = Vec::new();
+                    }
+                    value
+                })
+            }
         }
     }
 }
@@ -618,7 +659,9 @@ fn invalid(msg: String) -> ConfigError {
 }
 
 fn header_name(name: &str) -> Result<HeaderName, ConfigError> {
-    HeaderName::try_from(name).map_err(|_| invalid(format!("bad header name {name:?}")))
+    HeaderName::try_from(name)
+        .map(crate::intern::header_name)
+        .map_err(|_| invalid(format!("bad header name {name:?}")))
 }
 
 fn header_value(value: &str) -> Result<Value, ConfigError> {
@@ -626,6 +669,7 @@ fn header_value(value: &str) -> Result<Value, ConfigError> {
     Ok(match template.literal_text() {
         Some(text) => Value::Literal(
             HeaderValue::try_from(text)
+                .map(crate::intern::header_value)
                 .map_err(|_| invalid(format!("bad header value {value:?}")))?,
         ),
         None => Value::Template(template),
@@ -881,6 +925,81 @@ mod tests {
         ] {
             assert_eq!(is_json(&HeaderValue::from_static(ct)), json, "{ct}");
         }
+    }
+
+    /// Rendered values share a per-thread chunk: values kept alive across
+    /// many requests (so chunks fill up and new ones start), values dropped
+    /// at once (so a chunk is taken back) and values longer than the
+    /// shared size all keep their own bytes.
+    #[test]
+    fn rendered_values_keep_their_bytes() {
+        let rules = RequestRules::builder()
+            .set_header("x-a", "{header.x-in}")
+            .set_header("x-b", "<{header.x-in}>")
+            .build()
+            .unwrap();
+        let mut kept = Vec::new();
+        for i in 0..600 {
+            let input = if i % 100 == 7 {
+                "y".repeat(VALUES_CHUNK)
+            } else {
+                format!("v{i}")
+            };
+            let mut p = parts("/");
+            p.headers
+                .insert("x-in", HeaderValue::try_from(&input).unwrap());
+            rules.apply_head(&mut p).unwrap();
+            assert_eq!(p.headers["x-a"], input.as_str());
+            assert_eq!(p.headers["x-b"], format!("<{input}>").as_str());
+            if i % 2 == 0 {
+                kept.push((input, p.headers));
+            }
+        }
+        for (input, headers) in &kept {
+            assert_eq!(headers["x-a"], input.as_str());
+            assert_eq!(headers["x-b"], format!("<{input}>").as_str());
+        }
+    }
+
+    /// A template that is one stored variable takes the direct path; it
+    /// gives what rendering gives, and a missing value still names the
+    /// variable.
+    #[test]
+    fn lone_variables_match_rendering() {
+        let mut p = parts("/p?q=a%20b");
+        p.headers.insert("x-in", HeaderValue::from_static("in"));
+        p.extensions
+            .insert(tollgate_core::Identity::subject("sub").with_plan("gold"));
+        p.extensions.insert(RequestId::from_static("r-1"));
+        p.extensions.insert(PathParams::from_pairs([("id", "7")]));
+        for (var, want) in [
+            ("{request_id}", "r-1"),
+            ("{identity.subject}", "sub"),
+            ("{identity.plan}", "gold"),
+            ("{header.x-in}", "in"),
+            ("{path.id}", "7"),
+            ("{query.q}", "a b"),
+        ] {
+            let rules = RequestRules::builder()
+                .set_header("x-out", var)
+                .build()
+                .unwrap();
+            let mut q = p.clone();
+            rules.apply_head(&mut q).unwrap();
+            assert_eq!(q.headers["x-out"], want, "{var}");
+        }
+        let reject = RequestRules::builder()
+            .on_missing(OnMissing::Reject)
+            .set_header("x-out", "{identity.consumer}")
+            .build()
+            .unwrap();
+        let problem = reject.apply_head(&mut p.clone()).unwrap_err();
+        assert!(
+            problem.to_json()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("{identity.consumer}")
+        );
     }
 
     #[test]

@@ -32,12 +32,18 @@ pin_project! {
         /// The upstream body, streaming.
         Stream { #[pin] body: B },
         /// Held bytes, then trailers, then the rest of the upstream body.
-        Held {
-            chunks: VecDeque<Bytes>,
-            trailers: Option<HeaderMap>,
-            rest: Option<Pin<Box<B>>>,
-        },
+        /// Boxed: a streaming response, the common case, then moves a
+        /// body no larger than the upstream's (the held state is about
+        /// 140 bytes, and every move of the response would copy it).
+        Held { held: Box<Held<B>> },
     }
+}
+
+/// What a [`Kind::Held`] body still has to give.
+struct Held<B> {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    rest: Option<Pin<Box<B>>>,
 }
 
 // === impl TransformedBody ===
@@ -57,13 +63,7 @@ impl<B> TransformedBody<B> {
         } else {
             VecDeque::from([data])
         };
-        Self {
-            kind: Kind::Held {
-                chunks,
-                trailers,
-                rest: None,
-            },
-        }
+        Self::held(chunks, trailers, None)
     }
 
     /// The chunks already read, then the rest of `body` (or `trailers`
@@ -73,11 +73,21 @@ impl<B> TransformedBody<B> {
         trailers: Option<HeaderMap>,
         rest: Option<Pin<Box<B>>>,
     ) -> Self {
+        Self::held(chunks.into(), trailers, rest)
+    }
+
+    fn held(
+        chunks: VecDeque<Bytes>,
+        trailers: Option<HeaderMap>,
+        rest: Option<Pin<Box<B>>>,
+    ) -> Self {
         Self {
             kind: Kind::Held {
-                chunks: chunks.into(),
-                trailers,
-                rest,
+                held: Box::new(Held {
+                    chunks,
+                    trailers,
+                    rest,
+                }),
             },
         }
     }
@@ -96,11 +106,12 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Stream { body } => body.poll_frame(cx),
-            KindProj::Held {
-                chunks,
-                trailers,
-                rest,
-            } => {
+            KindProj::Held { held } => {
+                let Held {
+                    chunks,
+                    trailers,
+                    rest,
+                } = &mut **held;
                 if let Some(chunk) = chunks.pop_front() {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
@@ -118,11 +129,12 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Stream { body } => body.is_end_stream(),
-            Kind::Held {
-                chunks,
-                trailers,
-                rest,
-            } => {
+            Kind::Held { held } => {
+                let Held {
+                    chunks,
+                    trailers,
+                    rest,
+                } = &**held;
                 chunks.is_empty()
                     && trailers.is_none()
                     && rest.as_ref().is_none_or(|b| b.is_end_stream())
@@ -133,7 +145,8 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Stream { body } => body.size_hint(),
-            Kind::Held { chunks, rest, .. } => {
+            Kind::Held { held } => {
+                let Held { chunks, rest, .. } = &**held;
                 let held: u64 = chunks.iter().map(|c| c.len() as u64).sum();
                 match rest {
                     None => SizeHint::with_exact(held),
@@ -156,10 +169,10 @@ impl<B> fmt::Debug for TransformedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Stream { .. } => f.write_str("TransformedBody::Stream"),
-            Kind::Held { chunks, rest, .. } => f
+            Kind::Held { held } => f
                 .debug_struct("TransformedBody::Held")
-                .field("len", &chunks.iter().map(Bytes::len).sum::<usize>())
-                .field("rest", &rest.is_some())
+                .field("len", &held.chunks.iter().map(Bytes::len).sum::<usize>())
+                .field("rest", &held.rest.is_some())
                 .finish(),
         }
     }

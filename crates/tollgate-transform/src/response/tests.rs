@@ -184,6 +184,32 @@ fn json_content_types() {
     assert!(!is_json(&HeaderMap::new()));
 }
 
+/// The scan of a short map and the lookup in a long one find the same
+/// value: the first `Content-Type`, wherever it is among the names.
+#[test]
+fn content_type_by_scan_or_lookup() {
+    for names in [0, 3, SCAN_NAMES - 1, SCAN_NAMES, SCAN_NAMES + 5] {
+        let mut h = HeaderMap::new();
+        for i in 0..names {
+            h.append(
+                HeaderName::try_from(format!("x-h{i}")).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+            // Extra values: the scan walks values, not only names.
+            h.append(
+                HeaderName::try_from(format!("x-h{i}")).unwrap(),
+                HeaderValue::from_static("w"),
+            );
+        }
+        assert_eq!(content_type(&h), None, "{names}");
+        h.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(content_type(&h), h.get(CONTENT_TYPE), "{names}");
+        assert_eq!(content_type(&h).unwrap(), "text/plain");
+        assert!(!is_json(&h));
+    }
+}
+
 #[tokio::test]
 async fn a_failing_body_is_502_and_trailers_survive() {
     let rules = ResponseRules::builder().deny("/secret").build().unwrap();
@@ -278,4 +304,27 @@ async fn range_requests_are_dropped_only_where_bodies_are_read() {
     )
     .await;
     assert_eq!(headers_only, "range,if-range,accept-encoding");
+}
+
+/// A problem the layer answers names the request's path (not its query)
+/// and id, which the call keeps before the request goes upstream; a target
+/// without a path (authority form) gives an empty `instance`, as before.
+#[tokio::test]
+async fn a_problem_names_the_path_and_request_id() {
+    let problem = |target: &'static str| async move {
+        let rules = ResponseRules::builder().deny("/secret").build().unwrap();
+        let mut req = Request::get(target).body(()).unwrap();
+        req.extensions_mut().insert(RequestId::from_static("r-7"));
+        let res = run(rules, req, json_response("{\"secret\":")).await;
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    let named = problem("/orders/7?page=2").await;
+    assert_eq!(named["instance"], "/orders/7");
+    assert_eq!(named["request_id"], "r-7");
+    let absolute = problem("https://example.com").await;
+    assert_eq!(absolute["instance"], "/");
+    let authority = problem("example.com:443").await;
+    assert_eq!(authority["instance"], "");
 }
