@@ -162,6 +162,12 @@ fn bucket(hash: &Digest32) -> u64 {
     u64::from_le_bytes(prefix)
 }
 
+/// The audit event of a change to the keys (an admin action): the
+/// consumer is the subject; the key never appears.
+fn audit_key_change(consumer: &str, outcome: &str, reason: &str) {
+    tollgate_core::audit::event(None, Some(consumer), None, outcome, reason);
+}
+
 impl MemoryApiKeyStore {
     /// An empty store.
     #[must_use]
@@ -170,17 +176,40 @@ impl MemoryApiKeyStore {
     }
 
     /// Adds `key` for `consumer`, replacing an earlier owner of that key.
+    ///
+    /// An admin action: it emits an audit event (`key-added`, the
+    /// consumer as the subject; never the key).
     pub fn insert(&self, key: &str, consumer: Consumer) {
+        audit_key_change(consumer.name(), "key-added", "api key added");
+        self.insert_hash(digest(key), consumer);
+    }
+
+    /// [`insert`](Self::insert) for keys loaded from configuration: the
+    /// config build (and its reload) is audited once, not key by key.
+    pub(crate) fn load(&self, key: &str, consumer: Consumer) {
         self.insert_hash(digest(key), consumer);
     }
 
     /// Adds a key given as the hex SHA-256 of its text, so the key itself
-    /// need not appear in configuration.
+    /// need not appear in configuration. Audited as [`insert`](Self::insert) is.
     ///
     /// # Errors
     ///
     /// When `sha256_hex` is not 64 hex digits.
     pub fn insert_sha256_hex(
+        &self,
+        sha256_hex: &str,
+        consumer: Consumer,
+    ) -> Result<(), tollgate_core::ConfigError> {
+        let name = consumer.name().to_owned();
+        self.load_sha256_hex(sha256_hex, consumer)?;
+        audit_key_change(&name, "key-added", "api key added");
+        Ok(())
+    }
+
+    /// [`insert_sha256_hex`](Self::insert_sha256_hex) for configuration,
+    /// not audited key by key.
+    pub(crate) fn load_sha256_hex(
         &self,
         sha256_hex: &str,
         consumer: Consumer,
@@ -215,13 +244,16 @@ impl MemoryApiKeyStore {
         let Some(entries) = keys.get_mut(&bucket(&hash)) else {
             return false;
         };
-        let before = entries.len();
-        entries.retain(|e| e.hash != hash);
-        let removed = entries.len() != before;
+        let Some(at) = entries.iter().position(|e| e.hash == hash) else {
+            return false;
+        };
+        let removed = entries.swap_remove(at);
         if entries.is_empty() {
             keys.remove(&bucket(&hash));
         }
-        removed
+        drop(keys);
+        audit_key_change(removed.consumer.name(), "key-revoked", "api key revoked");
+        true
     }
 
     /// Revokes every key of the consumer named `name`; how many there were.
@@ -237,6 +269,10 @@ impl MemoryApiKeyStore {
             removed += before - entries.len();
             !entries.is_empty()
         });
+        drop(keys);
+        if removed > 0 {
+            audit_key_change(name, "key-revoked", "consumer's api keys revoked");
+        }
         removed
     }
 

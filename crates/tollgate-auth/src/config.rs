@@ -764,10 +764,10 @@ impl ApiKeyConfig {
             let before = store.len();
             match (&entry.key, &entry.key_sha256) {
                 (Some(key), None) if !key.expose().is_empty() => {
-                    store.insert(key.expose(), consumer);
+                    store.load(key.expose(), consumer);
                 }
                 (None, Some(hash)) => store
-                    .insert_sha256_hex(hash, consumer)
+                    .load_sha256_hex(hash, consumer)
                     .map_err(|e| e.context(&place))?,
                 (Some(_), None) => return Err(invalid("`key` is empty").context(place)),
                 _ => {
