@@ -205,3 +205,13 @@ fn parser_reads_labels_escapes_and_infinities() {
     assert_eq!(value(&samples, "y", &[]), Some(1.5));
     assert_eq!(value(&samples, "h_bucket", &[("le", "+Inf")]), Some(2.0));
 }
+
+/// `tollgate_requests_total{route,method,status}` in an exposition text.
+#[must_use]
+pub fn requests_total(text: &str, route: &str, method: &str, status: &str) -> Option<f64> {
+    value(
+        &parse_exposition(text),
+        "tollgate_requests_total",
+        &[("route", route), ("method", method), ("status", status)],
+    )
+}

@@ -602,12 +602,7 @@ headers = [{{ set = {{ name = "x-internal-token", value = "${{INTERNAL_TOKEN}}" 
         .await
         .expect("response");
     let text = String::from_utf8_lossy(&tollgate_tests::body_bytes(res).await).into_owned();
-    let samples = tollgate_tests::observe_support::parse_exposition(&text);
-    let users = tollgate_tests::observe_support::value(
-        &samples,
-        "tollgate_requests_total",
-        &[("route", "users"), ("method", "GET"), ("status", "200")],
-    );
+    let users = tollgate_tests::observe_support::requests_total(&text, "users", "GET", "200");
     assert_eq!(users, Some(2.0), "{text}");
     server.shutdown().await.expect("clean shutdown");
 }

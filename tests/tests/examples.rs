@@ -199,14 +199,95 @@ fn workspace_root() -> &'static Path {
 /// Cargo replaces itself with the example (exec), so the child's PID is the
 /// proxy's.
 fn proxy_command(args: &[&str]) -> Command {
+    example_command("proxy", args)
+}
+
+/// `cargo run --quiet --example NAME -- args...` from the workspace root,
+/// its standard output discarded (pipe it to read it).
+fn example_command(name: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["run", "--quiet", "--example", "proxy", "--"])
+    cmd.args(["run", "--quiet", "--example", name, "--"])
         .args(args)
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true);
     cmd
+}
+
+/// The demo binary as a user runs it: JSON log lines on its standard
+/// output (an access-log line per request), and `/metrics` on its admin
+/// listener counting the requests.
+#[tokio::test]
+async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let (listen, admin) = (free_addr().await, free_addr().await);
+    let mut child = example_command("demo", &[])
+        .env("TOLLGATE_ADDR", listen.to_string())
+        .env("TOLLGATE_ADMIN_ADDR", admin.to_string())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cargo run --example demo");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+
+    // Wait until the admin listener answers (the demo may be compiling).
+    timeout(CARGO_BOUND, async {
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("the demo exited before serving: {status}");
+            }
+            if let Ok(Ok(res)) = timeout(
+                BOUND,
+                client().request(
+                    Request::get(format!("http://{admin}/healthz"))
+                        .body(empty())
+                        .expect("request"),
+                ),
+            )
+            .await
+                && res.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the demo's admin listener answered in time");
+
+    let res = get(listen, "/api/products/tea").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let request_id = res.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+
+    // Its access-log line, as JSON, on standard output.
+    let line = timeout(BOUND, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["target"] == "tollgate::access" && json["request_id"] == request_id.as_str() {
+                return json;
+            }
+        }
+        panic!("stdout ended without the access-log line");
+    })
+    .await
+    .expect("the access-log line in time");
+    assert_eq!(line["path"], "/api/products/tea", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["route"], "products", "{line}");
+
+    // `curl 127.0.0.1:9901/metrics`, parsed.
+    let res = get(admin, "/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(tollgate_tests::body_bytes(res).await.to_vec()).expect("utf-8");
+    let served = tollgate_tests::observe_support::requests_total(&text, "products", "GET", "200");
+    assert_eq!(served, Some(1.0), "{text}");
 }
 
 /// A port that was free a moment ago.
