@@ -19,7 +19,12 @@ use tollgate::{
     config::{ConfigFile, Server},
     observe::{ACCESS_TARGET, AccessLogWriter, JsonLines},
 };
-use tracing_subscriber::{Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    Layer,
+    filter::{LevelFilter, Targets},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 struct Args {
     config: PathBuf,
@@ -150,14 +155,21 @@ async fn run(args: Args) -> ExitCode {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let audit_target = tollgate::core::audit::TARGET;
-    let elsewhere = audit_log.is_some();
-    let rest = filter_fn(move |meta| {
-        meta.target() != ACCESS_TARGET && !(elsewhere && meta.target() == audit_target)
-    });
+    // Standard output gets the rest: everything but the access log, and
+    // the audit trail when it has its own file. A `Targets` filter decides
+    // once per callsite, so the access-log and audit events, one or two per
+    // request, never reach the `EnvFilter` of this layer; it is outermost,
+    // so it is asked first.
+    let mut rest = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target(ACCESS_TARGET, LevelFilter::OFF);
+    if audit_log.is_some() {
+        rest = rest.with_target(audit_target, LevelFilter::OFF);
+    }
     tracing_subscriber::registry()
         .with(access_log.as_ref().map(AccessLogWriter::layer))
         .with(audit_log.as_ref().map(|w| w.target_layer(audit_target)))
-        .with(JsonLines::stdout().with_filter(rest).with_filter(filter))
+        .with(JsonLines::stdout().with_filter(filter).with_filter(rest))
         .init();
 
     let server = match Server::start(file).await {

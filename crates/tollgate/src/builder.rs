@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use tollgate_auth::AuthLayer;
 use tollgate_core::{BoxError, ConfigError, ConfigErrorKind, RouteName};
-use tollgate_observe::ObserveLayer;
+use tollgate_observe::{ObserveBody, ObserveLayer};
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer, TraceparentLayer};
@@ -20,7 +20,11 @@ use tollgate_transform::{
 };
 use tower_http::cors::CorsLayer;
 
-use tower::{Layer, Service, ServiceExt, util::MapRequest};
+use tower::{
+    Layer, Service, ServiceBuilder, ServiceExt,
+    layer::util::Stack,
+    util::{MapRequest, MapResponseLayer},
+};
 
 use crate::{
     Health,
@@ -218,29 +222,22 @@ impl GatewayBuilder {
         let client_ip = self.client_ip.take();
         let observe = self.observe.take();
         let observed = observe.is_some();
-        // The layers are stacked here, each erased into a `LayeredService`
-        // (cloned by reference count), and the stack is the router's one
-        // fallback, rather than with `Router::layer`: axum boxes each
-        // layer in a `BoxCloneSyncService` and clones it per request,
-        // which clones every box inside it too.
-        let mut service = LayeredService::new(self.build_service()?);
-        if let Some(layer) = observe {
-            service = (route_layer(layer).0)(service);
-        }
-        if let Some(layer) = client_ip {
-            service = (route_layer(layer).0)(service);
-        }
-        if trace_context {
-            service = (route_layer(TraceparentLayer::new()).0)(service);
-        }
-        if let Some(layer) = request_id {
-            service = (route_layer(layer).0)(service);
-        }
-        if observed {
+        let routes = LayeredService::new(self.build_service()?);
+        // The global layers are one statically composed service (each one
+        // present or not: `Either`), erased once, so a request pays one
+        // clone and one boxed future for all of them rather than one per
+        // layer; and not with `Router::layer`, which boxes each layer in a
+        // `BoxCloneSyncService` cloned (with every box inside) per request.
+        let to_axum: fn(Response<ObserveBody<Body>>) -> Response<Body> = |res| res.map(Body::new);
+        let stack = ServiceBuilder::new()
             // Outermost: every layer sees the secret headers marked.
-            service = (route_layer(tollgate_observe::sensitive_headers_layer()).0)(service);
-        }
-        Ok(service)
+            .option_layer(observed.then(tollgate_observe::sensitive_headers_layer))
+            .option_layer(request_id)
+            .option_layer(trace_context.then(TraceparentLayer::new))
+            .option_layer(client_ip)
+            .option_layer(observe.map(|layer| Stack::new(layer, MapResponseLayer::new(to_axum))))
+            .service(routes);
+        Ok(LayeredService::new(stack))
     }
 
     /// Like [`build`](Self::build), but returns the gateway as a plain
