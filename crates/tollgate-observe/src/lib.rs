@@ -86,9 +86,10 @@
 //!
 //! # OpenTelemetry
 //!
-//! With the cargo feature `otel`, each request also opens a server span,
-//! exported over OTLP by `otel::OtlpExporter` and joined to
-//! the caller's W3C trace. The default build does not depend on the
+//! With the cargo feature `otel`, each request also opens a server span
+//! (once an `otel::OtlpExporter` layer exists, or when asked with
+//! `ObserveBuilder::server_spans`), exported over OTLP and joined to the
+//! caller's W3C trace. The default build does not depend on the
 //! OpenTelemetry crates.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
