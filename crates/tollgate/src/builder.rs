@@ -222,12 +222,17 @@ impl GatewayBuilder {
         let client_ip = self.client_ip.take();
         let observe = self.observe.take();
         let observed = observe.is_some();
-        let routes = LayeredService::new(self.build_service()?);
+        // The route table itself, not erased: the stack below is erased
+        // once, around it.
+        let routes = self.build_service()?;
         // The global layers are one statically composed service (each one
         // present or not: `Either`), erased once, so a request pays one
         // clone and one boxed future for all of them rather than one per
         // layer; and not with `Router::layer`, which boxes each layer in a
         // `BoxCloneSyncService` cloned (with every box inside) per request.
+        if !observed && request_id.is_none() && !trace_context && client_ip.is_none() {
+            return Ok(LayeredService::new(routes));
+        }
         let to_axum: fn(Response<ObserveBody<Body>>) -> Response<Body> = |res| res.map(Body::new);
         let stack = ServiceBuilder::new()
             // Outermost: every layer sees the secret headers marked.
