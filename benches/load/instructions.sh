@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Instructions per request of the config-file gateway (examples/gateway),
+# counted by callgrind while wrk drives it: deterministic where wall-clock
+# figures are not (a shared machine moves them by a third), so two builds
+# or two configs compare to the instruction. User space only: the kernel's
+# share (socket reads and writes) is not counted.
+#
+#   benches/load/instructions.sh --full-stack        # examples/configs/bench-full-stack.toml
+#   benches/load/instructions.sh --one-route         # examples/configs/bench-one-route.toml
+#   benches/load/instructions.sh --config FILE       # any config
+#   DURATION=8 WARMUP=3 CONNS=8 benches/load/instructions.sh --full-stack
+#
+# The backend is the shared harness's (../shared/bench, as compare.sh uses
+# it), on CPU 0 with wrk; the gateway runs one worker under valgrind on
+# CPU 1. The config gets LISTEN_ADDR, UPSTREAM_URL, RUN_DIR and
+# BENCH_JWT_SECRET, and every request carries a bench token, as with
+# compare.sh. After the warm-up the counters are zeroed, so start-up is
+# not counted; every response must be a 2xx, or the run fails (errors are
+# cheaper than proxied requests and would skew the figure). Needs valgrind
+# (callgrind_control) and wrk; every process it starts is stopped by PID.
+# The scratch directory with the profile is kept and printed at the end.
+set -euo pipefail
+
+if [[ " $* " == *" -h "* || " $* " == *" --help "* ]]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+    exit 0
+fi
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HARNESS=${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-8}
+BASE_PORT=${BASE_PORT:-19400}
+
+die() { echo "instructions.sh: $*" >&2; exit 1; }
+
+CONFIG=
+while (($#)); do
+    case "$1" in
+        --full-stack) CONFIG=$ROOT/examples/configs/bench-full-stack.toml; shift ;;
+        --one-route) CONFIG=$ROOT/examples/configs/bench-one-route.toml; shift ;;
+        --config) (($# >= 2)) || die "--config needs a FILE"
+                  CONFIG=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+[[ -n "$CONFIG" && -f "$CONFIG" ]] || die "give --full-stack or --config FILE"
+for tool in valgrind callgrind_control wrk taskset; do
+    command -v "$tool" >/dev/null || die "$tool is not installed"
+done
+[[ -x "$HARNESS/setup.sh" ]] || die "no harness at $HARNESS (set TOLLGATE_BENCH_HARNESS)"
+
+cd "$ROOT"
+BACKEND_BIN=$("$HARNESS/setup.sh" | tail -n 1)
+[[ -x "$BACKEND_BIN" ]] || die "backend binary missing: $BACKEND_BIN"
+cargo build --release -p tollgate-examples --example gateway --example bench_token
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+GATEWAY="$TARGET_DIR/release/examples/gateway"
+export BENCH_JWT_SECRET=${BENCH_JWT_SECRET:-tollgate-load-bench-hs256-secret-0123456789}
+TOKEN=$("$TARGET_DIR/release/examples/bench_token") || die "bench_token failed"
+
+RUN=$(mktemp -d)
+STARTED=()
+cleanup() {
+    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+BACKEND_PORT=$BASE_PORT
+GATEWAY_PORT=$((BASE_PORT + 1))
+taskset -c 0 "$BACKEND_BIN" --port "$BACKEND_PORT" --threads 1 >"$RUN/backend.log" 2>&1 &
+STARTED+=("$!")
+LISTEN_ADDR=127.0.0.1:$GATEWAY_PORT UPSTREAM_URL=http://127.0.0.1:$BACKEND_PORT RUN_DIR=$RUN \
+    TOKIO_WORKER_THREADS=1 taskset -c 1 valgrind --tool=callgrind \
+    --callgrind-out-file="$RUN/callgrind.out" \
+    "$GATEWAY" --config "$CONFIG" --no-watch >"$RUN/gateway.log" 2>&1 &
+VALGRIND=$!
+STARTED+=("$VALGRIND")
+
+URL=http://127.0.0.1:$GATEWAY_PORT/users/12345
+load() { # seconds -> wrk's output
+    taskset -c 0 timeout $(($1 + 20)) wrk -t1 -c"$CONNS" -d"$1"s \
+        -H "Authorization: Bearer $TOKEN" "$URL"
+}
+# ready: the gateway under valgrind starts slowly
+for _ in $(seq 1 120); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$URL" || true)
+    [[ "$code" == 2* ]] && break
+    kill -0 "$VALGRIND" 2>/dev/null || die "the gateway exited (see $RUN/gateway.log)"
+    sleep 1
+done
+[[ "${code:-}" == 2* ]] || die "the gateway did not answer 2xx in time (last: ${code:-none})"
+
+load "$WARMUP" >/dev/null
+callgrind_control -z "$VALGRIND" >/dev/null 2>&1
+out=$(load "$DURATION")
+callgrind_control -d "$VALGRIND" >/dev/null 2>&1
+requests=$(awk '/requests in/ {print $1}' <<<"$out")
+if grep -q "Non-2xx" <<<"$out"; then
+    die "non-2xx responses in the measured run: $(grep Non-2xx <<<"$out")"
+fi
+dump=$(ls -t "$RUN"/callgrind.out.* | head -n 1)
+total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+[[ -n "$requests" && "$requests" -gt 0 && -n "$total" ]] || die "no figures (see $RUN)"
+echo "config: ${CONFIG#"$ROOT"/}; $requests requests in ${DURATION}s under callgrind, wrk -c$CONNS"
+echo "KEY instructions per request: $((total / requests))"
+echo "profile: $dump (callgrind_annotate --inclusive=yes $dump)"
