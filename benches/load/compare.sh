@@ -29,17 +29,13 @@
 # Run it on a quiet machine: a build next door halves the numbers.
 set -euo pipefail
 
-if [[ " $* " == *" -h "* || " $* " == *" --help "* ]]; then
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
-    exit 0
-fi
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if [[ " $* " == *" -h "* || " $* " == *" --help "* ]]; then usage; fi
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HARNESS=${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}
 WORK=${PROXYBENCH_WORK:-/tmp/proxybench}
 
 say() { printf '== %s ==\n' "$*" >&2; }
-die() { echo "compare.sh: $*" >&2; exit 1; }
 
 # --full-stack / --config FILE are this script's; the rest goes to run.sh
 CONFIG=${CONFIG:-}
@@ -74,8 +70,7 @@ say "setup: $HARNESS/setup.sh"
 "$HARNESS/setup.sh" >/dev/null
 
 # honour CARGO_TARGET_DIR / build.target-dir; relative when it is ./target
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(target_dir)
 # build before measuring: a build during the run would steal the measured CPUs
 if [[ -z "$CONFIG" ]]; then
     say "build: cargo build --release --example proxy"
@@ -93,8 +88,6 @@ else
     TOKEN_BIN="$TARGET_DIR/release/examples/bench_token"
     [[ -x "$BIN" && -x "$TOKEN_BIN" ]] || die "gateway or bench_token binary missing after the build"
     BIN=${BIN#"$ROOT"/}
-    # a fixed bench secret (not a credential: it signs bench tokens only)
-    export BENCH_JWT_SECRET=${BENCH_JWT_SECRET:-tollgate-load-bench-hs256-secret-0123456789}
     TOKEN=$("$TOKEN_BIN") || die "bench_token failed"
     # the harness sends every WRK_HEADERS line to every target (nginx ignores it)
     export WRK_HEADERS="Authorization: Bearer $TOKEN${WRK_HEADERS:+

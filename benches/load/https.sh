@@ -41,9 +41,9 @@
 # Run it on a quiet machine: a build next door halves the numbers.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 HERE="$ROOT/benches/load"
-HARNESS=${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}
 WORK=${PROXYBENCH_WORK:-/tmp/proxybench}
 REPS=${REPS:-3}
 DURATION=${DURATION:-5}
@@ -60,8 +60,6 @@ OTHER_WARN=${OTHER_WARN:-5}
 CONFIG=${TOLLGATE_CONFIG:-}
 SMALL_PATH=/users/12345
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit "${1:-0}"; }
-die() { echo "https.sh: $*" >&2; exit 1; }
 log() { echo "https.sh: $*" >&2; }
 
 while (($#)); do
@@ -103,8 +101,7 @@ ngx_v=$(nginx -V 2>&1)
 
 log "build: cargo build --release -p tollgate-examples --example gateway"
 cargo build --release -p tollgate-examples --example gateway
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(target_dir)
 GATEWAY_BIN="$TARGET_DIR/release/examples/gateway"
 [[ -x "$GATEWAY_BIN" ]] || die "gateway binary missing after the build: $GATEWAY_BIN"
 

@@ -21,19 +21,15 @@
 # The scratch directory with the profile is kept and printed at the end.
 set -euo pipefail
 
-if [[ " $* " == *" -h "* || " $* " == *" --help "* ]]; then
-    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
-    exit 0
-fi
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if [[ " $* " == *" -h "* || " $* " == *" --help "* ]]; then usage; fi
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-HARNESS=${TOLLGATE_BENCH_HARNESS:-$ROOT/../shared/bench}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-8}
 BASE_PORT=${BASE_PORT:-19400}
 
-die() { echo "instructions.sh: $*" >&2; exit 1; }
 
 CONFIG=
 while (($#)); do
@@ -55,10 +51,8 @@ cd "$ROOT"
 BACKEND_BIN=$("$HARNESS/setup.sh" | tail -n 1)
 [[ -x "$BACKEND_BIN" ]] || die "backend binary missing: $BACKEND_BIN"
 cargo build --release -p tollgate-examples --example gateway --example bench_token
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(target_dir)
 GATEWAY="$TARGET_DIR/release/examples/gateway"
-export BENCH_JWT_SECRET=${BENCH_JWT_SECRET:-tollgate-load-bench-hs256-secret-0123456789}
 TOKEN=$("$TARGET_DIR/release/examples/bench_token") || die "bench_token failed"
 
 RUN=$(mktemp -d)

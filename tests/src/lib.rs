@@ -309,3 +309,15 @@ pub async fn get_json(
     let (status, headers) = (res.status(), res.headers().clone());
     (status, headers, body_json(res).await)
 }
+
+/// [`get_json`] of a request that must succeed: the response headers and
+/// the body as JSON.
+///
+/// # Panics
+///
+/// When the status is not 200: a test failure.
+pub async fn get_ok_json(url: String, headers: &[(&str, &str)]) -> (HeaderMap, Value) {
+    let (status, headers, body) = get_json(url, headers).await;
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    (headers, body)
+}

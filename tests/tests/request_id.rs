@@ -5,13 +5,12 @@
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
 
 use axum::Router;
-use http::Request;
 use serde_json::Value;
 use tollgate::{
     Gateway, Route, Upstream,
     request_id::{ClientIpConfig, ClientIpLayer, RequestIdLayer, TraceparentLayer},
 };
-use tollgate_tests::{body_json, client, echo_router, empty, spawn_gateway, spawn_upstream};
+use tollgate_tests::{echo_router, get_ok_json, spawn_gateway, spawn_upstream};
 
 async fn gateway_with(client_ip: ClientIpLayer) -> tollgate_tests::RunningGateway {
     let up = spawn_upstream(echo_router()).await;
@@ -26,20 +25,6 @@ async fn gateway_with(client_ip: ClientIpLayer) -> tollgate_tests::RunningGatewa
     spawn_gateway(router).await
 }
 
-async fn echo(
-    gw: &tollgate_tests::RunningGateway,
-    headers: &[(&str, &str)],
-) -> (http::HeaderMap, Value) {
-    let mut b = Request::get(gw.url("/x"));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let res = client().request(b.body(empty()).unwrap()).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let headers = res.headers().clone();
-    (headers, body_json(res).await)
-}
-
 fn first(echo: &Value, name: &str) -> Option<String> {
     echo["headers"][name][0].as_str().map(str::to_owned)
 }
@@ -47,8 +32,8 @@ fn first(echo: &Value, name: &str) -> Option<String> {
 #[tokio::test]
 async fn request_id_is_forwarded_and_echoed_and_traceparent_propagated() {
     let gw = gateway_with(ClientIpLayer::peer_only()).await;
-    let (headers, seen) = echo(
-        &gw,
+    let (headers, seen) = get_ok_json(
+        gw.url("/x"),
         &[
             ("x-request-id", "forged id with spaces"),
             (
@@ -83,8 +68,8 @@ fn uuid_like(s: &str) -> bool {
 #[tokio::test]
 async fn untrusted_peer_cannot_forge_the_chain() {
     let gw = gateway_with(ClientIpLayer::peer_only()).await;
-    let (_, seen) = echo(
-        &gw,
+    let (_, seen) = get_ok_json(
+        gw.url("/x"),
         &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")],
     )
     .await;
@@ -100,8 +85,8 @@ async fn trusted_peer_keeps_the_chain_and_the_gateway_appends_the_peer() {
     let mut config = ClientIpConfig::default();
     config.trusted_proxies = vec!["127.0.0.1".into()];
     let gw = gateway_with(ClientIpLayer::from_config(&config).unwrap()).await;
-    let (_, seen) = echo(
-        &gw,
+    let (_, seen) = get_ok_json(
+        gw.url("/x"),
         &[("x-forwarded-for", "198.51.100.4, garbage!, 203.0.113.9")],
     )
     .await;

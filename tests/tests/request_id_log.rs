@@ -13,17 +13,8 @@ use tollgate::{
     request_id::{ClientIpConfig, ClientIpLayer, RequestIdLayer},
 };
 use tollgate_tests::{
-    echo_router, get_json, observe_support::Capture, spawn_gateway, spawn_upstream,
+    echo_router, get_ok_json, observe_support::Capture, spawn_gateway, spawn_upstream,
 };
-
-async fn echo(
-    gw: &tollgate_tests::RunningGateway,
-    headers: &[(&str, &str)],
-) -> (http::HeaderMap, Value) {
-    let (status, headers, body) = get_json(gw.url("/x"), headers).await;
-    assert_eq!(status, 200);
-    (headers, body)
-}
 
 fn first(echo: &Value, name: &str) -> Option<String> {
     echo["headers"][name][0].as_str().map(str::to_owned)
@@ -60,7 +51,7 @@ async fn a_configured_header_and_bad_ids_traces_and_chains_noted_in_the_log() {
 
     // A well-formed incoming id is kept, forwarded and echoed in the
     // configured header; nothing is set in `X-Request-Id`.
-    let (headers, seen) = echo(&gw, &[("x-correlation-id", "trace-42.a:b")]).await;
+    let (headers, seen) = get_ok_json(gw.url("/x"), &[("x-correlation-id", "trace-42.a:b")]).await;
     assert_eq!(headers["x-correlation-id"], "trace-42.a:b");
     assert_eq!(
         first(&seen, "x-correlation-id").as_deref(),
@@ -73,7 +64,7 @@ async fn a_configured_header_and_bad_ids_traces_and_chains_noted_in_the_log() {
     // by a UUID, and the original goes to the log, escaped and cut to 128
     // characters, next to the id that replaced it.
     let hostile = format!("\"forged line {}", "x".repeat(300));
-    let (headers, seen) = echo(&gw, &[("x-correlation-id", &hostile)]).await;
+    let (headers, seen) = get_ok_json(gw.url("/x"), &[("x-correlation-id", &hostile)]).await;
     let id = headers["x-correlation-id"].to_str().unwrap().to_owned();
     assert!(uuid_like(&id), "{id}");
     assert_eq!(
@@ -91,8 +82,8 @@ async fn a_configured_header_and_bad_ids_traces_and_chains_noted_in_the_log() {
     // A malformed `traceparent` and a garbage `X-Forwarded-For` entry do not
     // fail the request either: a new trace is started, the client is the
     // last good hop, and each is noted in the log.
-    let (headers, seen) = echo(
-        &gw,
+    let (headers, seen) = get_ok_json(
+        gw.url("/x"),
         &[
             ("traceparent", "00-not-a-trace-01"),
             ("x-forwarded-for", "198.51.100.4, garbage!"),
