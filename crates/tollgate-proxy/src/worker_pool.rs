@@ -4,10 +4,13 @@
 use std::{
     collections::VecDeque,
     fmt,
-    future::Future,
+    future::{Future, poll_fn},
     pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
@@ -44,6 +47,12 @@ use crate::{
 /// request. HTTP/2 connections (prior knowledge, or `h2` by ALPN) are
 /// shared by all requests to an endpoint.
 ///
+/// Idle connections are closed once they have been idle for the idle
+/// timeout: as connections come back to an endpoint, and by a task (one
+/// per pool, spawned with the first request) that checks every idle
+/// connection each half timeout, so an endpoint that no longer gets
+/// requests keeps none open either.
+///
 /// Meant for one pool per worker thread (each worker builds its own
 /// gateway, as the `proxy` example does), where the per-endpoint locks are
 /// never contended; it is correct, only slower, when shared.
@@ -55,6 +64,10 @@ pub struct WorkerPool<B> {
 
 struct Shared<B> {
     slots: Box<[Mutex<Slot<B>>]>,
+    /// Whether the task that expires idle connections was spawned.
+    expiring: AtomicBool,
+    /// That task's waker, to end it with the pool.
+    expirer: Mutex<Option<Waker>>,
     targets: Box<[Target]>,
     tls: TlsConnector,
     protocol: Protocol,
@@ -142,6 +155,8 @@ where
         Ok(Self {
             shared: Arc::new(Shared {
                 slots,
+                expiring: AtomicBool::new(false),
+                expirer: Mutex::new(None),
                 targets: targets.into_boxed_slice(),
                 tls: TlsConnector::from(Arc::new(tls)),
                 protocol: config.protocol,
@@ -310,6 +325,7 @@ where
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             return res.map(PooledBody::plain);
         }
+        self.expire_idle();
         let give_back = GiveBack {
             shared: Arc::clone(self),
             endpoint,
@@ -323,6 +339,16 @@ where
             inner,
             give_back: Some(give_back),
         })
+    }
+
+    /// Spawns, once per pool, the task that closes idle connections on
+    /// time.
+    fn expire_idle(self: &Arc<Self>) {
+        if self.expiring.load(Ordering::Relaxed) || self.expiring.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(expire_idle(Arc::downgrade(self), period));
     }
 
     async fn connect(&self, endpoint: usize) -> Result<Conn<B>, TransportError> {
@@ -412,6 +438,43 @@ fn origin_form(uri: &Uri) -> Uri {
 fn send_error(err: &hyper::Error) -> TransportError {
     let kind = classify_source(err);
     TransportError::new(kind, err.to_string())
+}
+
+/// Every `period`, drops the pool's connections idle past the idle timeout
+/// (dropping the sender ends the connection's task, which closes it).
+/// Holds the pool weakly, and ends with it.
+async fn expire_idle<B>(shared: Weak<Shared<B>>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll_fn(move |cx| {
+        let Some(shared) = shared.upgrade() else {
+            return Poll::Ready(());
+        };
+        if let Ok(mut expirer) = shared.expirer.lock()
+            && !expirer.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            *expirer = Some(cx.waker().clone());
+        }
+        // Registers the next tick.
+        while tick.poll_tick(cx).is_ready() {}
+        let now = Instant::now();
+        for slot in &shared.slots {
+            if let Ok(mut slot) = slot.lock() {
+                slot.expire(now, shared.idle_timeout);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+impl<B> Drop for Shared<B> {
+    fn drop(&mut self) {
+        // The expiring task, woken, finds the pool gone and ends.
+        if let Some(waker) = self.expirer.get_mut().ok().and_then(Option::take) {
+            waker.wake();
+        }
+    }
 }
 
 // === impl Slot ===

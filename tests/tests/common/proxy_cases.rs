@@ -1217,3 +1217,66 @@ async fn idle_connections_expire() {
         "a new connection after the idle timeout"
     );
 }
+
+/// Serves one `200 ok` on each connection and reports, through `closed`,
+/// when the gateway closes the connection; `then_close` makes the upstream
+/// close its side first, a little after answering (when the connection is
+/// idle in the pool).
+async fn one_answer_upstream(then_close: bool) -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
+    let (closed, rx) = mpsc::unbounded_channel();
+    let up = spawn_raw_upstream(move |mut stream| {
+        let closed = closed.clone();
+        async move {
+            if tollgate_tests::read_head(&mut stream).await.is_none() {
+                return;
+            }
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if then_close {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if stream.shutdown().await.is_err() {
+                    return;
+                }
+            }
+            // Anything the gateway sends now is unexpected; its close ends
+            // the read.
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = closed.send(());
+        }
+    })
+    .await;
+    (up, rx)
+}
+
+/// An idle pooled connection that the upstream closes is closed by the
+/// gateway too, at once and without waiting for the next request: no
+/// socket is left half closed.
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closes_is_closed_without_a_request() {
+    let (up, mut closed) = one_answer_upstream(true).await;
+    let gw = gateway_to(upstream("up", up)).await;
+    let res = get(&gw, "/once").await;
+    assert_eq!(tollgate_tests::body_bytes(res).await, "ok");
+    within("the gateway's close", closed.recv()).await;
+}
+
+/// An idle pooled connection is closed once the idle timeout passes, even
+/// when no other request comes to the endpoint.
+#[tokio::test]
+async fn idle_connections_are_closed_on_time_without_a_request() {
+    let (up, mut closed) = one_answer_upstream(false).await;
+    let gw = gateway_to(upstream("up", up).idle_timeout(Duration::from_millis(200))).await;
+    let res = get(&gw, "/once").await;
+    assert_eq!(tollgate_tests::body_bytes(res).await, "ok");
+    within("the gateway's close", closed.recv()).await;
+}
