@@ -53,6 +53,8 @@ fn sample_env() -> Vec<(&'static str, String)> {
         ),
         ("TLS_CERT_FILE", cert_file.display().to_string()),
         ("TLS_KEY_FILE", key_file.display().to_string()),
+        ("BENCH_CERT", cert_file.display().to_string()),
+        ("BENCH_KEY", key_file.display().to_string()),
         ("TLS_SERVER_NAME", "api.test".to_owned()),
         (
             "JWT_SECRET",
