@@ -73,6 +73,7 @@ impl LayeredService {
     }
 
     /// Calls the service through a shared reference (it is always ready).
+    #[cfg(feature = "config")]
     pub(crate) fn call_shared(&self, req: Request<Body>) -> LayeredFuture {
         self.0.call_shared(req)
     }

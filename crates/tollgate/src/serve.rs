@@ -9,6 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -329,18 +330,35 @@ where
     let conn = watcher.watch(conn);
     async move {
         let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            result = &mut conn => result,
-            () = tokio::time::sleep(header_read_timeout) => {
-                if !started.load(Ordering::Relaxed) {
-                    tracing::debug!(%remote, "no request within the header read timeout; closing");
-                    return;
-                }
-                conn.await
+        // Polled only until the first request starts, then dropped: from
+        // then on hyper's own header read timeout bounds each request's
+        // head, and a connection's later polls (one or more per request)
+        // no longer pay for this timer.
+        let mut first_request = std::pin::pin!(Some(tokio::time::sleep(header_read_timeout)));
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
             }
-        };
-        if let Err(err) = result {
-            tracing::debug!(error = %err, %remote, "connection ended with an error");
+            if first_request.is_some() {
+                if started.load(Ordering::Relaxed) {
+                    first_request.set(None);
+                } else if let Some(sleep) = first_request.as_mut().as_pin_mut()
+                    && sleep.poll(cx).is_ready()
+                {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match result {
+            None => {
+                tracing::debug!(%remote, "no request within the header read timeout; closing");
+            }
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+            Some(Ok(())) => {}
         }
     }
 }
