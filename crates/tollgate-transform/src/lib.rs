@@ -22,6 +22,7 @@ mod class;
 mod cors;
 mod intern;
 mod limits;
+mod scan;
 
 pub use class::{ByClassConfig, BySelector, ClassSourceConfig, Classifier, ClassifierConfig};
 pub use cors::CorsConfig;

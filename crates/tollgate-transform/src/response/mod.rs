@@ -76,7 +76,7 @@ use self::{
     filter::{Action, JsonFilter, Pattern},
     json_path::JsonPath,
 };
-use crate::BySelector;
+use crate::{BySelector, scan::surely_absent};
 
 /// The default limit of a body a rule reads: 1 MiB, decoded.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -327,6 +327,9 @@ pub struct ResponseRules {
 
 #[derive(Debug)]
 struct Compiled {
+    /// Whether a status or header rule exists (one test per response
+    /// instead of five).
+    head: bool,
     remove: Vec<HeaderName>,
     rename: Vec<(HeaderName, HeaderName)>,
     set: Vec<(HeaderName, HeaderValue)>,
@@ -371,12 +374,7 @@ impl ResponseRules {
 
     /// Whether a status or header rule exists.
     fn has_head_rules(&self) -> bool {
-        let rules = &self.inner;
-        !(rules.status.is_empty()
-            && rules.remove.is_empty()
-            && rules.rename.is_empty()
-            && rules.set.is_empty()
-            && rules.add.is_empty())
+        self.inner.head
     }
 
     fn map_status(&self, status: &mut StatusCode) {
@@ -387,10 +385,17 @@ impl ResponseRules {
 
     fn apply_headers(&self, headers: &mut HeaderMap) {
         let rules = &self.inner;
+        // A name a scan of a small map shows absent is not looked up:
+        // most responses carry none of the server headers.
         for name in &rules.remove {
-            headers.remove(name);
+            if !surely_absent(headers, name) {
+                headers.remove(name);
+            }
         }
         for (from, to) in &rules.rename {
+            if surely_absent(headers, from) {
+                continue;
+            }
             if let http::header::Entry::Occupied(entry) = headers.entry(from) {
                 let (_, values) = entry.remove_entry_mult();
                 let values: Vec<HeaderValue> = values.collect();
@@ -420,7 +425,7 @@ impl TryFrom<&ResponseRulesConfig> for ResponseRules {
         for name in &headers.remove {
             remove.push(rule_header_name(name)?);
         }
-        let rename = headers
+        let rename: Vec<(HeaderName, HeaderName)> = headers
             .rename
             .iter()
             .map(|r| Ok((rule_header_name(&r.from)?, rule_header_name(&r.to)?)))
@@ -495,8 +500,14 @@ impl TryFrom<&ResponseRulesConfig> for ResponseRules {
         if limit == 0 {
             return Err(invalid("the body limit must be at least 1 byte"));
         }
+        let head = !(status.is_empty()
+            && remove.is_empty()
+            && rename.is_empty()
+            && set.is_empty()
+            && add.is_empty());
         Ok(Self {
             inner: Arc::new(Compiled {
+                head,
                 remove,
                 rename,
                 set,
@@ -990,23 +1001,16 @@ fn is_json(headers: &HeaderMap) -> bool {
     json && bytes.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
 }
 
-/// The most header names [`content_type`] compares one by one.
-const SCAN_NAMES: usize = 8;
-
 /// The first `Content-Type` value, as `HeaderMap::get` gives it.
 ///
 /// A response with few names is scanned instead: `get` hashes the name
 /// (FNV over nine bytes for a standard one) and probes, about 110
 /// instructions, while a step of the scan is about 15 and most responses
-/// name their type among the first few headers. Past [`SCAN_NAMES`] names
-/// the hash lookup is the cheaper bet.
+/// name their type among the first few headers. Past
+/// [`SCAN_NAMES`](crate::scan::SCAN_NAMES) names the hash lookup is the
+/// cheaper bet.
 fn content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
-    if headers.keys_len() > SCAN_NAMES {
-        return headers.get(CONTENT_TYPE);
-    }
-    headers
-        .iter()
-        .find_map(|(name, value)| (*name == CONTENT_TYPE).then_some(value))
+    crate::scan::first_value(headers, &CONTENT_TYPE)
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

@@ -5,6 +5,7 @@ use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::*;
+use crate::scan::SCAN_NAMES;
 
 fn json_response(body: &'static str) -> Response<Full<Bytes>> {
     Response::builder()
@@ -108,6 +109,41 @@ async fn headers_and_status_without_body_rules_stream() {
     assert_eq!(h["x-gateway"], "tollgate");
     assert_eq!(h[ETAG], "\"v1\"");
     assert!(res.body().is_stream());
+}
+
+/// Removals and renames give the same headers whether the response is
+/// small enough to be scanned for the names (absent ones are then not
+/// looked up) or not, with several values under one name.
+#[tokio::test]
+async fn header_rules_agree_on_small_and_large_responses() {
+    let rules = ResponseRules::builder()
+        .remove_server_headers()
+        .remove_header("x-debug")
+        .rename_header("x-upstream-id", "x-id")
+        .rename_header("x-absent", "x-never")
+        .build()
+        .unwrap();
+    for padding in [0, SCAN_NAMES - 3, SCAN_NAMES + 5] {
+        let mut upstream = Response::new(Full::new(Bytes::new()));
+        let h = upstream.headers_mut();
+        for i in 0..padding {
+            h.append(
+                HeaderName::try_from(format!("x-pad-{i}")).unwrap(),
+                HeaderValue::from_static("p"),
+            );
+        }
+        h.append("x-powered-by", HeaderValue::from_static("php"));
+        h.append("x-powered-by", HeaderValue::from_static("asp"));
+        h.append("x-upstream-id", HeaderValue::from_static("1"));
+        h.append("x-upstream-id", HeaderValue::from_static("2"));
+        let res = run(rules.clone(), Request::new(()), upstream).await;
+        let h = res.headers();
+        assert!(h.get("x-powered-by").is_none(), "{padding}");
+        assert!(h.get("x-upstream-id").is_none(), "{padding}");
+        assert_eq!(h.get_all("x-id").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(h.get("x-never").is_none() && h.get("server").is_none());
+        assert_eq!(h.keys_len(), padding + 1, "{padding}");
+    }
 }
 
 #[tokio::test]
