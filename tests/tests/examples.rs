@@ -233,29 +233,7 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
 
     // Wait until the admin listener answers (the demo may be compiling).
-    timeout(CARGO_BOUND, async {
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("the demo exited before serving: {status}");
-            }
-            if let Ok(Ok(res)) = timeout(
-                BOUND,
-                client().request(
-                    Request::get(format!("http://{admin}/healthz"))
-                        .body(empty())
-                        .expect("request"),
-                ),
-            )
-            .await
-                && res.status() == StatusCode::OK
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the demo's admin listener answered in time");
+    answers_ok(&mut child, &format!("http://{admin}/healthz"), "the demo").await;
 
     let res = get(listen, "/api/products/tea").await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -288,6 +266,31 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
     let text = String::from_utf8(tollgate_tests::body_bytes(res).await.to_vec()).expect("utf-8");
     let served = tollgate_tests::observe_support::requests_total(&text, "products", "GET", "200");
     assert_eq!(served, Some(1.0), "{text}");
+}
+
+/// Waits until `url` answers 200, while `child` (`what`, run through
+/// `cargo run`, so perhaps compiling first) keeps running.
+#[expect(clippy::panic, reason = "a helper that fails the calling test")]
+async fn answers_ok(child: &mut tokio::process::Child, url: &str, what: &str) {
+    timeout(CARGO_BOUND, async {
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("{what} exited before serving: {status}");
+            }
+            if let Ok(Ok(res)) = timeout(
+                BOUND,
+                client().request(Request::get(url).body(empty()).expect("request")),
+            )
+            .await
+                && res.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} answered {url} in time"));
 }
 
 /// A port that was free a moment ago.
@@ -460,4 +463,85 @@ async fn the_demo_forwards_post_api_users_with_the_callers_context() {
     assert_eq!(res.status(), StatusCode::OK);
     let json = body_json(res).await;
     assert_eq!(json, serde_json::json!({"id": "123", "name": "Ada"}));
+}
+
+/// The config gateway binary (`examples/gateway.rs`) with an access-log
+/// file: the request's line goes to the file and never to standard output,
+/// which still gets the gateway's own log lines.
+#[tokio::test]
+async fn the_config_gateway_logs_access_to_its_file_and_not_to_stdout() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let up = spawn_upstream(echo_router()).await;
+    let listen = free_addr().await;
+    let dir = std::env::temp_dir().join(format!("tollgate-gw-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let access = dir.join("access.log");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[admin]\nenabled = false\n[request_id]\n\
+             [observe]\naccess_log = {{ file = {access:?} }}\n\
+             [[upstreams]]\nname = \"up\"\nendpoints = [\"http://{up}\"]\n\
+             [[routes]]\nname = \"all\"\nprefix = \"/\"\nto = \"up\"\n"
+        ),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf-8 path").to_owned();
+    let mut child = example_command("gateway", &["--config", &config, "--no-watch"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cargo run --example gateway");
+    let stdout = child.stdout.take().expect("piped stdout");
+
+    // Serving (the example may be compiling first).
+    answers_ok(&mut child, &format!("http://{listen}/ready"), "the gateway").await;
+    let res = get(listen, "/logged/once").await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // The line reaches the file (flushed every second).
+    let logged = timeout(BOUND, async {
+        loop {
+            let text = std::fs::read_to_string(&access).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("/logged/once")) {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the access-log line in the file in time");
+    let logged: serde_json::Value = serde_json::from_str(&logged).expect("a JSON line");
+    assert_eq!(logged["target"], "tollgate::access", "{logged}");
+
+    // Stopped with SIGTERM, its standard output read to the end: the
+    // gateway's own lines, and no access-log line.
+    let pid = child.id().expect("a running child").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let lines = timeout(BOUND, async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    })
+    .await
+    .expect("standard output closed in time");
+    assert!(
+        lines.iter().any(|l| l.contains("gateway running")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("tollgate::access")),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
