@@ -41,17 +41,63 @@ pub struct Capture {
     events: Arc<Mutex<Vec<Captured>>>,
 }
 
+/// Routes every event to the [`Capture`] installed on the thread that
+/// emits it, if any.
+///
+/// It is the process's global subscriber, set once by the first
+/// [`Capture::install`]: a callsite's interest is then decided with it in
+/// place, so a test thread that hits a callsite first, with no capture of
+/// its own, can never leave it switched off for a capture installed on
+/// another thread (a thread-local subscriber per test could miss events
+/// that way when tests run in parallel).
+struct ToThreadCapture;
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+impl<S: Subscriber> Layer<S> for ToThreadCapture {
+    fn register_callsite(
+        &self,
+        _metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let capture = CURRENT.with(|c| c.borrow().clone());
+        if let Some(capture) = capture {
+            capture.on_event(event, ctx);
+        }
+    }
+}
+
+/// Uninstalls a thread's [`Capture`] when dropped.
+#[must_use = "the capture records only while the guard is held"]
+#[derive(Debug)]
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
 impl Capture {
-    /// Installs a capturing subscriber for the current thread.
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures the events emitted on the current thread until the guard
+    /// is dropped.
+    pub fn install() -> (Self, CaptureGuard) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            // Fails only if a test set another global subscriber first;
+            // events then reach this capture only through that one.
+            let _ = tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(ToThreadCapture),
+            );
+        });
         let capture = Self::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        let guard = tracing::subscriber::set_default(subscriber);
-        // Another test's thread may have cached a callsite's interest as
-        // "never" while no dispatcher wanted it; recompute it with this
-        // one in place, so no event of this test is dropped.
-        tracing::callsite::rebuild_interest_cache();
-        (capture, guard)
+        CURRENT.with(|c| *c.borrow_mut() = Some(capture.clone()));
+        (capture, CaptureGuard(()))
     }
 
     /// The events of `target` so far.

@@ -524,7 +524,7 @@ async fn respond_with(
     body: MockBody,
 ) -> (
     Capture,
-    tracing::subscriber::DefaultGuard,
+    tollgate_tests::observe_support::CaptureGuard,
     Response<tollgate::observe::ObserveBody<MockBody>>,
 ) {
     let (capture, guard) = Capture::install();

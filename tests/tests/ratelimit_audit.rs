@@ -1,7 +1,6 @@
-//! A rate-limit rejection's audit event, in a test binary of its own: the
-//! event is captured with a thread-local subscriber, which tests running in
-//! parallel in the same binary (hitting the same callsite with none) could
-//! make miss it.
+//! A rate-limit rejection's audit event, captured on the test's thread
+//! (`observe_support::Capture`), in a test binary of its own, apart from
+//! the Redis tests of `ratelimit.rs`.
 
 use std::{
     convert::Infallible,
