@@ -890,10 +890,15 @@ where
                         let rules = ctx.as_ref().map(|ctx| &*ctx.rules);
                         return Poll::Ready(Ok(stream(rules, res)));
                     }
-                    let Some(ctx) = ctx.take() else {
+                    // `reads` holds: there is a context with a body part.
+                    let Some(CallCtx {
+                        rules,
+                        body: Some(body_ctx),
+                    }) = ctx.take()
+                    else {
                         return Poll::Ready(Ok(stream(None, res)));
                     };
-                    match start(ctx, res) {
+                    match start(rules, body_ctx, res) {
                         Ok(res) => return Poll::Ready(Ok(res)),
                         Err(read) => state.set(State::Reading { read: Some(read) }),
                     }
@@ -916,25 +921,26 @@ where
 
 /// Starts on a response a body rule reads ([`CallCtx::reads`]): done now
 /// (`Ok`), or its body read first.
-fn start<B>(ctx: CallCtx, res: Response<B>) -> Result<Response<TransformedBody<B>>, Box<Reading<B>>>
+fn start<B>(
+    rules: Arc<ResponseRules>,
+    body_ctx: BodyCtx,
+    res: Response<B>,
+) -> Result<Response<TransformedBody<B>>, Box<Reading<B>>>
 where
     B: Body<Data = Bytes>,
 {
-    let Some(body_ctx) = ctx.body else {
-        return Ok(stream(Some(&ctx.rules), res));
-    };
     let (mut parts, body) = res.into_parts();
     let Some(encoding) = Encoding::from_header(parts.headers.get(CONTENT_ENCODING)) else {
         tracing::warn!(
             content_encoding = ?parts.headers.get(CONTENT_ENCODING),
             "response body in an unknown content coding passes through untouched"
         );
-        ctx.rules.apply_head(&mut parts);
+        rules.apply_head(&mut parts);
         return Ok(Response::from_parts(parts, TransformedBody::stream(body)));
     };
-    let limit = ctx.rules.inner.limit;
+    let limit = rules.inner.limit;
     let mut reading = Reading {
-        rules: ctx.rules,
+        rules,
         ctx: body_ctx,
         parts,
         body: Box::pin(body),
