@@ -23,13 +23,20 @@ impl RedisServer {
     /// Returns `None` with a notice on stderr when `redis-server` is not on
     /// PATH, unless `CI=true`: then it panics, so CI cannot skip silently.
     pub fn start() -> Option<Self> {
-        let [port] = free_ports();
-        let mut server = Self { child: None, port };
-        if server.spawn() {
-            Some(server)
-        } else {
-            skip("redis-server")
+        for _ in 0..ATTEMPTS {
+            let [port] = free_ports();
+            match spawn_server(port, &[]) {
+                Spawned::Up(child) => {
+                    return Some(Self {
+                        child: Some(child),
+                        port,
+                    });
+                }
+                Spawned::Taken => {}
+                Spawned::Missing => return skip("redis-server"),
+            }
         }
+        panic!("no free port for redis-server in {ATTEMPTS} attempts");
     }
 
     /// `redis://127.0.0.1:port/`.
@@ -48,14 +55,11 @@ impl RedisServer {
     /// Starts the server again on the same port (with empty data).
     pub fn restart(&mut self) {
         self.kill();
-        assert!(self.spawn(), "redis-server could not be restarted");
-    }
-
-    /// Spawns the server and waits until it accepts connections; `false`
-    /// when the binary is missing.
-    fn spawn(&mut self) -> bool {
-        self.child = spawn_server(self.port, &[]);
-        self.child.is_some()
+        match spawn_server(self.port, &[]) {
+            Spawned::Up(child) => self.child = Some(child),
+            Spawned::Taken => panic!("port {} was taken while redis-server was down", self.port),
+            Spawned::Missing => panic!("redis-server could not be restarted"),
+        }
     }
 }
 
@@ -86,6 +90,44 @@ impl RedisCluster {
         if !on_path("redis-cli") {
             return skip("redis-cli");
         }
+        let mut cluster = None;
+        for _ in 0..ATTEMPTS {
+            match Self::spawn_nodes() {
+                Spawned::Up(nodes) => {
+                    cluster = Some(nodes);
+                    break;
+                }
+                Spawned::Taken => {}
+                Spawned::Missing => return skip("redis-server"),
+            }
+        }
+        let Some(cluster) = cluster else {
+            panic!("no free ports for a Redis Cluster in {ATTEMPTS} attempts");
+        };
+        let ports = &cluster.ports;
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let create = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            create.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&create.stdout),
+            String::from_utf8_lossy(&create.stderr)
+        );
+        cluster.wait_until_ok();
+        Some(cluster)
+    }
+
+    /// Three cluster-enabled servers on free ports, not yet joined;
+    /// [`Spawned::Taken`] (and none left running) when a port was taken
+    /// before its server could bind it.
+    fn spawn_nodes() -> Spawned<Self> {
         // Client ports and cluster-bus ports: the default bus port
         // (port + 10000) may not exist for a high ephemeral port.
         let ports: [u16; 6] = free_ports();
@@ -96,6 +138,7 @@ impl RedisCluster {
             ports[0]
         ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
+        // Dropped on an early return: kills what started, removes `dir`.
         let mut cluster = Self {
             children: Vec::new(),
             ports: ports.to_vec(),
@@ -115,27 +158,12 @@ impl RedisCluster {
                 &dir,
             ];
             match spawn_server(port, &args) {
-                Some(child) => cluster.children.push(child),
-                None => return skip("redis-server"),
+                Spawned::Up(child) => cluster.children.push(child),
+                Spawned::Taken => return Spawned::Taken,
+                Spawned::Missing => return Spawned::Missing,
             }
         }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let create = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("redis-cli runs");
-        assert!(
-            create.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&create.stdout),
-            String::from_utf8_lossy(&create.stderr)
-        );
-        cluster.wait_until_ok();
-        Some(cluster)
+        Spawned::Up(cluster)
     }
 
     /// The nodes' URLs, `redis://127.0.0.1:port` each.
@@ -226,25 +254,77 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().expect("local_addr").port())
 }
 
+/// How many sets of free ports a server or cluster tries.
+const ATTEMPTS: usize = 5;
+
+/// What came of starting a server.
+enum Spawned<T> {
+    /// Running, and answering on its port.
+    Up(T),
+    /// The port was taken between choosing it and binding it (another
+    /// test's server or connection got it): try other ports.
+    Taken,
+    /// `redis-server` is not on PATH.
+    Missing,
+}
+
 /// Spawns `redis-server` on `port` (no persistence) and waits until it
-/// accepts connections; `None` when the binary is missing.
-fn spawn_server(port: u16, extra: &[&str]) -> Option<Child> {
-    let child = Command::new("redis-server")
+/// answers there: the server that answers must be this one (its
+/// `process_id`), not another test's that took the port in the meantime.
+fn spawn_server(port: u16, extra: &[&str]) -> Spawned<Child> {
+    let Ok(mut child) = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+    else {
+        return Spawned::Missing;
+    };
     for _ in 0..500 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
+        if !matches!(child.try_wait(), Ok(None)) {
+            // It exited: it could not bind the port.
+            let _ = child.wait();
+            return Spawned::Taken;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        match server_pid(port) {
+            Some(pid) if pid == child.id() => return Spawned::Up(child),
+            Some(_) => {
+                kill(child);
+                return Spawned::Taken;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
     }
     kill(child);
     panic!("redis-server did not listen on port {port} within 5 s");
+}
+
+/// The `process_id` of the Redis server answering on `port`, if one does.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while reply.len() < 64 * 1024 {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(at) = text.find("process_id:") {
+            let rest = &text[at + "process_id:".len()..];
+            if let Some(end) = rest.find("\r\n") {
+                return rest[..end].trim().parse().ok();
+            }
+        }
+    }
+    None
 }
 
 fn kill(mut child: Child) {
@@ -270,4 +350,28 @@ fn skip<T>(binary: &str) -> Option<T> {
     );
     eprintln!("NOTICE: {binary} is not on PATH; skipping this Redis test");
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another process holds is reported taken, never mistaken for
+    /// the new server's, and a free one gives a server that answers.
+    #[test]
+    fn a_taken_port_is_reported_and_a_free_one_used() {
+        if !on_path("redis-server") {
+            skip::<()>("redis-server");
+            return;
+        }
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        assert!(matches!(spawn_server(taken, &[]), Spawned::Taken));
+        let mut server = RedisServer::start().unwrap();
+        assert_eq!(
+            server_pid(server.port),
+            server.child.as_ref().map(Child::id)
+        );
+        server.kill();
+    }
 }
