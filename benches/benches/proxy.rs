@@ -19,11 +19,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use axum::body::Body;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tollgate::{Gateway, Route, Upstream, proxy::PoolKind};
-use tollgate_benches::spawn_backend;
+use tollgate_benches::{get, spawn_backend};
 use tower::ServiceExt;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -34,23 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn gateway(backend: SocketAddr, pool: PoolKind) -> axum::Router {
-    Gateway::builder()
-        .upstream(
-            Upstream::builder("backend")
-                .endpoint(format!("http://{backend}"))
-                .pool(pool),
-        )
-        .route(Route::prefix("/").name("all").to("backend"))
-        .build()
-        .expect("gateway")
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri)
-        .header("host", "bench.local")
-        .header("user-agent", "criterion")
-        .body(Body::empty())
-        .expect("request")
+    tollgate_benches::gateway(backend, pool, Route::prefix("/").name("all").to("backend"))
 }
 
 fn proxy_path(c: &mut Criterion) {

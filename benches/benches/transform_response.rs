@@ -5,7 +5,9 @@
 //! `serde_json::Value` as a baseline; and the cost of a route whose rules
 //! never touch the body against the same service without the layer, for
 //! a 1 KiB response and for a 1 MiB one streamed in 64 frames (in MB/s:
-//! what the layer adds per frame).
+//! what the layer adds per frame). The `headers_only` rows run the same
+//! header rules through `ResponseTransformLayer::headers_only`, as a
+//! gateway route does when no rule reads the body.
 //!
 //! Every service here answers at once with a full body, so a call
 //! completes on its first poll and no runtime is measured.
@@ -316,6 +318,17 @@ fn pass_through(c: &mut Criterion) {
     group.bench_function("header_rules", |b| {
         b.iter(|| black_box(iteration::<Collect, _, _>(&svc)))
     });
+    // The same rules as a route applies them (`Route::transform_response`):
+    // no rule reads a body, so the layer leaves the body of its own type.
+    let headers_layer = ResponseTransformLayer::new(headers_only.clone())
+        .headers_only()
+        .expect("no rule reads the body");
+    let svc = ServiceBuilder::new()
+        .layer(headers_layer.clone())
+        .service(bare.clone());
+    group.bench_function("headers_only", |b| {
+        b.iter(|| black_box(iteration::<Collect, _, _>(&svc)))
+    });
     // Body rules, but a response they never read (not JSON).
     let svc = ServiceBuilder::new()
         .layer(ResponseTransformLayer::new(rules()))
@@ -339,6 +352,13 @@ fn pass_through(c: &mut Criterion) {
         .service(bare.clone());
     assert_eq!(call::<Drain, _, _>(&svc), len);
     group.bench_function("stream_1MiB/header_rules", |b| {
+        b.iter(|| black_box(iteration::<Drain, _, _>(&svc)));
+    });
+    let svc = ServiceBuilder::new()
+        .layer(headers_layer)
+        .service(bare.clone());
+    assert_eq!(call::<Drain, _, _>(&svc), len);
+    group.bench_function("stream_1MiB/headers_only", |b| {
         b.iter(|| black_box(iteration::<Drain, _, _>(&svc)));
     });
     let svc = ServiceBuilder::new()

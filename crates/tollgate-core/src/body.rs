@@ -60,6 +60,24 @@ impl<B> ResponseBody<B> {
             kind: Kind::Full { data: None },
         }
     }
+
+    /// The inner service's body, or this body when it is one the layer
+    /// wrote itself. A stack that erases every layer's body into one type
+    /// can hand the inner body on as it is, rather than box it again.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tollgate_core::body::ResponseBody;
+    ///
+    /// assert_eq!(ResponseBody::inner("upstream").into_inner().ok(), Some("upstream"));
+    /// assert!(ResponseBody::<&str>::full(Bytes::from_static(b"problem")).into_inner().is_err());
+    /// ```
+    pub fn into_inner(self) -> Result<B, Self> {
+        match self.kind {
+            Kind::Inner { body } => Ok(body),
+            kind @ Kind::Full { .. } => Err(Self { kind }),
+        }
+    }
 }
 
 impl<B> Default for ResponseBody<B> {

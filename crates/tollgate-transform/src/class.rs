@@ -240,6 +240,14 @@ impl<R> BySelector<R> {
             .or(self.default.as_ref())
     }
 
+    /// Every rule set: the classes' and the default.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<R>> {
+        self.classes
+            .iter()
+            .map(|(_, rules)| rules)
+            .chain(&self.default)
+    }
+
     /// The rules when they do not depend on the request (no classes): a
     /// layer can then skip splitting the request into its parts, which
     /// moves it (about 250 bytes) out and back.

@@ -46,6 +46,7 @@ pub use template::{MissingValue, OnMissing, PathParams, Template};
 pub mod response;
 pub use response::{
     BodyRulesConfig, DEFAULT_BODY_LIMIT, FieldAdd, FieldRename, HeaderEntry, HeaderRename,
-    HeaderRulesConfig, OnMalformed, OnTooLarge, ResponseRules, ResponseRulesBuilder,
-    ResponseRulesConfig, ResponseTransform, ResponseTransformLayer, StatusMapping, TransformedBody,
+    HeaderRulesConfig, HeadersFuture, OnMalformed, OnTooLarge, ResponseHeaders,
+    ResponseHeadersLayer, ResponseRules, ResponseRulesBuilder, ResponseRulesConfig,
+    ResponseTransform, ResponseTransformLayer, StatusMapping, TransformedBody,
 };

@@ -9,7 +9,7 @@ use axum::{Router, body::Body};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use tollgate_auth::AuthLayer;
-use tollgate_core::{BoxError, ConfigError, ConfigErrorKind, RouteName};
+use tollgate_core::{BoxError, ConfigError, ConfigErrorKind, RouteName, body::ResponseBody};
 use tollgate_observe::{ObserveBody, ObserveLayer};
 use tollgate_proxy::{PathRewrite, Upstream, UpstreamBuilder, WeightedSplit, rewrite::Rewriter};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitLayer};
@@ -283,7 +283,9 @@ impl GatewayBuilder {
         if let Some(limit) = &self.rate_limit {
             probes.rate_limit(limit);
         }
-        let global_limit = self.rate_limit.map(route_layer);
+        let global_limit = self
+            .rate_limit
+            .map(|layer| route_layer(layer, unwrap_problem_body));
         for route in self.routes {
             probes.route(route.display_name(), &route.probes);
             let place = route.place();
@@ -429,7 +431,7 @@ impl Route {
     pub fn auth(mut self, auth: AuthLayer) -> Self {
         self.identity_headers = auth.identity_header_names();
         self.probes.auth = Some(auth.clone());
-        self.auth = Some(route_layer(auth));
+        self.auth = Some(route_layer(auth, unwrap_problem_body));
         self
     }
 
@@ -438,7 +440,7 @@ impl Route {
     /// the limit.
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
         self.probes.rate_limit = Some(layer.clone());
-        self.rate_limit = Some(route_layer(layer));
+        self.rate_limit = Some(route_layer(layer, unwrap_problem_body));
         self
     }
 
@@ -447,21 +449,21 @@ impl Route {
     /// no credentials), and every answer, problems included, gets the
     /// CORS headers.
     pub fn cors(mut self, cors: CorsLayer) -> Self {
-        self.cors = Some(route_layer(cors));
+        self.cors = Some(route_layer(cors, Body::new));
         self
     }
 
     /// Refuses request bodies over `max` bytes with 413 problem+json
     /// ([`RequestBodyLimitLayer`]), before auth.
     pub fn body_limit(mut self, max: RequestBodyLimitLayer) -> Self {
-        self.body_limit = Some(rebody_layer::<_, LimitedBody<Body>, _>(max));
+        self.body_limit = Some(rebody_layer::<_, LimitedBody<Body>>(max));
         self
     }
 
     /// Refuses requests with too many or too large headers with 431
     /// problem+json ([`HeaderLimitLayer`]), before auth.
     pub fn header_limit(mut self, limit: HeaderLimitLayer) -> Self {
-        self.header_limit = Some(route_layer(limit));
+        self.header_limit = Some(route_layer(limit, unwrap_problem_body));
         self
     }
 
@@ -469,7 +471,7 @@ impl Route {
     /// from templates, path, query, JSON body) after auth and rate limits,
     /// so templates can use the identity.
     pub fn transform_request(mut self, layer: RequestTransformLayer) -> Self {
-        self.transform_request = Some(rebody_layer::<_, RequestBody<Body>, _>(layer));
+        self.transform_request = Some(rebody_layer::<_, RequestBody<Body>>(layer));
         self
     }
 
@@ -477,8 +479,15 @@ impl Route {
     /// headers, status, JSON field deny- and allow-lists). It sits next to
     /// the upstream, inside auth and rate limits, so the gateway's own
     /// problems are never filtered.
+    ///
+    /// When no rule set reads a body, the route applies the rules through
+    /// [`ResponseTransformLayer::headers_only`]: the upstream's body
+    /// streams on as it came, with nothing added per frame.
     pub fn transform_response(mut self, layer: ResponseTransformLayer) -> Self {
-        self.transform_response = Some(route_layer(layer));
+        self.transform_response = Some(match layer.headers_only() {
+            Some(headers) => route_layer(headers, Body::new),
+            None => route_layer(layer, Body::new),
+        });
         self
     }
 
@@ -486,7 +495,7 @@ impl Route {
     /// ([`ConcurrencyLimitLayer`]): past the cap, 503 problem+json with
     /// `Retry-After` at once, before any other work (auth included).
     pub fn concurrency_limit(mut self, layer: ConcurrencyLimitLayer) -> Self {
-        self.concurrency = Some(route_layer(layer));
+        self.concurrency = Some(route_layer(layer, Body::new));
         self
     }
 
@@ -506,7 +515,7 @@ impl Route {
         ResBody: http_body::Body<Data = Bytes> + Send + 'static,
         ResBody::Error: Into<BoxError>,
     {
-        self.layers.push(route_layer(layer));
+        self.layers.push(route_layer(layer, Body::new));
         self
     }
 
@@ -631,8 +640,10 @@ impl Route {
     }
 }
 
-/// Type-erases a layer for a route's stack; its answers become axum bodies.
-fn route_layer<L, ResBody>(layer: L) -> RouteLayer
+/// Type-erases a layer for a route's stack; `into_body` makes its answers
+/// axum bodies: `Body::new`, or [`unwrap_problem_body`] for one of
+/// tollgate's layers that answers with its own problems.
+fn route_layer<L, ResBody>(layer: L, into_body: fn(ResBody) -> Body) -> RouteLayer
 where
     L: Layer<LayeredService> + Send + Sync + 'static,
     L::Service: Service<Request<Body>, Response = Response<ResBody>, Error = Infallible>
@@ -641,12 +652,26 @@ where
         + Sync
         + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
+    ResBody: Send + 'static,
 {
     RouteLayer(Arc::new(move |inner| {
-        LayeredService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        LayeredService::new(
+            layer
+                .layer(inner)
+                .map_response(move |res| res.map(into_body)),
+        )
     }))
+}
+
+/// The route's own body, when the layer ([`ResponseBody`]) handed it on,
+/// as it is: `Body::new` would box it once more per layer (an allocation
+/// per response, and one more indirection per frame). The layer's own
+/// problem otherwise.
+fn unwrap_problem_body(body: ResponseBody<Body>) -> Body {
+    match body.into_inner() {
+        Ok(route) => route,
+        Err(problem) => Body::new(problem),
+    }
 }
 
 /// The service a body-changing layer wraps: the route's stack behind a
@@ -655,23 +680,25 @@ type Rebody<B> = MapRequest<LayeredService, fn(Request<B>) -> Request<Body>>;
 
 /// [`route_layer`] for a layer that hands on a request body of its own
 /// type `B` (a limited or rewritten body).
-fn rebody_layer<L, B, ResBody>(layer: L) -> RouteLayer
+fn rebody_layer<L, B>(layer: L) -> RouteLayer
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     L: Layer<Rebody<B>> + Send + Sync + 'static,
-    L::Service: Service<Request<Body>, Response = Response<ResBody>, Error = Infallible>
+    L::Service: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = Infallible>
         + Clone
         + Send
         + Sync
         + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
 {
     RouteLayer(Arc::new(move |inner: LayeredService| {
         let inner: Rebody<B> = inner.map_request(axum_body::<B> as fn(Request<B>) -> Request<Body>);
-        LayeredService::new(layer.layer(inner).map_response(|res| res.map(Body::new)))
+        LayeredService::new(
+            layer
+                .layer(inner)
+                .map_response(|res| res.map(unwrap_problem_body)),
+        )
     }))
 }
 

@@ -44,6 +44,7 @@
 mod body;
 mod encoding;
 mod filter;
+mod headers;
 mod json_path;
 
 use std::{
@@ -70,6 +71,7 @@ use tollgate_core::{ConfigError, ConfigErrorKind, Problem, RequestId};
 use tower::{Layer, Service};
 
 pub use body::TransformedBody;
+pub use headers::{HeadersFuture, ResponseHeaders, ResponseHeadersLayer};
 
 use self::{
     encoding::{Accepted, DecodeError, Decoder, Encoding},
@@ -370,6 +372,13 @@ impl ResponseRules {
     fn apply_head(&self, parts: &mut Parts) {
         self.map_status(&mut parts.status);
         self.apply_headers(&mut parts.headers);
+    }
+
+    /// Applies the status and header rules to `res` where it is: no move
+    /// of its head.
+    fn apply_in_place<B>(&self, res: &mut Response<B>) {
+        self.map_status(res.status_mut());
+        self.apply_headers(res.headers_mut());
     }
 
     /// Whether a status or header rule exists.
@@ -966,8 +975,7 @@ where
 /// response in place: no move of its head, no allocation.
 fn stream<B>(rules: Option<&ResponseRules>, mut res: Response<B>) -> Response<TransformedBody<B>> {
     if let Some(rules) = rules.filter(|rules| rules.has_head_rules()) {
-        rules.map_status(res.status_mut());
-        rules.apply_headers(res.headers_mut());
+        rules.apply_in_place(&mut res);
     }
     res.map(TransformedBody::stream)
 }

@@ -1,5 +1,6 @@
 use std::convert::Infallible;
 
+use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
@@ -109,6 +110,126 @@ async fn headers_and_status_without_body_rules_stream() {
     assert_eq!(h["x-gateway"], "tollgate");
     assert_eq!(h[ETAG], "\"v1\"");
     assert!(res.body().is_stream());
+}
+
+#[test]
+fn headers_only_is_offered_only_when_no_rule_set_reads_bodies() {
+    let heads = || {
+        ResponseRules::builder()
+            .remove_server_headers()
+            .map_status(404, 410)
+            .build()
+            .unwrap()
+    };
+    let body = || ResponseRules::builder().deny("/x").build().unwrap();
+    let by_client = || crate::Classifier::new().header("x-client").unwrap();
+    assert!(
+        ResponseTransformLayer::new(heads())
+            .headers_only()
+            .is_some()
+    );
+    assert!(
+        ResponseTransformLayer::new(ResponseRules::builder().build().unwrap())
+            .headers_only()
+            .is_some()
+    );
+    assert!(ResponseTransformLayer::new(body()).headers_only().is_none());
+    let classes = |web: ResponseRules, default: ResponseRules| {
+        ResponseTransformLayer::by_class(
+            BySelector::by_class(by_client())
+                .class("mobile", heads())
+                .class("web", web)
+                .default(default),
+        )
+    };
+    assert!(classes(heads(), heads()).headers_only().is_some());
+    assert!(classes(body(), heads()).headers_only().is_none());
+    assert!(classes(heads(), body()).headers_only().is_none());
+}
+
+/// `req` through `layer` in front of `upstream`.
+async fn through<L, S>(
+    layer: &L,
+    upstream: S,
+    req: Request<()>,
+) -> <L::Service as Service<Request<()>>>::Response
+where
+    L: Layer<S>,
+    L::Service: Service<Request<()>, Error = Infallible>,
+{
+    layer.layer(upstream).oneshot(req).await.unwrap()
+}
+
+/// The headers-only layer gives every class the head the full layer
+/// gives it, and the upstream's body itself: same type, same frames,
+/// same trailers.
+#[tokio::test]
+async fn headers_only_gives_the_full_layers_head_and_the_body_untouched() {
+    let shape = |name: &'static str| {
+        ResponseRules::builder()
+            .remove_server_headers()
+            .set_header("x-shape", name)
+            .map_status(404, 410)
+            .build()
+            .unwrap()
+    };
+    let full = ResponseTransformLayer::by_class(
+        BySelector::by_class(crate::Classifier::new().header("x-client").unwrap())
+            .class("mobile", shape("mobile"))
+            .class("web", shape("web")),
+    );
+    let headers = full.headers_only().unwrap();
+    let upstream = || {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"not "))),
+            Ok(Frame::data(Bytes::from_static(b"json"))),
+            Ok(Frame::trailers(HeaderMap::from_iter([(
+                HeaderName::from_static("x-sum"),
+                HeaderValue::from_static("7"),
+            )]))),
+        ];
+        let mut res = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+        *res.status_mut() = StatusCode::NOT_FOUND;
+        res.headers_mut()
+            .insert("server", HeaderValue::from_static("nginx"));
+        res
+    };
+    for client in [Some("mobile"), Some("WEB"), Some("tv"), None] {
+        let req = || {
+            let mut req = Request::new(());
+            if let Some(client) = client {
+                req.headers_mut()
+                    .insert("x-client", HeaderValue::from_static(client));
+            }
+            req
+        };
+        let svc = tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(upstream()) });
+        let via_full = through(&full, svc, req()).await;
+        let via_headers = through(&headers, svc, req()).await;
+        assert_eq!(via_headers.status(), via_full.status(), "{client:?}");
+        assert_eq!(via_headers.headers(), via_full.headers(), "{client:?}");
+        let expected = match client {
+            Some("mobile") => Some("mobile"),
+            Some("WEB") => Some("web"),
+            _ => None,
+        };
+        assert_eq!(
+            via_headers
+                .headers()
+                .get("x-shape")
+                .map(|v| v.to_str().unwrap()),
+            expected,
+            "{client:?}"
+        );
+        assert_eq!(
+            via_headers.status() == StatusCode::GONE,
+            expected.is_some(),
+            "{client:?}"
+        );
+        let collected = via_headers.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-sum"], "7");
+        assert_eq!(&collected.to_bytes()[..], b"not json");
+    }
 }
 
 /// Removals and renames give the same headers whether the response is
