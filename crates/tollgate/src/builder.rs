@@ -285,7 +285,7 @@ impl GatewayBuilder {
         }
         let global_limit = self
             .rate_limit
-            .map(|layer| route_layer(layer, unwrap_problem_body));
+            .map(|layer| route_layer(layer, inner_or_boxed));
         for route in self.routes {
             probes.route(route.display_name(), &route.probes);
             let place = route.place();
@@ -431,7 +431,7 @@ impl Route {
     pub fn auth(mut self, auth: AuthLayer) -> Self {
         self.identity_headers = auth.identity_header_names();
         self.probes.auth = Some(auth.clone());
-        self.auth = Some(route_layer(auth, unwrap_problem_body));
+        self.auth = Some(route_layer(auth, inner_or_boxed));
         self
     }
 
@@ -440,7 +440,7 @@ impl Route {
     /// the limit.
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
         self.probes.rate_limit = Some(layer.clone());
-        self.rate_limit = Some(route_layer(layer, unwrap_problem_body));
+        self.rate_limit = Some(route_layer(layer, inner_or_boxed));
         self
     }
 
@@ -463,7 +463,7 @@ impl Route {
     /// Refuses requests with too many or too large headers with 431
     /// problem+json ([`HeaderLimitLayer`]), before auth.
     pub fn header_limit(mut self, limit: HeaderLimitLayer) -> Self {
-        self.header_limit = Some(route_layer(limit, unwrap_problem_body));
+        self.header_limit = Some(route_layer(limit, inner_or_boxed));
         self
     }
 
@@ -641,7 +641,7 @@ impl Route {
 }
 
 /// Type-erases a layer for a route's stack; `into_body` makes its answers
-/// axum bodies: `Body::new`, or [`unwrap_problem_body`] for one of
+/// axum bodies: `Body::new`, or [`inner_or_boxed`] for one of
 /// tollgate's layers that answers with its own problems.
 fn route_layer<L, ResBody>(layer: L, into_body: fn(ResBody) -> Body) -> RouteLayer
 where
@@ -663,14 +663,34 @@ where
     }))
 }
 
-/// The route's own body, when the layer ([`ResponseBody`]) handed it on,
-/// as it is: `Body::new` would box it once more per layer (an allocation
-/// per response, and one more indirection per frame). The layer's own
-/// problem otherwise.
-fn unwrap_problem_body(body: ResponseBody<Body>) -> Body {
+/// The body a layer ([`ResponseBody`]) handed on, as it is: `Body::new`
+/// would box it once more per layer (an allocation per message, and one
+/// more indirection per frame). The layer's own body (a problem, a
+/// rewritten request body) is boxed.
+fn inner_or_boxed(body: ResponseBody<Body>) -> Body {
     match body.into_inner() {
-        Ok(route) => route,
-        Err(problem) => Body::new(problem),
+        Ok(inner) => inner,
+        Err(own) => Body::new(own),
+    }
+}
+
+/// A request body a layer hands on, made the route's axum `Body`.
+trait IntoRouteBody: Send + 'static {
+    fn into_route_body(self) -> Body;
+}
+
+/// The request rules' body: the client's body as it is, unless a rule
+/// rewrote it.
+impl IntoRouteBody for RequestBody<Body> {
+    fn into_route_body(self) -> Body {
+        inner_or_boxed(self)
+    }
+}
+
+/// The body limit's body counts every frame, so it stays.
+impl IntoRouteBody for LimitedBody<Body> {
+    fn into_route_body(self) -> Body {
+        Body::new(self)
     }
 }
 
@@ -682,8 +702,7 @@ type Rebody<B> = MapRequest<LayeredService, fn(Request<B>) -> Request<Body>>;
 /// type `B` (a limited or rewritten body).
 fn rebody_layer<L, B>(layer: L) -> RouteLayer
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B: IntoRouteBody,
     L: Layer<Rebody<B>> + Send + Sync + 'static,
     L::Service: Service<Request<Body>, Response = Response<ResponseBody<Body>>, Error = Infallible>
         + Clone
@@ -697,17 +716,13 @@ where
         LayeredService::new(
             layer
                 .layer(inner)
-                .map_response(|res| res.map(unwrap_problem_body)),
+                .map_response(|res| res.map(inner_or_boxed)),
         )
     }))
 }
 
-fn axum_body<B>(req: Request<B>) -> Request<Body>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    req.map(Body::new)
+fn axum_body<B: IntoRouteBody>(req: Request<B>) -> Request<Body> {
+    req.map(B::into_route_body)
 }
 
 #[cfg(test)]
