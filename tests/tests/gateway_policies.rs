@@ -196,3 +196,93 @@ async fn the_in_flight_limit_sheds_load_before_auth() {
     assert_problem(res, 503, SERVICE_UNAVAILABLE).await;
     assert_eq!(first.await.unwrap().status(), StatusCode::OK);
 }
+
+/// A route layer whose service is not ready until a gate opens: its
+/// readiness is awaited with the request's task waker, and the request
+/// goes through once the gate opens. (The route's stack asks every layer
+/// for readiness once without a waker, then falls back to waiting.)
+#[tokio::test]
+async fn a_route_layer_that_is_not_ready_at_once_is_awaited() {
+    use std::{
+        convert::Infallible,
+        sync::{Arc, Mutex},
+        task::{Context, Poll, Waker},
+    };
+
+    use tower::Service;
+
+    /// Open or not, and the waker of whoever waits.
+    #[derive(Default)]
+    struct Gate {
+        open: bool,
+        waiting: Option<Waker>,
+    }
+
+    #[derive(Clone)]
+    struct Gated<S> {
+        inner: S,
+        gate: Arc<Mutex<Gate>>,
+    }
+
+    impl<S, R> Service<R> for Gated<S>
+    where
+        S: Service<R, Error = Infallible>,
+    {
+        type Response = S::Response;
+        type Error = Infallible;
+        type Future = S::Future;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            let mut gate = self.gate.lock().unwrap();
+            if gate.open {
+                return self.inner.poll_ready(cx);
+            }
+            gate.waiting = Some(cx.waker().clone());
+            Poll::Pending
+        }
+
+        fn call(&mut self, req: R) -> S::Future {
+            self.inner.call(req)
+        }
+    }
+
+    let gate = Arc::new(Mutex::new(Gate::default()));
+    let layer_gate = Arc::clone(&gate);
+    let upstream = spawn_upstream(echo_router()).await;
+    let router = Gateway::builder()
+        .upstream(Upstream::builder("svc").endpoint(format!("http://{upstream}")))
+        .route(
+            Route::prefix("/gated")
+                .layer(tower::layer::layer_fn(move |inner| Gated {
+                    inner,
+                    gate: Arc::clone(&layer_gate),
+                }))
+                .to("svc"),
+        )
+        .build()
+        .unwrap();
+    let gw = spawn_gateway(router).await;
+
+    let request = tokio::spawn(get(gw.url("/gated"), &[]));
+    // The request waits at the gate: its readiness was asked with a waker.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while gate.lock().unwrap().waiting.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the request reaches the gate");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!request.is_finished(), "the request passed a closed gate");
+    let waker = {
+        let mut gate = gate.lock().unwrap();
+        gate.open = true;
+        gate.waiting.take()
+    };
+    waker.expect("a waker to wake").wake();
+    let res = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the request goes through once the gate opens")
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use axum::{body::Body, extract::ConnectInfo};
@@ -54,7 +54,18 @@ where
     S::Future: Send + 'static,
 {
     fn call_shared(&self, req: Request<Body>) -> LayeredFuture {
-        Box::pin(self.clone().oneshot(req))
+        let mut service = self.clone();
+        // Readiness is asked here once, with a waker that does nothing:
+        // tollgate's layers are ready at once (each awaits what it needs
+        // in its own future), so the call is made now and only its future
+        // is boxed, where a `Oneshot` would move the request into the box
+        // and out again. A service that is not ready yet is driven by a
+        // `Oneshot`, which asks again with the task's waker.
+        match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Box::pin(service.call(req)),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => Box::pin(service.oneshot(req)),
+        }
     }
 }
 
