@@ -23,7 +23,7 @@ use tower_http::cors::CorsLayer;
 use tower::{
     Layer, Service, ServiceBuilder, ServiceExt,
     layer::util::Stack,
-    util::{MapRequest, MapResponseLayer},
+    util::{MapRequest, MapRequestLayer, MapResponseLayer},
 };
 
 use crate::{
@@ -698,8 +698,9 @@ impl IntoRouteBody for LimitedBody<Body> {
 /// conversion of the layer's body type `B` back to an axum `Body`.
 type Rebody<B> = MapRequest<LayeredService, fn(Request<B>) -> Request<Body>>;
 
-/// [`route_layer`] for a layer that hands on a request body of its own
-/// type `B` (a limited or rewritten body).
+/// [`route_layer`] for one of tollgate's layers that hands on a request
+/// body of its own type `B` (a limited or rewritten body): the route's
+/// stack behind it gets an axum `Body` back.
 fn rebody_layer<L, B>(layer: L) -> RouteLayer
 where
     B: IntoRouteBody,
@@ -711,14 +712,8 @@ where
         + 'static,
     <L::Service as Service<Request<Body>>>::Future: Send + 'static,
 {
-    RouteLayer(Arc::new(move |inner: LayeredService| {
-        let inner: Rebody<B> = inner.map_request(axum_body::<B> as fn(Request<B>) -> Request<Body>);
-        LayeredService::new(
-            layer
-                .layer(inner)
-                .map_response(|res| res.map(inner_or_boxed)),
-        )
-    }))
+    let to_route = MapRequestLayer::new(axum_body::<B> as fn(Request<B>) -> Request<Body>);
+    route_layer(Stack::new(to_route, layer), inner_or_boxed)
 }
 
 fn axum_body<B: IntoRouteBody>(req: Request<B>) -> Request<Body> {

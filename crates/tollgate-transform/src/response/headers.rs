@@ -115,14 +115,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(rules) = self.rules.fixed() else {
-            // A class is read from the request's parts.
-            let (parts, body) = req.into_parts();
-            let rules = self.rules.select(&parts);
-            let future = self.inner.call(Request::from_parts(parts, body));
-            return HeadersFuture::new(future, rules);
-        };
-        HeadersFuture::new(self.inner.call(req), rules)
+        self.rules.with_rules(req, |rules, req| {
+            HeadersFuture::new(self.inner.call(req), rules)
+        })
     }
 }
 

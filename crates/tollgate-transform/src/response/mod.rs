@@ -831,26 +831,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let rules = match self.rules.fixed() {
-            Some(rules) => rules,
-            // A class is read from the request's parts.
-            None => {
-                let (parts, body) = req.into_parts();
-                let rules = self.rules.select(&parts);
-                req = Request::from_parts(parts, body);
-                rules
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        self.rules.with_rules(req, |rules, mut req| {
+            let ctx = rules.map(|rules| CallCtx {
+                rules: Arc::clone(rules),
+                body: (rules.reads_body() && req.method() != Method::HEAD)
+                    .then(|| BodyCtx::take(&mut req)),
+            });
+            let future = self.inner.call(req);
+            ResponseFuture {
+                state: State::Waiting { future, ctx },
             }
-        };
-        let ctx = rules.map(|rules| CallCtx {
-            rules: Arc::clone(rules),
-            body: (rules.reads_body() && req.method() != Method::HEAD)
-                .then(|| BodyCtx::take(&mut req)),
-        });
-        let future = self.inner.call(req);
-        ResponseFuture {
-            state: State::Waiting { future, ctx },
-        }
+        })
     }
 }
 
