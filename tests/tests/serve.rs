@@ -239,14 +239,24 @@ async fn the_drain_timeout_closes_requests_that_never_finish() {
     );
 }
 
-/// Runs `serve` with a 300 ms header read timeout; returns its address and a
-/// sender that shuts it down.
+/// Runs `serve` with a 300 ms header read timeout in front of an echo
+/// upstream; returns its address and a sender that shuts it down.
 async fn serve_with_header_timeout() -> (
     SocketAddr,
     oneshot::Sender<()>,
     JoinHandle<std::io::Result<()>>,
 ) {
-    let upstream = spawn_upstream(echo_router()).await;
+    serve_with_header_timeout_to(spawn_upstream(echo_router()).await).await
+}
+
+/// The same in front of the upstream at `upstream`.
+async fn serve_with_header_timeout_to(
+    upstream: SocketAddr,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+) {
     let (listener, addr) = tollgate_tests::listener().await;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(
@@ -284,12 +294,108 @@ async fn a_client_that_stalls_mid_head_is_disconnected() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 
+    stop_server(stop, task).await;
+}
+
+/// Reads one response with a `content-length` body from a keep-alive
+/// connection; returns its head.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let (head, mut body) = timeout(BOUND, tollgate_tests::read_head(stream))
+        .await
+        .expect("answered in time")
+        .expect("a response head");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .expect("a response with a content-length");
+    let mut chunk = vec![0u8; 16 * 1024];
+    while body.len() < length {
+        let n = timeout(BOUND, stream.read(&mut chunk))
+            .await
+            .expect("body in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-body after {} of {length} bytes",
+            body.len()
+        );
+        body.extend_from_slice(&chunk[..n]);
+    }
+    head
+}
+
+/// Sends `GET {path}` on a keep-alive connection; expects a 200.
+async fn get_ok(stream: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let head = read_response(stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "GET {path}: {head}");
+}
+
+/// Expects the server to close `stream` within 5 s (the header read
+/// timeout is 300 ms), with no answer or a 408.
+async fn assert_closed(stream: &mut TcpStream, what: &str) {
+    let mut out = Vec::new();
+    let read = timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "{what} was still open 5 s later (header read timeout 300 ms)"
+    );
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 408"),
+        "{what}: {out:?}"
+    );
+}
+
+/// Shuts down a server started here; it must stop cleanly.
+async fn stop_server(stop: oneshot::Sender<()>, task: JoinHandle<std::io::Result<()>>) {
     let _ = stop.send(());
     let result = timeout(BOUND, task)
         .await
         .expect("stopped in time")
         .expect("no panic");
     assert!(result.is_ok(), "{result:?}");
+}
+
+/// The header read timeout bounds heads only: a response that takes
+/// longer than the timeout is delivered whole, and the connection then
+/// serves the next request.
+#[tokio::test]
+async fn a_response_slower_than_the_header_timeout_is_not_cut_off() {
+    let (upstream, _requests) = slow_upstream().await;
+    let (addr, stop, task) = serve_with_header_timeout_to(upstream).await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // Twice 500 ms before the upstream answers, under a 300 ms timeout.
+    get_ok(&mut stream, "/slow").await;
+    get_ok(&mut stream, "/slow").await;
+    stop_server(stop, task).await;
+}
+
+/// On a keep-alive connection each request head has its own deadline:
+/// requests spaced closer than the timeout are served for longer than the
+/// timeout in all, and a later head that stalls is cut off. (A connection
+/// keeps one timer for all its heads; one that did not count from each
+/// response's end would close this connection after 300 ms.)
+#[tokio::test]
+async fn each_head_on_a_keep_alive_connection_has_its_own_deadline() {
+    let (addr, stop, task) = serve_with_header_timeout().await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // Five requests 150 ms apart, 750 ms in all, under a 300 ms timeout.
+    for _ in 0..5 {
+        get_ok(&mut stream, "/ok").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Then half a head, and nothing more: the connection is closed.
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: g")
+        .await
+        .expect("write");
+    assert_closed(&mut stream, "a connection whose later head stalled").await;
+    stop_server(stop, task).await;
 }
 
 /// A connection that sends nothing at all is the cheapest slowloris: the
@@ -299,13 +405,7 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
     let (addr, stop, task) = serve_with_header_timeout().await;
 
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut out = Vec::new();
-    let read = timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "a silent connection was still open 5 s after connecting (header read timeout 300 ms)"
-    );
-    assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 408"));
+    assert_closed(&mut stream, "a silent connection").await;
 
     // Control: the same server answers a client that does send a request.
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -320,10 +420,5 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
         .expect("read");
     assert!(out.starts_with(b"HTTP/1.1 200 "));
 
-    let _ = stop.send(());
-    let result = timeout(BOUND, task)
-        .await
-        .expect("stopped in time")
-        .expect("no panic");
-    assert!(result.is_ok(), "{result:?}");
+    stop_server(stop, task).await;
 }

@@ -64,6 +64,7 @@ mod builder;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
+mod head_deadline;
 mod health;
 mod parse_error;
 mod routing;

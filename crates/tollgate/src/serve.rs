@@ -5,10 +5,7 @@ use std::{
     future::{Future, IntoFuture},
     io,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     task::Poll,
     time::Duration,
 };
@@ -35,7 +32,11 @@ use tollgate_core::BoxError;
 use tollgate_core::{ConnectionInfo, Drain, Identity};
 use tower::{Service, ServiceExt};
 
-use crate::{parse_error::ProblemOnParseError, tls::TlsConfig};
+use crate::{
+    head_deadline::{HeadClock, MarkEnd, Next},
+    parse_error::ProblemOnParseError,
+    tls::TlsConfig,
+};
 
 /// Serves `service` on `listener` until `shutdown` completes, then drains.
 ///
@@ -168,11 +169,9 @@ where
         } = self;
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .keep_alive(true);
+        // No hyper header read timeout: each connection keeps its own
+        // (`serve_connection`, `head_deadline`).
+        builder.http1().header_read_timeout(None).keep_alive(true);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -305,22 +304,26 @@ where
     B::Error: Into<BoxError>,
 {
     let remote = info.remote;
-    // hyper's header read timeout starts only once HTTP/1 parsing
-    // begins; the auto server's protocol sniff before it has no
-    // timer. A connection that has not started a request within the
-    // header read timeout is closed here.
-    let started = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&started);
+    // The header read timeout (see `head_deadline`): each request head
+    // must arrive within `header_read_timeout` of the connection becoming
+    // idle, the auto server's protocol sniff included.
+    let clock = Arc::new(HeadClock::new());
+    let heads = Arc::clone(&clock);
+    let ends = Arc::clone(&clock);
     let Tracked { watcher, drain } = tracked;
-    let svc = service.map_request(move |mut req: Request<Incoming>| {
-        seen.store(true, Ordering::Relaxed);
-        req.extensions_mut().insert(info);
-        req.extensions_mut().insert(drain.clone());
-        if let Some(identity) = &identity {
-            req.extensions_mut().insert(identity.clone());
-        }
-        req.map(Body::new)
-    });
+    let svc = service
+        .map_request(move |mut req: Request<Incoming>| {
+            heads.head_read(req.version());
+            req.extensions_mut().insert(info);
+            req.extensions_mut().insert(drain.clone());
+            if let Some(identity) = &identity {
+                req.extensions_mut().insert(identity.clone());
+            }
+            req.map(Body::new)
+        })
+        .map_response(move |res: Response<B>| {
+            res.map(|body| MarkEnd::new(body, Arc::clone(&ends)))
+        });
     let conn = builder
         .serve_connection_with_upgrades(
             TokioIo::new(ProblemOnParseError::new(io)),
@@ -330,22 +333,22 @@ where
     let conn = watcher.watch(conn);
     async move {
         let mut conn = std::pin::pin!(conn);
-        // Polled only until the first request starts, then dropped: from
-        // then on hyper's own header read timeout bounds each request's
-        // head, and a connection's later polls (one or more per request)
-        // no longer pay for this timer.
-        let mut first_request = std::pin::pin!(Some(tokio::time::sleep(header_read_timeout)));
+        // One timer for the connection's life; it looks at the clock only
+        // when it fires, so a busy connection pays nothing per request
+        // here.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(
+            clock.first_deadline(header_read_timeout)
+        ));
+        let mut timing = true;
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            if first_request.is_some() {
-                if started.load(Ordering::Relaxed) {
-                    first_request.set(None);
-                } else if let Some(sleep) = first_request.as_mut().as_pin_mut()
-                    && sleep.poll(cx).is_ready()
-                {
-                    return Poll::Ready(None);
+            while timing && timer.as_mut().poll(cx).is_ready() {
+                match clock.next(header_read_timeout) {
+                    Next::At(deadline) => timer.as_mut().reset(deadline),
+                    Next::TimedOut => return Poll::Ready(None),
+                    Next::Stop => timing = false,
                 }
             }
             Poll::Pending
@@ -353,7 +356,7 @@ where
         .await;
         match result {
             None => {
-                tracing::debug!(%remote, "no request within the header read timeout; closing");
+                tracing::debug!(%remote, "no request head within the header read timeout; closing");
             }
             Some(Err(err)) => {
                 tracing::debug!(error = %err, %remote, "connection ended with an error");
