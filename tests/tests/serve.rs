@@ -398,6 +398,35 @@ async fn each_head_on_a_keep_alive_connection_has_its_own_deadline() {
     stop_server(stop, task).await;
 }
 
+/// The header read timeout is HTTP/1's: an HTTP/2 connection that has
+/// started a request stays open past it, idle, and serves another stream
+/// (hyper's keep-alive pings watch HTTP/2 connections instead).
+#[tokio::test]
+async fn an_idle_http2_connection_outlives_the_header_timeout() {
+    let (addr, stop, task) = serve_with_header_timeout().await;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.expect("connect"));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    for i in 0..2 {
+        let req = Request::get(format!("http://{addr}/ok"))
+            .body(empty())
+            .expect("request");
+        let res = timeout(BOUND, sender.send_request(req))
+            .await
+            .expect("answered in time")
+            .unwrap_or_else(|err| panic!("stream {i} on the same connection: {err}"));
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.version(), Version::HTTP_2);
+        // Idle for more than twice the 300 ms timeout.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(!conn.is_finished(), "the HTTP/2 connection was closed");
+    stop_server(stop, task).await;
+}
+
 /// A connection that sends nothing at all is the cheapest slowloris: the
 /// header read timeout must cover it too.
 #[tokio::test]
