@@ -54,17 +54,71 @@ where
     S::Future: Send + 'static,
 {
     fn call_shared(&self, req: Request<Body>) -> LayeredFuture {
-        let mut service = self.clone();
-        // Readiness is asked here once, with a waker that does nothing:
-        // tollgate's layers are ready at once (each awaits what it needs
-        // in its own future), so the call is made now and only its future
-        // is boxed, where a `Oneshot` would move the request into the box
-        // and out again. A service that is not ready yet is driven by a
-        // `Oneshot`, which asks again with the task's waker.
-        match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => Box::pin(service.call(req)),
-            Poll::Ready(Err(never)) => match never {},
-            Poll::Pending => Box::pin(service.oneshot(req)),
+        // Only the call's future is boxed (see `call_now`): a box of
+        // `CallNow` would be the size of its `Oneshot`, service and
+        // request included.
+        match call_now(self.clone(), req) {
+            Ok(future) => Box::pin(future),
+            Err(oneshot) => Box::pin(oneshot),
+        }
+    }
+}
+
+/// Calls `service` at once when it is ready at once, as tollgate's layers
+/// are (each awaits what it needs in its own future); else (`Err`) a
+/// `Oneshot` to drive it.
+///
+/// Readiness is asked once, with a waker that does nothing. A ready
+/// service is called there and then, so the request goes straight into
+/// the call, where a `Oneshot` would move it into its own state and out
+/// again at the first poll. A service that is not ready yet is handed to
+/// the `Oneshot`, which asks again with the task's waker.
+fn call_now<S, R>(mut service: S, req: R) -> Result<S::Future, tower::util::Oneshot<S, R>>
+where
+    S: Service<R, Error = Infallible>,
+{
+    match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => Ok(service.call(req)),
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Err(service.oneshot(req)),
+    }
+}
+
+pin_project! {
+    /// [`call_now`] as one future.
+    #[project = CallNowProj]
+    pub(crate) enum CallNow<S, R>
+    where
+        S: Service<R>,
+    {
+        Called { #[pin] future: S::Future },
+        Waiting { #[pin] oneshot: tower::util::Oneshot<S, R> },
+    }
+}
+
+impl<S, R> CallNow<S, R>
+where
+    S: Service<R, Error = Infallible>,
+{
+    pub(crate) fn new(service: S, req: R) -> Self {
+        match call_now(service, req) {
+            Ok(future) => Self::Called { future },
+            Err(oneshot) => Self::Waiting { oneshot },
+        }
+    }
+}
+
+impl<S, R> Future for CallNow<S, R>
+where
+    S: Service<R, Error = Infallible>,
+{
+    type Output = Result<S::Response, Infallible>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallNowProj::Called { future } => future.poll(cx),
+            CallNowProj::Waiting { oneshot } => oneshot.poll(cx),
         }
     }
 }

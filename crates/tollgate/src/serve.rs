@@ -6,7 +6,7 @@ use std::{
     io,
     pin::Pin,
     sync::Arc,
-    task::Poll,
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -20,8 +20,8 @@ use hyper_util::{
         conn::auto,
         graceful::{GracefulShutdown, Watcher},
     },
-    service::TowerToHyperService,
 };
+use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -30,11 +30,12 @@ use tokio::{
 };
 use tollgate_core::BoxError;
 use tollgate_core::{ConnectionInfo, Drain, Identity};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::{
     head_deadline::{HeadClock, MarkEnd, Next},
     parse_error::ProblemOnParseError,
+    routing::CallNow,
     tls::TlsConfig,
 };
 
@@ -308,27 +309,16 @@ where
     // must arrive within `header_read_timeout` of the connection becoming
     // idle, the auto server's protocol sniff included.
     let clock = Arc::new(HeadClock::new());
-    let heads = Arc::clone(&clock);
-    let ends = Arc::clone(&clock);
     let Tracked { watcher, drain } = tracked;
-    let svc = service
-        .map_request(move |mut req: Request<Incoming>| {
-            heads.head_read(req.version());
-            req.extensions_mut().insert(info);
-            req.extensions_mut().insert(drain.clone());
-            if let Some(identity) = &identity {
-                req.extensions_mut().insert(identity.clone());
-            }
-            req.map(Body::new)
-        })
-        .map_response(move |res: Response<B>| {
-            res.map(|body| MarkEnd::new(body, Arc::clone(&ends)))
-        });
+    let svc = ConnectionService {
+        service,
+        info,
+        drain,
+        identity,
+        clock: Arc::clone(&clock),
+    };
     let conn = builder
-        .serve_connection_with_upgrades(
-            TokioIo::new(ProblemOnParseError::new(io)),
-            TowerToHyperService::new(svc),
-        )
+        .serve_connection_with_upgrades(TokioIo::new(ProblemOnParseError::new(io)), svc)
         .into_owned();
     let conn = watcher.watch(conn);
     async move {
@@ -363,6 +353,75 @@ where
             }
             Some(Ok(())) => {}
         }
+    }
+}
+
+/// A connection's service, as hyper calls it: every request gets the
+/// connection's extensions and marks the connection's [`HeadClock`].
+///
+/// Written out rather than hyper-util's `TowerToHyperService` around
+/// `map_request`/`map_response`: that clones the whole stack, closures'
+/// captures included, and wraps the call in a `Oneshot` for every
+/// request; this clones only `service` and calls it at once
+/// ([`CallNow`]).
+struct ConnectionService<S> {
+    service: S,
+    info: ConnectionInfo,
+    drain: Drain,
+    identity: Option<Identity>,
+    clock: Arc<HeadClock>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    type Response = Response<MarkEnd<B>>;
+    type Error = Infallible;
+    type Future = ConnectionFuture<S>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        self.clock.head_read(req.version());
+        let extensions = req.extensions_mut();
+        extensions.insert(self.info);
+        extensions.insert(self.drain.clone());
+        if let Some(identity) = &self.identity {
+            extensions.insert(identity.clone());
+        }
+        ConnectionFuture {
+            call: CallNow::new(self.service.clone(), req.map(Body::new)),
+            clock: Some(Arc::clone(&self.clock)),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`ConnectionService`] call.
+    struct ConnectionFuture<S>
+    where
+        S: Service<Request<Body>>,
+    {
+        #[pin]
+        call: CallNow<S, Request<Body>>,
+        // Handed to the response body.
+        clock: Option<Arc<HeadClock>>,
+    }
+}
+
+impl<S, B> Future for ConnectionFuture<S>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+{
+    type Output = Result<Response<MarkEnd<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.call.poll(cx))?;
+        // `None`: polled after completion, which hyper does not do.
+        let Some(clock) = this.clock.take() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(res.map(|body| MarkEnd::new(body, clock))))
     }
 }
 
