@@ -330,16 +330,28 @@ where
             clock.first_deadline(header_read_timeout)
         ));
         let mut timing = true;
+        // Whether the timer holds this task's waker: then it is polled
+        // again only once it has fired (`is_elapsed`, one atomic load),
+        // not on every poll of the connection. The task, and so its
+        // waker, is the same for the connection's life.
+        let mut registered = false;
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            while timing && timer.as_mut().poll(cx).is_ready() {
-                match clock.next(header_read_timeout) {
-                    Next::At(deadline) => timer.as_mut().reset(deadline),
-                    Next::TimedOut => return Poll::Ready(None),
-                    Next::Stop => timing = false,
+            if timing && (!registered || timer.is_elapsed()) {
+                registered = false;
+                while timer.as_mut().poll(cx).is_ready() {
+                    match clock.next(header_read_timeout) {
+                        Next::At(deadline) => timer.as_mut().reset(deadline),
+                        Next::TimedOut => return Poll::Ready(None),
+                        Next::Stop => {
+                            timing = false;
+                            return Poll::Pending;
+                        }
+                    }
                 }
+                registered = true;
             }
             Poll::Pending
         })
