@@ -23,20 +23,13 @@ impl RedisServer {
     /// Returns `None` with a notice on stderr when `redis-server` is not on
     /// PATH, unless `CI=true`: then it panics, so CI cannot skip silently.
     pub fn start() -> Option<Self> {
-        for _ in 0..ATTEMPTS {
+        on_free_ports("redis-server", || {
             let [port] = free_ports();
-            match spawn_server(port, &[]) {
-                Spawned::Up(child) => {
-                    return Some(Self {
-                        child: Some(child),
-                        port,
-                    });
-                }
-                Spawned::Taken => {}
-                Spawned::Missing => return skip("redis-server"),
-            }
-        }
-        panic!("no free port for redis-server in {ATTEMPTS} attempts");
+            spawn_server(port, &[]).map(|child| Self {
+                child: Some(child),
+                port,
+            })
+        })
     }
 
     /// `redis://127.0.0.1:port/`.
@@ -90,20 +83,7 @@ impl RedisCluster {
         if !on_path("redis-cli") {
             return skip("redis-cli");
         }
-        let mut cluster = None;
-        for _ in 0..ATTEMPTS {
-            match Self::spawn_nodes() {
-                Spawned::Up(nodes) => {
-                    cluster = Some(nodes);
-                    break;
-                }
-                Spawned::Taken => {}
-                Spawned::Missing => return skip("redis-server"),
-            }
-        }
-        let Some(cluster) = cluster else {
-            panic!("no free ports for a Redis Cluster in {ATTEMPTS} attempts");
-        };
+        let cluster = on_free_ports("a Redis Cluster", Self::spawn_nodes)?;
         let ports = &cluster.ports;
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let create = Command::new("redis-cli")
@@ -266,6 +246,30 @@ enum Spawned<T> {
     Taken,
     /// `redis-server` is not on PATH.
     Missing,
+}
+
+impl<T> Spawned<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Spawned<U> {
+        match self {
+            Self::Up(up) => Spawned::Up(f(up)),
+            Self::Taken => Spawned::Taken,
+            Self::Missing => Spawned::Missing,
+        }
+    }
+}
+
+/// Runs `spawn` (which picks its own free ports) until nothing took its
+/// ports first, at most [`ATTEMPTS`] times; `None`, with a notice, when
+/// `redis-server` is missing (see [`skip`]).
+fn on_free_ports<T>(what: &str, mut spawn: impl FnMut() -> Spawned<T>) -> Option<T> {
+    for _ in 0..ATTEMPTS {
+        match spawn() {
+            Spawned::Up(up) => return Some(up),
+            Spawned::Taken => {}
+            Spawned::Missing => return skip("redis-server"),
+        }
+    }
+    panic!("no free ports for {what} in {ATTEMPTS} attempts");
 }
 
 /// Spawns `redis-server` on `port` (no persistence) and waits until it
