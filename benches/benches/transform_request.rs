@@ -5,7 +5,10 @@
 //!
 //! `cargo bench -p tollgate-benches --bench transform_request`
 //!
-//! Each iteration of `bare` and `header_rules_5` is one call of
+//! `no_rules` is the layer with an empty rule set: its fixed cost, which
+//! `header_rules_5` includes.
+//!
+//! Each iteration of `bare`, `no_rules` and `header_rules_5` is one call of
 //! [`iteration`], which is never inlined, so callgrind gives the
 //! instructions of exactly one request: its inclusive cost divided by its
 //! number of calls (see docs/benchmarks.md).
@@ -114,6 +117,18 @@ fn bench(c: &mut Criterion) {
         ));
     group.bench_function("header_rules_5", |b| {
         b.to_async(&rt).iter(|| async { iteration(&svc) });
+    });
+
+    let empty = RequestRules::builder().build().expect("rules");
+    let no_rules = ServiceBuilder::new()
+        .layer(RequestTransformLayer::new(empty))
+        .service(service_fn(
+            |req: Request<RequestBody<Full<Bytes>>>| async move {
+                Ok::<_, Infallible>(Response::new(req.headers().len()))
+            },
+        ));
+    group.bench_function("no_rules", |b| {
+        b.to_async(&rt).iter(|| async { iteration(&no_rules) });
     });
 
     let body = json_body();

@@ -510,6 +510,47 @@ async fn rule_sets_by_client_class() {
     assert!(header(&echo, "x-view").is_empty());
 }
 
+/// The other two sources of a class: a closure of your own, tried first
+/// here, and a claim of the verified identity.
+#[tokio::test]
+async fn rule_sets_by_closure_and_by_claim() {
+    let view = |name: &str| {
+        RequestRules::builder()
+            .set_header("x-view", name)
+            .build()
+            .unwrap()
+    };
+    let classes = Classifier::new()
+        .custom(|parts| {
+            let query = parts.uri.query()?;
+            query.strip_prefix("app=").map(str::to_owned)
+        })
+        .claim("tenant");
+    let selector = BySelector::by_class(classes)
+        .class("partner", view("partner"))
+        .class("acme", view("tenant"))
+        .default(view("default"));
+    let (gw, _) = gateway(RequestTransformLayer::by_class(selector)).await;
+    for (path, anonymous, expected) in [
+        // The closure answers first, whatever the identity says.
+        ("/c?app=partner", false, "partner"),
+        ("/c?app=Partner", true, "partner"),
+        // No answer, or an empty one, from the closure: the claim decides.
+        ("/c", false, "tenant"),
+        ("/c?app=", false, "tenant"),
+        // Neither source gives a class.
+        ("/c", true, "default"),
+        ("/c?app=unknown", false, "default"),
+    ] {
+        let mut req = Request::get(gw.url(path));
+        if anonymous {
+            req = req.header("x-anonymous", "1");
+        }
+        let echo = body_json(send(req.body(empty()).unwrap()).await).await;
+        assert_eq!(header(&echo, "x-view"), [expected], "{path} {anonymous}");
+    }
+}
+
 #[tokio::test]
 async fn bad_input_is_a_clean_4xx_or_a_pass_through() {
     let rules = RequestRules::builder()

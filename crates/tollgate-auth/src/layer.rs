@@ -168,7 +168,7 @@ impl IdentityHeaders {
             // it is left out rather than forwarded mangled.
             match HeaderValue::try_from(value) {
                 Ok(value) => {
-                    headers.insert(name.clone(), value);
+                    headers.insert(name, value);
                 }
                 Err(_) => {
                     tracing::debug!(header = %name, "identity value is not a valid header value")

@@ -362,7 +362,7 @@ impl Problem {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
         }
         for (name, value) in &self.headers {
-            headers.append(name.clone(), value.clone());
+            headers.append(name, value.clone());
         }
         res.extensions_mut().insert(self);
         res

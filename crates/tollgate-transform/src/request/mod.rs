@@ -536,15 +536,22 @@ fn is_valid_path(path: &str) -> bool {
 impl HeaderOp {
     fn apply(&self, parts: &mut Parts) -> Result<(), Reject> {
         match self {
-            Self::Set(name, value, on_missing) | Self::Add(name, value, on_missing) => {
-                let value = match value.render(parts) {
+            Self::Set(name, Value::Literal(value), _) => {
+                parts.headers.insert(name, value.clone());
+            }
+            Self::Add(name, Value::Literal(value), _) => {
+                parts.headers.append(name, value.clone());
+            }
+            Self::Set(name, Value::Template(template), on_missing)
+            | Self::Add(name, Value::Template(template), on_missing) => {
+                let value = match render(template, parts) {
                     Ok(value) => value,
                     Err(why) => return missing_value(*on_missing, &why),
                 };
                 if matches!(self, Self::Set(..)) {
-                    parts.headers.insert(name.clone(), value);
+                    parts.headers.insert(name, value);
                 } else {
-                    parts.headers.append(name.clone(), value);
+                    parts.headers.append(name, value);
                 }
             }
             Self::Remove(name) => {
@@ -557,16 +564,16 @@ impl HeaderOp {
                 };
                 if entry.iter().nth(1).is_none() {
                     // The common case, one value: no list to collect.
-                    let (_, value) = entry.remove_entry();
-                    parts.headers.insert(to.clone(), value);
+                    let value = entry.remove();
+                    parts.headers.insert(to, value);
                     return Ok(());
                 }
                 let (_, values) = entry.remove_entry_mult();
                 let mut values = values.collect::<Vec<_>>().into_iter();
                 if let Some(first) = values.next() {
-                    parts.headers.insert(to.clone(), first);
+                    parts.headers.insert(to, first);
                     for value in values {
-                        parts.headers.append(to.clone(), value);
+                        parts.headers.append(to, value);
                     }
                 }
             }
@@ -615,41 +622,37 @@ fn shared_value(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
     })
 }
 
-impl Value {
-    /// The header value, or why there is none (from the configuration).
-    fn render(&self, parts: &Parts) -> Result<HeaderValue, String> {
-        match self {
-            Self::Literal(value) => Ok(value.clone()),
-            Self::Template(template) => {
-                let value = |rendered: Result<&[u8], MissingValue<'_>>| match rendered {
-                    Ok(bytes) => shared_value(bytes).map_err(|_| {
-                        format!(
-                            "template {} gave an invalid header value",
-                            template.as_str()
-                        )
-                    }),
-                    Err(missing) => Err(missing.to_string()),
-                };
-                // A lone variable such as `{identity.subject}` is copied
-                // straight from the request into the value.
-                if let Some(stored) = template.as_stored(parts) {
-                    return value(stored);
-                }
-                SCRATCH.with_borrow_mut(|out| {
-                    // Rendered into this thread's buffer, then copied once
-                    // into the value.
-                    out.clear();
-                    let rendered = template.render(parts, out).map(|()| &out[..]);
-                    let value = value(rendered);
-                    if out.capacity() > SCRATCH_KEEP {
-                        // A rare long value does not stay with the thread.
-                        *out = Vec::new();
-                    }
-                    value
-                })
-            }
-        }
+/// The header value of `template`, or why there is none (from the
+/// configuration). A literal value is cloned where it is inserted
+/// instead: passed through a `Result`, the clone's one-byte flag is
+/// written and read back as a word, which stalls the store buffer.
+fn render(template: &Template, parts: &Parts) -> Result<HeaderValue, String> {
+    let value = |rendered: Result<&[u8], MissingValue<'_>>| match rendered {
+        Ok(bytes) => shared_value(bytes).map_err(|_| {
+            format!(
+                "template {} gave an invalid header value",
+                template.as_str()
+            )
+        }),
+        Err(missing) => Err(missing.to_string()),
+    };
+    // A lone variable such as `{identity.subject}` is copied straight
+    // from the request into the value.
+    if let Some(stored) = template.as_stored(parts) {
+        return value(stored);
     }
+    SCRATCH.with_borrow_mut(|out| {
+        // Rendered into this thread's buffer, then copied once into the
+        // value.
+        out.clear();
+        let rendered = template.render(parts, out).map(|()| &out[..]);
+        let value = value(rendered);
+        if out.capacity() > SCRATCH_KEEP {
+            // A rare long value does not stay with the thread.
+            *out = Vec::new();
+        }
+        value
+    })
 }
 
 // === compile ===

@@ -409,15 +409,15 @@ impl ResponseRules {
                 let (_, values) = entry.remove_entry_mult();
                 let values: Vec<HeaderValue> = values.collect();
                 for value in values {
-                    headers.append(to.clone(), value);
+                    headers.append(to, value);
                 }
             }
         }
         for (name, value) in &rules.set {
-            headers.insert(name.clone(), value.clone());
+            headers.insert(name, value.clone());
         }
         for (name, value) in &rules.add {
-            headers.append(name.clone(), value.clone());
+            headers.append(name, value.clone());
         }
     }
 }
