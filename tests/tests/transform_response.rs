@@ -86,7 +86,11 @@ fn response(content_type: &str, headers: &[(&str, &str)], body: impl Into<Body>)
 fn json_response(body: &'static str) -> Response {
     response(
         "application/json",
-        &[("etag", "\"v1\""), ("server", "users/1.2")],
+        &[
+            ("etag", "\"v1\""),
+            ("server", "users/1.2"),
+            ("x-powered-by", "Express"),
+        ],
         body,
     )
 }
@@ -326,6 +330,7 @@ async fn header_rules_and_status_mapping_apply_without_reading_the_body() {
     assert_eq!(res.status(), StatusCode::GONE);
     let h = res.headers();
     assert!(h.get("server").is_none());
+    assert!(h.get("x-powered-by").is_none());
     assert_eq!(h["x-upstream-etag"], "\"v1\"");
     assert!(h.get("etag").is_none());
     assert_eq!(h["cache-control"], "no-store");
@@ -630,6 +635,7 @@ async fn br_and_zstd_are_decoded_and_re_encoded() {
 
 #[tokio::test]
 async fn an_unknown_encoding_passes_untouched() {
+    let (capture, _guard) = tollgate_tests::observe_support::Capture::install();
     let gw = gateway(seed_rules()).await;
     let res = send(
         &gw,
@@ -641,6 +647,22 @@ async fn an_unknown_encoding_passes_untouched() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-encoding"], "compress");
     assert_eq!(&body_bytes(res).await[..], b"\x1f\x9d\x90opaque");
+    // With a warning that names the coding.
+    let warned: Vec<_> = capture
+        .events("tollgate_transform::response")
+        .into_iter()
+        .filter(|e| {
+            e.get("message")
+                .is_some_and(|m| m.contains("unknown content coding"))
+        })
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", capture.all());
+    assert!(
+        warned[0]
+            .get("content_encoding")
+            .is_some_and(|v| v.contains("compress")),
+        "{warned:?}"
+    );
 }
 
 #[tokio::test]
