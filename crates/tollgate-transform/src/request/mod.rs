@@ -535,6 +535,10 @@ fn is_valid_path(path: &str) -> bool {
 
 impl HeaderOp {
     fn apply(&self, parts: &mut Parts) -> Result<(), Reject> {
+        // Names go to the map by reference: `http` clones one only for a
+        // new header. A clone made here was copied on with loads that
+        // span the clone's stores, a stall per copy that cost five rules
+        // 40-80 ns (docs/benchmarks.md, transforms round 6).
         match self {
             Self::Set(name, Value::Literal(value), _) => {
                 parts.headers.insert(name, value.clone());
@@ -624,8 +628,10 @@ fn shared_value(bytes: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
 
 /// The header value of `template`, or why there is none (from the
 /// configuration). A literal value is cloned where it is inserted
-/// instead: passed through a `Result`, the clone's one-byte flag is
-/// written and read back as a word, which stalls the store buffer.
+/// instead: passed through a `Result`, the clone's one-byte flag was
+/// stored as a byte and loaded back as part of a word, a load the core
+/// cannot forward from that store (docs/benchmarks.md, transforms round
+/// 6).
 fn render(template: &Template, parts: &Parts) -> Result<HeaderValue, String> {
     let value = |rendered: Result<&[u8], MissingValue<'_>>| match rendered {
         Ok(bytes) => shared_value(bytes).map_err(|_| {
