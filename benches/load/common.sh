@@ -1,4 +1,5 @@
-# Shared by the load scripts in this directory (compare.sh, https.sh,
+# shellcheck shell=bash
+# Shared by the load scripts in this directory (compare.sh, cpu.sh, https.sh,
 # instructions.sh); sourced, never run. Sets ROOT (the repository),
 # HARNESS (the shared load harness) and SCRIPT (the caller's file), and
 # defines the helpers below.
@@ -24,3 +25,28 @@ target_dir() {
 # The HS256 secret the bench configs read, unless one is set: a fixed
 # bench secret (not a credential: it signs bench tokens only).
 export BENCH_JWT_SECRET=${BENCH_JWT_SECRET:-tollgate-load-bench-hs256-secret-0123456789}
+
+# require TOOL...: stops unless every TOOL is on the PATH.
+require() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || die "$tool is not installed"
+    done
+}
+
+# build_gateway: from ROOT, the harness's backend (BACKEND_BIN), the
+# release config gateway (GATEWAY) and a bench token signed with
+# BENCH_JWT_SECRET (TOKEN).
+build_gateway() {
+    [[ -x "$HARNESS/setup.sh" ]] || die "no harness at $HARNESS (set TOLLGATE_BENCH_HARNESS)"
+    cd "$ROOT" || die "cannot enter $ROOT"
+    BACKEND_BIN=$("$HARNESS/setup.sh" | tail -n 1)
+    [[ -x "$BACKEND_BIN" ]] || die "backend binary missing: $BACKEND_BIN"
+    cargo build --release -p tollgate-examples --example gateway --example bench_token
+    local target
+    target=$(target_dir)
+    # shellcheck disable=SC2034 # both are the callers'
+    GATEWAY="$target/release/examples/gateway"
+    # shellcheck disable=SC2034
+    TOKEN=$("$target/release/examples/bench_token") || die "bench_token failed"
+}

@@ -42,57 +42,42 @@ PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 BASE_PORT=${BASE_PORT:-19600}
 
-for tool in nginx wrk nstat taskset setsid; do
-    command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-[[ -x "$HARNESS/setup.sh" ]] || die "no harness at $HARNESS (set TOLLGATE_BENCH_HARNESS)"
-
-cd "$ROOT"
-BACKEND_BIN=$("$HARNESS/setup.sh" | tail -n 1)
-[[ -x "$BACKEND_BIN" ]] || die "backend binary missing: $BACKEND_BIN"
-cargo build --release -p tollgate-examples --example gateway --example bench_token
-TARGET_DIR=$(target_dir)
-GATEWAY="$TARGET_DIR/release/examples/gateway"
-TOKEN=$("$TARGET_DIR/release/examples/bench_token") || die "bench_token failed"
+require nginx wrk nstat taskset setsid
+build_gateway
 
 RUN=$(mktemp -d)
 mkdir -p "$RUN/nginx/tmp"
-GROUPS_STARTED=()
+# The process (and group) id of each process started, by name.
+declare -A PID=()
 cleanup() {
-    for pgid in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
+    for pgid in "${PID[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
 BACKEND_PORT=$BASE_PORT
-NGINX_PORT=$((BASE_PORT + 1))
-ONE_PORT=$((BASE_PORT + 2))
-FULL_PORT=$((BASE_PORT + 3))
+declare -A PORT=([nginx]=$((BASE_PORT + 1)) [one]=$((BASE_PORT + 2)) [full]=$((BASE_PORT + 3)))
 
 # start NAME CPU CMD...: a process in its own group, pinned to CPU.
 start() {
     local name=$1 cpu=$2
     shift 2
     setsid taskset -c "$cpu" "$@" >"$RUN/$name.log" 2>&1 &
-    GROUPS_STARTED+=("$!")
+    PID[$name]=$!
 }
 start backend "$LOAD_CPU" "$BACKEND_BIN" --port "$BACKEND_PORT" --threads 1
-sed -e "s#@LISTEN_PORT@#$NGINX_PORT#g" -e "s#@UPSTREAM_PORT@#$BACKEND_PORT#g" \
+sed -e "s#@LISTEN_PORT@#${PORT[nginx]}#g" -e "s#@UPSTREAM_PORT@#$BACKEND_PORT#g" \
     -e "s#@RUN_DIR@#$RUN/nginx#g" "$HARNESS/conf/nginx.conf.tmpl" >"$RUN/nginx/nginx.conf"
 start nginx "$PROXY_CPU" nginx -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -e "$RUN/nginx/error.log"
 for config in one:bench-one-route full:bench-full-stack; do
     name=${config%%:*}
-    port=$ONE_PORT
-    [[ $name == full ]] && port=$FULL_PORT
-    start "$name" "$PROXY_CPU" env LISTEN_ADDR="127.0.0.1:$port" \
+    start "$name" "$PROXY_CPU" env LISTEN_ADDR="127.0.0.1:${PORT[$name]}" \
         UPSTREAM_URL="http://127.0.0.1:$BACKEND_PORT" RUN_DIR="$RUN" TOKIO_WORKER_THREADS=1 \
         RUST_LOG=warn "$GATEWAY" --config "examples/configs/${config#*:}.toml" --no-watch
 done
-ONE_PID=${GROUPS_STARTED[2]}
-FULL_PID=${GROUPS_STARTED[3]}
 
 url() { echo "http://127.0.0.1:$1/users/12345"; }
-for port in "$NGINX_PORT" "$ONE_PORT" "$FULL_PORT"; do
+for port in "${PORT[@]}"; do
     for _ in $(seq 1 100); do
         code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$(url "$port")" || true)
         [[ "$code" == 2* ]] && break
@@ -101,8 +86,8 @@ for port in "$NGINX_PORT" "$ONE_PORT" "$FULL_PORT"; do
     [[ "${code:-}" == 2* ]] || die "nothing answers 2xx on port $port (see $RUN)"
 done
 # nginx's master forks the worker that serves.
-NGINX_PID=$(pgrep -P "${GROUPS_STARTED[1]}" | head -n 1)
-[[ -n "$NGINX_PID" ]] || die "no nginx worker"
+NGINX_WORKER=$(pgrep -P "${PID[nginx]}" | head -n 1)
+[[ -n "$NGINX_WORKER" ]] || die "no nginx worker"
 
 load() { # port seconds -> wrk's output
     taskset -c "$LOAD_CPU" timeout $(($2 + 20)) wrk -t1 -c"$CONNS" -d"$2"s \
@@ -112,11 +97,9 @@ tick=$(getconf CLK_TCK)
 printf '%-8s %9s %10s %10s %13s %9s\n' proxy req/s "user µs" "sys µs" "softirq µs" segments
 for _ in $(seq 1 "$REPS"); do
     for target in nginx one full; do
-        case $target in
-            nginx) port=$NGINX_PORT pid=$NGINX_PID ;;
-            one) port=$ONE_PORT pid=$ONE_PID ;;
-            full) port=$FULL_PORT pid=$FULL_PID ;;
-        esac
+        port=${PORT[$target]}
+        pid=${PID[$target]}
+        [[ $target == nginx ]] && pid=$NGINX_WORKER
         load "$port" "$WARMUP" >/dev/null
         nstat -n >/dev/null
         before="$(awk '{print $14, $15}' "/proc/$pid/stat") $(grep "^cpu$PROXY_CPU " /proc/stat)"

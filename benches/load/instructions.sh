@@ -47,18 +47,8 @@ while (($#)); do
     esac
 done
 [[ -n "$CONFIG" && -f "$CONFIG" ]] || die "give --full-stack, --one-route, --https or --config FILE"
-for tool in valgrind callgrind_control wrk taskset; do
-    command -v "$tool" >/dev/null || die "$tool is not installed"
-done
-[[ -x "$HARNESS/setup.sh" ]] || die "no harness at $HARNESS (set TOLLGATE_BENCH_HARNESS)"
-
-cd "$ROOT"
-BACKEND_BIN=$("$HARNESS/setup.sh" | tail -n 1)
-[[ -x "$BACKEND_BIN" ]] || die "backend binary missing: $BACKEND_BIN"
-cargo build --release -p tollgate-examples --example gateway --example bench_token
-TARGET_DIR=$(target_dir)
-GATEWAY="$TARGET_DIR/release/examples/gateway"
-TOKEN=$("$TARGET_DIR/release/examples/bench_token") || die "bench_token failed"
+require valgrind callgrind_control wrk taskset
+build_gateway
 
 RUN=$(mktemp -d)
 STARTED=()
