@@ -17,7 +17,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use tollgate::{
     config::{ConfigFile, Server},
-    observe::{ACCESS_TARGET, AccessLogWriter, JsonLines},
+    observe::{AccessLogWriter, JsonLines},
 };
 use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
@@ -129,44 +129,35 @@ async fn run(args: Args) -> ExitCode {
         };
     }
 
-    // The access log and the audit trail go where `[observe] access_log`
-    // and `audit_log` say (a file is buffered and flushed every second);
+    // The access log goes where `[observe] access_log` says: the server
+    // opens it and writes each request's line there itself (a file is
+    // buffered and flushed every second). The audit trail is a `tracing`
+    // target; it goes to `audit_log` by a layer of the subscriber, and
     // every other event is one JSON line on stdout.
-    let (access_log, audit_log) = match file.config().observe.as_ref() {
-        Some(observe) => {
-            match (
-                AccessLogWriter::open(&observe.access_log),
-                AccessLogWriter::open(&observe.audit_log),
-            ) {
-                (Ok(access), Ok(audit)) => (Some(access), Some(audit)),
-                (Err(err), _) | (_, Err(err)) => {
-                    eprintln!("observe: cannot open a log: {err}");
-                    return ExitCode::FAILURE;
-                }
+    let audit_log = match file.config().observe.as_ref() {
+        Some(observe) => match AccessLogWriter::open(&observe.audit_log) {
+            Ok(audit) => Some(audit),
+            Err(err) => {
+                eprintln!("observe: cannot open the audit log: {err}");
+                return ExitCode::FAILURE;
             }
-        }
-        None => (None, None),
+        },
+        None => None,
     };
     let mut filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let audit_target = tollgate::core::audit::TARGET;
-    // Standard output gets the rest: everything but the access log, and
-    // the audit trail when it has its own file. Those are static
-    // directives of the one `EnvFilter`, decided once per callsite. (A
-    // second per-layer filter nested around this one cost HTTP/2 a third
-    // of its throughput: hyper's and h2's disabled `trace!` callsites were
-    // then asked about per event.)
-    let mut off = vec![format!("{ACCESS_TARGET}=off")];
-    if audit_log.is_some() {
-        off.push(format!("{audit_target}=off"));
-    }
-    for directive in off {
-        if let Ok(directive) = directive.parse() {
-            filter = filter.add_directive(directive);
-        }
+    // Standard output gets the rest: the audit trail only when it has no
+    // file of its own. That is a static directive of the one `EnvFilter`,
+    // decided once per callsite. (A second per-layer filter nested around
+    // this one cost HTTP/2 a third of its throughput: hyper's and h2's
+    // disabled `trace!` callsites were then asked about per event.)
+    if audit_log.is_some()
+        && let Ok(directive) = format!("{audit_target}=off").parse()
+    {
+        filter = filter.add_directive(directive);
     }
     tracing_subscriber::registry()
-        .with(access_log.as_ref().map(AccessLogWriter::layer))
         .with(audit_log.as_ref().map(|w| w.target_layer(audit_target)))
         .with(JsonLines::stdout().with_filter(filter))
         .init();
@@ -178,9 +169,6 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(writer) = access_log {
-        server.reloader().set_access_log(writer);
-    }
     if let Some(writer) = audit_log {
         server.reloader().set_audit_log(writer);
     }

@@ -1,6 +1,7 @@
 //! Config files with every policy: the bench's full stack end to end, an
 //! auth provider's key set kept across reloads, and per-client-class
-//! response shapes, all built from TOML.
+//! response shapes, all built from TOML; and the access log the server
+//! opens itself and moves on reload.
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -36,18 +37,9 @@ async fn the_full_stack_bench_config_applies_every_policy() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/configs/bench-full-stack.toml");
     let text = std::fs::read_to_string(path).expect("sample");
     let file = ConfigFile::parse_with(&text, &env).expect("parses");
-    let writer = tollgate::observe::AccessLogWriter::open(
-        &file.config().observe.as_ref().expect("observe").access_log,
-    )
-    .expect("access log opens");
-    // What examples/gateway.rs installs: the access log to its writer.
-    let _guard = {
-        use tracing_subscriber::prelude::*;
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(writer.layer()))
-    };
-    tracing::callsite::rebuild_interest_cache();
+    // No subscriber: the server opens the access log and writes to it.
     let server = Server::start(file).await.expect("starts");
-    server.reloader().set_access_log(writer.clone());
+    let writer = server.reloader().access_log().expect("an access log");
     let base = format!("http://{}", server.local_addr());
 
     // No token: 401 problem, never forwarded.
@@ -86,6 +78,8 @@ async fn the_full_stack_bench_config_applies_every_policy() {
     assert_eq!(last["request_id"], id.as_str());
     assert_eq!(last["status"], 200);
     assert_eq!(last["subject"], "user-7");
+    assert_eq!(last["upstream"], "backend");
+    assert_eq!(last["endpoint"], format!("http://{backend}"));
     assert!(!log.contains(&token), "the token is never logged");
 }
 
@@ -210,4 +204,62 @@ deny = ["/internal_id", "/debug_info"]
         json!({"id": 42, "name": "Ann", "email": "ann@example.com"})
     );
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// The access log is the server's: opened by the first config with an
+/// `[observe]` table (here a reload), written to directly with no
+/// subscriber installed, and moved when a reload names another file.
+#[tokio::test]
+async fn a_reload_opens_and_moves_the_access_log() {
+    let backend = spawn_upstream(echo_router()).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-log-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (first, second) = (dir.join("first.log"), dir.join("second.log"));
+    for file in [&first, &second] {
+        let _ = std::fs::remove_file(file);
+    }
+    let config = |observe: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n{observe}\n\
+             [[upstreams]]\nname = \"backend\"\nendpoints = [\"http://{backend}\"]\n\
+             [[routes]]\nname = \"all\"\nprefix = \"/\"\nto = \"backend\"\n"
+        )
+    };
+    let observe = |path: &std::path::Path| format!("[observe]\naccess_log = {{ file = {path:?} }}");
+    let server = Server::start(ConfigFile::parse(&config("")).expect("parses"))
+        .await
+        .expect("starts");
+    assert!(server.reloader().access_log().is_none(), "no [observe]");
+    let base = format!("http://{}", server.local_addr());
+    let (status, _, _) = send(format!("{base}/unlogged"), &[]).await;
+    assert_eq!(status, 200);
+
+    let reload = |observe: String| {
+        server
+            .reloader()
+            .reload_from(ConfigFile::parse(&config(&observe)).expect("parses"))
+    };
+    reload(observe(&first)).expect("reloads");
+    let (status, _, _) = send(format!("{base}/to/first"), &[]).await;
+    assert_eq!(status, 200);
+    reload(observe(&second)).expect("reloads");
+    let (status, _, _) = send(format!("{base}/to/second"), &[]).await;
+    assert_eq!(status, 200);
+    server.reloader().flush_logs();
+
+    let paths = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .expect("a log file")
+            .lines()
+            .map(|l| {
+                let line: Value = serde_json::from_str(l).expect("a JSON line");
+                assert_eq!(line["target"], "tollgate::access", "{line}");
+                line["path"].as_str().expect("a path").to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(paths(&first), ["/to/first"]);
+    assert_eq!(paths(&second), ["/to/second"]);
+    server.shutdown().await.expect("clean shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
 }

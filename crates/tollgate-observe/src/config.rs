@@ -21,7 +21,7 @@ use tracing_subscriber::{
     fmt::MakeWriter,
 };
 
-use crate::{ACCESS_TARGET, JsonLines, Metrics, ObserveLayer};
+use crate::{ACCESS_TARGET, JsonLines, Metrics, ObserveBuilder, ObserveLayer};
 
 /// The configuration of an [`ObserveLayer`] and its access log.
 ///
@@ -33,25 +33,26 @@ use crate::{ACCESS_TARGET, JsonLines, Metrics, ObserveLayer};
 /// access_log = "stdout"     # or "stderr", "off", { file = "/var/log/tollgate/access.log" }
 /// ```
 ///
-/// What the gateway calls, once at start-up:
+/// What the gateway calls, once at start-up (without the builder's
+/// `access_log`, the layer emits `tollgate::access` events instead, which
+/// [`AccessLogWriter::layer`] in the subscriber writes as the same lines):
 ///
 /// ```
 /// use tollgate_observe::{AccessLogWriter, Metrics, ObserveConfig};
-/// use tracing_subscriber::prelude::*;
 ///
 /// # fn main() -> std::io::Result<()> {
 /// let config = ObserveConfig::default();
-/// // 1. The destination, and the tracing layer writing `tollgate::access`
-/// //    events to it as JSON lines.
+/// // 1. The destination.
 /// let access_log = AccessLogWriter::open(&config.access_log)?;
-/// let subscriber = tracing_subscriber::registry().with(access_log.layer());
-/// # let _ = subscriber;
-/// // (… `.with(..)` your other layers, then `.init()`.)
-/// // 2. The tower layer that emits the events and records the metrics.
+/// // 2. The tower layer that writes each request's line there and records
+/// //    the metrics.
 /// let metrics = Metrics::new();
-/// let observe = config.layer(Some(metrics.clone()));
+/// let observe = config
+///     .builder(Some(metrics.clone()))
+///     .access_log(access_log.clone())
+///     .build();
 /// // 3. On a configuration reload, the same writer switches destination
-/// //    (the old file is flushed and closed); no subscriber change needed.
+/// //    (the old file is flushed and closed); the layer keeps writing to it.
 /// access_log.reopen(&config.access_log)?;
 /// // 4. At shutdown, flush what is buffered (dropping the last clone does too).
 /// access_log.flush()?;
@@ -163,6 +164,14 @@ impl ObserveConfig {
     /// The layer: the access log, and metrics recorded into `metrics` when
     /// [`metrics`](Self::metrics) is on (`None` records none).
     pub fn layer(&self, metrics: Option<Metrics>) -> ObserveLayer {
+        self.builder(metrics).build()
+    }
+
+    /// The layer's builder, set as [`layer`](Self::layer) sets it, for
+    /// what the config does not hold: the gateway adds the
+    /// [`access_log`](ObserveBuilder::access_log) writer it opened from
+    /// [`access_log`](Self::access_log).
+    pub fn builder(&self, metrics: Option<Metrics>) -> ObserveBuilder {
         let mut builder = ObserveLayer::builder().log_query(self.log_query);
         if let Some(metrics) = metrics.filter(|_| self.metrics) {
             builder = builder.metrics(metrics);
@@ -171,7 +180,7 @@ impl ObserveConfig {
         if let Some(on) = self.server_spans {
             builder = builder.server_spans(on);
         }
-        builder.build()
+        builder
     }
 }
 

@@ -168,6 +168,125 @@ where
     }
 }
 
+/// Writes one `INFO` line of `target` to `writer`, its fields pushed by
+/// `fields`, in the form [`JsonLines`] gives an event of that target with
+/// the same fields: what the access log writes when it has a writer of
+/// its own ([`ObserveBuilder::access_log`](crate::ObserveBuilder::access_log)).
+///
+/// Written here rather than through a `tracing` event because the
+/// subscriber's dispatch (the registry, each layer's filter) and the
+/// field visitor cost about as much again as the line itself, on every
+/// request.
+pub(crate) fn write_info_line<W: io::Write>(
+    mut writer: W,
+    target: &str,
+    fields: impl FnOnce(&mut LineFields<'_>),
+) {
+    let write = |line: &mut String| {
+        line.clear();
+        line.push_str("{\"ts\":\"");
+        push_timestamp(line);
+        line.push_str("\",\"level\":\"INFO\",\"target\":");
+        push_json_str(line, target);
+        fields(&mut LineFields { line: &mut *line });
+        line.push_str("}\n");
+        // A failed log write is not the request's failure.
+        let _ = writer.write_all(line.as_bytes());
+    };
+    LINE.with(|line| match line.try_borrow_mut() {
+        Ok(mut line) => write(&mut line),
+        // Only when writing a line logs another one.
+        Err(_) => write(&mut String::new()),
+    });
+}
+
+/// The fields of a line written by [`write_info_line`].
+pub(crate) struct LineFields<'a> {
+    line: &'a mut String,
+}
+
+impl LineFields<'_> {
+    /// `key` (`,"name":`, as [`line_key!`] makes it) and `value`; nothing
+    /// for a `None`, as `tracing` records no field for one.
+    pub(crate) fn field(&mut self, key: &'static str, value: impl LineValue) {
+        value.push_field(key, self.line);
+    }
+}
+
+/// `,"name":` for a field `name` of a line written by [`write_info_line`],
+/// made at compile time: a Rust identifier has nothing to escape.
+macro_rules! line_key {
+    ($name:ident) => {
+        concat!(",\"", stringify!($name), "\":")
+    };
+}
+pub(crate) use line_key;
+
+/// A value [`LineFields::field`] writes as `tracing` would record it (the
+/// visitor of [`JsonLines`] writes its values with these too).
+pub(crate) trait LineValue: Sized {
+    /// The value's JSON text.
+    fn push_value(self, line: &mut String);
+
+    /// `key`, then the value.
+    fn push_field(self, key: &str, line: &mut String) {
+        line.push_str(key);
+        self.push_value(line);
+    }
+}
+
+impl LineValue for &str {
+    fn push_value(self, line: &mut String) {
+        push_json_str(line, self);
+    }
+}
+
+impl LineValue for u64 {
+    fn push_value(self, line: &mut String) {
+        line.push_str(itoa::Buffer::new().format(self));
+    }
+}
+
+impl LineValue for i64 {
+    fn push_value(self, line: &mut String) {
+        line.push_str(itoa::Buffer::new().format(self));
+    }
+}
+
+impl LineValue for u16 {
+    fn push_value(self, line: &mut String) {
+        u64::from(self).push_value(line);
+    }
+}
+
+impl LineValue for f64 {
+    fn push_value(self, line: &mut String) {
+        push_f64(line, self);
+    }
+}
+
+impl LineValue for bool {
+    fn push_value(self, line: &mut String) {
+        line.push_str(if self { "true" } else { "false" });
+    }
+}
+
+/// No field at all for a `None`, as `tracing` records none.
+impl<T: LineValue> LineValue for Option<T> {
+    fn push_value(self, line: &mut String) {
+        match self {
+            Some(value) => value.push_value(line),
+            None => line.push_str("null"),
+        }
+    }
+
+    fn push_field(self, key: &str, line: &mut String) {
+        if let Some(value) = self {
+            value.push_field(key, line);
+        }
+    }
+}
+
 fn level(level: &Level) -> &'static str {
     match *level {
         Level::ERROR => "ERROR",
@@ -201,27 +320,27 @@ impl Fields<'_> {
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.key(field);
-        push_json_str(self.line, value);
+        value.push_value(self.line);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        self.line.push_str(itoa::Buffer::new().format(value));
+        value.push_value(self.line);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        self.line.push_str(itoa::Buffer::new().format(value));
+        value.push_value(self.line);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        push_f64(self.line, value);
+        value.push_value(self.line);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
-        self.line.push_str(if value { "true" } else { "false" });
+        value.push_value(self.line);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

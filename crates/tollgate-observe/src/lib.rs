@@ -1,7 +1,8 @@
 //! Access logs, Prometheus metrics and the audit trail of the tollgate gateway.
 //!
-//! [`ObserveLayer`] writes one access-log event per request on the tracing
-//! target `tollgate::access` and records the request metrics into a
+//! [`ObserveLayer`] writes one access-log line per request (as an event
+//! on the tracing target `tollgate::access`, or straight to an
+//! [`AccessLogWriter`]) and records the request metrics into a
 //! [`Metrics`] registry, which [`admin_router`] serves as `GET /metrics`:
 //!
 //! ```
@@ -34,9 +35,10 @@
 //!
 //! # Access log
 //!
-//! One event per request, on target [`ACCESS_TARGET`], written when the
-//! response body ends or is dropped (so `latency_ms` covers the whole
-//! response). Its fields:
+//! One line per request, written when the response body ends or is
+//! dropped (so `latency_ms` covers the whole response): an event on
+//! target [`ACCESS_TARGET`], or, with [`ObserveBuilder::access_log`], the
+//! same JSON line written straight to the writer. Its fields:
 //!
 //! | field          | value |
 //! |----------------|-------|
@@ -65,9 +67,12 @@
 //! [`ObserveConfig`] is the plain data of the layer and of the access-log
 //! destination ([`AccessLogConfig`]: standard output or error, a file, or
 //! off); with the `serde` feature it deserialises. The gateway opens an
-//! [`AccessLogWriter`] from it, installs [`AccessLogWriter::layer`] in its
-//! tracing subscriber and builds the layer with [`ObserveConfig::layer`]:
-//! see [`ObserveConfig`] for the exact calls.
+//! [`AccessLogWriter`] from it and builds the layer with
+//! [`ObserveConfig::builder`] and [`ObserveBuilder::access_log`], so the
+//! layer writes each line to it directly: see [`ObserveConfig`] for the
+//! exact calls. Without a writer the layer emits each line as a `tracing`
+//! event of [`ACCESS_TARGET`] instead, for the application's subscriber
+//! ([`AccessLogWriter::layer`] writes those to a destination).
 //!
 //! # Route, identity and upstream
 //!

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::body::Body;
 use http::Method;
 use tollgate_auth::{Provider, ProviderConfig};
-use tollgate_observe::Metrics;
+use tollgate_observe::{AccessLogWriter, Metrics};
 use tollgate_proxy::{Upstream, UpstreamConfig};
 use tollgate_ratelimit::{ConcurrencyLimitLayer, RateLimitConfig, RateLimitLayer};
 use tollgate_request_id::{ClientIpLayer, RequestIdLayer};
@@ -33,6 +33,7 @@ pub struct BuildState {
     providers: HashMap<String, (ProviderConfig, Provider)>,
     rate_limits: HashMap<String, (RateLimitConfig, RateLimitLayer)>,
     metrics: Option<Metrics>,
+    access_log: Option<AccessLogWriter>,
 }
 
 impl BuildState {
@@ -48,6 +49,22 @@ impl BuildState {
             metrics: Some(metrics),
             ..Self::default()
         }
+    }
+
+    /// The same state, whose builds write the access log straight to
+    /// `writer` ([`ObserveBuilder::access_log`]) rather than as `tracing`
+    /// events.
+    ///
+    /// [`ObserveBuilder::access_log`]: tollgate_observe::ObserveBuilder::access_log
+    #[must_use]
+    pub fn with_access_log(mut self, writer: AccessLogWriter) -> Self {
+        self.access_log = Some(writer);
+        self
+    }
+
+    /// The access-log writer of this state's builds, if any.
+    pub fn access_log(&self) -> Option<&AccessLogWriter> {
+        self.access_log.as_ref()
     }
 
     fn provider(
@@ -149,6 +166,7 @@ impl ConfigFile {
         let config = &self.config;
         let mut next = BuildState {
             metrics: state.metrics.clone(),
+            access_log: state.access_log.clone(),
             ..BuildState::default()
         };
         let mut builder = Gateway::builder().trace_context(config.trace_context);
@@ -161,7 +179,11 @@ impl ConfigFile {
             let metrics = observe
                 .metrics
                 .then(|| next.metrics.get_or_insert_with(Metrics::new).clone());
-            builder = builder.observe(observe.layer(metrics));
+            let mut layer = observe.builder(metrics);
+            if let Some(writer) = &state.access_log {
+                layer = layer.access_log(writer.clone());
+            }
+            builder = builder.observe(layer.build());
         }
         for (name, provider) in &config.auth.providers {
             state

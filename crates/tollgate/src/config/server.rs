@@ -73,7 +73,8 @@ struct Shared {
     metrics: Metrics,
     health: Health,
     snapshot: ConfigSnapshot,
-    /// The access log's and the audit trail's writers, moved to the new
+    /// The access log's writer (opened here) and the audit trail's (set
+    /// by the application), moved to the new
     /// `observe.access_log`/`observe.audit_log` on reload.
     logs: Mutex<[Option<AccessLogWriter>; 2]>,
 }
@@ -95,7 +96,11 @@ impl Reloader {
     pub fn new(file: ConfigFile) -> Result<Self, ConfigFileError> {
         let metrics = Metrics::new();
         let health = Health::new();
-        let initial = BuildState::with_metrics(metrics.clone());
+        let mut initial = BuildState::with_metrics(metrics.clone());
+        let access_log = open_access_log(&file)?;
+        if let Some(writer) = &access_log {
+            initial = initial.with_access_log(writer.clone());
+        }
         let (router, state) = build_router(&file, &initial, &health)?;
         let snapshot = ConfigSnapshot::new(file.redacted());
         Ok(Self {
@@ -105,7 +110,7 @@ impl Reloader {
                 metrics,
                 health,
                 snapshot,
-                logs: Mutex::new([None, None]),
+                logs: Mutex::new([access_log, None]),
             }),
         })
     }
@@ -183,6 +188,17 @@ impl Reloader {
         if let Err(err) = restart_only(running.config(), &file) {
             return Err(self.refused(err));
         }
+        if state.access_log().is_none() {
+            // The first config with an `[observe]` table opens the log.
+            match open_access_log(&file) {
+                Ok(Some(writer)) => {
+                    self.logs()[ACCESS] = Some(writer.clone());
+                    *state = std::mem::take(state).with_access_log(writer);
+                }
+                Ok(None) => {}
+                Err(err) => return Err(self.refused(err)),
+            }
+        }
         match build_router(&file, state, &self.shared.health) {
             Ok((router, next)) => {
                 self.move_logs(running.config(), file.config());
@@ -198,11 +214,11 @@ impl Reloader {
         }
     }
 
-    /// The access-log destination to move when `observe.access_log`
-    /// changes on reload (the subscriber that writes to it is the
-    /// application's: see [`AccessLogWriter::layer`]).
-    pub fn set_access_log(&self, writer: AccessLogWriter) {
-        self.logs()[ACCESS] = Some(writer);
+    /// The access log's writer: opened from `observe.access_log` by the
+    /// first config with an `[observe]` table, written to by every build
+    /// from then on, and moved when a reload changes the destination.
+    pub fn access_log(&self) -> Option<AccessLogWriter> {
+        self.logs()[ACCESS].clone()
     }
 
     /// The audit trail's destination to move when `observe.audit_log`
@@ -338,6 +354,17 @@ fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), Config
         moved,
         "listener settings change only on restart; the reload was refused",
     ))
+}
+
+/// The access log's writer for `file`'s `observe.access_log`, when it has
+/// an `[observe]` table.
+fn open_access_log(file: &ConfigFile) -> Result<Option<AccessLogWriter>, ConfigFileError> {
+    let Some(observe) = &file.config().observe else {
+        return Ok(None);
+    };
+    AccessLogWriter::open(&observe.access_log)
+        .map(Some)
+        .map_err(|e| file.error_at("observe.access_log", e.to_string()))
 }
 
 fn build_router(
