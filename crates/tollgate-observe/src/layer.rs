@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use tower::Layer;
 
 use crate::{AccessLogWriter, Metrics, Observe};
@@ -8,7 +10,8 @@ use crate::{AccessLogWriter, Metrics, Observe};
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct ObserveLayer {
-    pub(crate) config: Config,
+    /// Shared by every service and request record the layer makes.
+    pub(crate) config: Arc<Config>,
 }
 
 /// Builds an [`ObserveLayer`]; nothing in it can be invalid, so
@@ -63,7 +66,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe::new(inner, self.config.clone())
+        Observe::new(inner, Arc::clone(&self.config))
     }
 }
 
@@ -119,7 +122,7 @@ impl ObserveBuilder {
     /// The layer.
     pub fn build(self) -> ObserveLayer {
         ObserveLayer {
-            config: self.config,
+            config: Arc::new(self.config),
         }
     }
 }

@@ -14,7 +14,6 @@ use tollgate_core::{
 };
 
 use crate::{
-    AccessLogWriter, Metrics,
     json_lines::{line_key, write_info_line},
     layer::Config,
     metrics::{Finished, method_label},
@@ -50,10 +49,9 @@ macro_rules! access_line {
 /// it writes the access-log event and records the metrics, exactly once.
 pub(crate) struct Record {
     start: Instant,
-    metrics: Option<Metrics>,
-    /// Where the access line goes directly; `None`: a `tracing` event.
-    access_log: Option<AccessLogWriter>,
-    log_query: bool,
+    /// The layer's: metrics, where the access line goes (`None`: a
+    /// `tracing` event), whether the query is logged.
+    config: Arc<Config>,
     method: Method,
     path: Option<PathAndQuery>,
     request_id: Option<RequestId>,
@@ -82,7 +80,7 @@ impl Record {
     pub(crate) fn start<B>(
         req: &Request<B>,
         bytes_in: Option<u64>,
-        config: &Config,
+        config: &Arc<Config>,
         observed: Observed,
     ) -> Self {
         let ext = req.extensions();
@@ -96,9 +94,7 @@ impl Record {
         }
         Self {
             start: Instant::now(),
-            metrics: config.metrics.clone(),
-            access_log: config.access_log.clone(),
-            log_query: config.log_query,
+            config: Arc::clone(config),
             method: req.method().clone(),
             path: req.uri().path_and_query().cloned(),
             request_id: ext.get::<RequestId>().cloned(),
@@ -172,13 +168,13 @@ impl Drop for Record {
             self.consumer.clone_from(&identity.consumer);
         }
         let upstream = self.observed.upstream();
-        if let (Some(metrics), Some(call)) = (&self.metrics, upstream) {
+        if let (Some(metrics), Some(call)) = (&self.config.metrics, upstream) {
             metrics.record_upstream(Arc::clone(&call.upstream), call.latency);
             if let Some(kind) = call.error {
                 metrics.record_upstream_error(Arc::clone(&call.upstream), kind);
             }
         }
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = &self.config.metrics {
             metrics.request_finished(&Finished {
                 route: self.route.as_ref(),
                 method: &self.method,
@@ -189,7 +185,7 @@ impl Drop for Record {
             });
         }
         let path = match &self.path {
-            Some(pq) if self.log_query => pq.as_str(),
+            Some(pq) if self.config.log_query => pq.as_str(),
             Some(pq) => pq.path(),
             // An authority-form target (`CONNECT host:port`) has no path.
             None => "",
@@ -206,7 +202,7 @@ impl Drop for Record {
         let trace_hex = self.trace.map(|t| t.trace_id_hex_bytes());
         let trace_id = trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok());
         access_line!(
-            self.access_log.as_ref();
+            self.config.access_log.as_ref();
             // A `&str` field rather than a format string: the same
             // `"message":"request"`, recorded as a string instead of
             // through `fmt::Arguments` (a fifth of the line's cost).
@@ -294,11 +290,11 @@ mod tests {
     use tracing_subscriber::prelude::*;
 
     use super::*;
-    use crate::{AccessLogConfig, JsonLines};
+    use crate::{AccessLogConfig, AccessLogWriter, JsonLines};
 
     /// A request that fills every field of the line, with values to
     /// escape, and a record of it that saw an upstream call and a problem.
-    fn full_record(config: &Config) -> Record {
+    fn full_record(config: &Arc<Config>) -> Record {
         let mut req = Request::post("/users/7?token=x")
             .header(header::USER_AGENT, "agent \"quoted\"\tand \\ slashed")
             .body(())
@@ -361,7 +357,8 @@ mod tests {
         let events = Buf::default();
         let out = events.clone();
         let subscriber = tracing_subscriber::registry().with(JsonLines::new(move || out.clone()));
-        tracing::subscriber::with_default(subscriber, || drop(full_record(&Config::default())));
+        let config = Arc::new(Config::default());
+        tracing::subscriber::with_default(subscriber, || drop(full_record(&config)));
         let event_line = String::from_utf8(events.0.lock().unwrap().clone()).unwrap();
 
         // The direct path, to a file (flushed line by line outside a
@@ -372,10 +369,10 @@ mod tests {
         ));
         let _ = std::fs::remove_file(&path);
         let writer = AccessLogWriter::open(&AccessLogConfig::File(path.clone())).unwrap();
-        let config = Config {
+        let config = Arc::new(Config {
             access_log: Some(writer),
             ..Config::default()
-        };
+        });
         let seen = Buf::default();
         let out = seen.clone();
         let subscriber = tracing_subscriber::registry().with(JsonLines::new(move || out.clone()));

@@ -1,4 +1,7 @@
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use http::{Request, Response, header};
 use http_body::Body;
@@ -22,13 +25,13 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Observe<S> {
     inner: S,
-    config: Config,
+    config: Arc<Config>,
 }
 
 // === impl Observe ===
 
 impl<S> Observe<S> {
-    pub(crate) fn new(inner: S, config: Config) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
         Self { inner, config }
     }
 
