@@ -76,8 +76,9 @@ impl HeadClock {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A response body ended, or was dropped unfinished.
-    fn response_ended(&self) {
+    /// A response body ended, or was dropped unfinished, or the request
+    /// was dropped before it had a response.
+    pub(crate) fn response_ended(&self) {
         let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.idle_since.store(since, Ordering::Relaxed);
         // Release: whoever sees the count drop sees the time stored above.

@@ -415,8 +415,20 @@ pin_project! {
     {
         #[pin]
         call: CallNow<S, Request<Body>>,
-        // Handed to the response body.
+        // Handed to the response body; still here when the call is
+        // dropped unfinished, which then ends the request on the clock.
         clock: Option<Arc<HeadClock>>,
+    }
+
+    impl<S> PinnedDrop for ConnectionFuture<S>
+    where
+        S: Service<Request<Body>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(clock) = this.project().clock.take() {
+                clock.response_ended();
+            }
+        }
     }
 }
 
@@ -474,5 +486,43 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const T: Duration = Duration::from_millis(300);
+
+    /// A request dropped before its response (its connection closing under
+    /// it) ends on the clock too: the connection is idle again, and its
+    /// next head has the whole timeout from then.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_unanswered_ends_on_the_clock() {
+        let clock = Arc::new(HeadClock::new());
+        let never = tower::service_fn(|_: Request<Body>| {
+            std::future::pending::<Result<Response<Body>, Infallible>>()
+        });
+        clock.head_read(http::Version::HTTP_11);
+        let mut call = Box::pin(ConnectionFuture {
+            call: CallNow::new(never, Request::new(Body::empty())),
+            clock: Some(Arc::clone(&clock)),
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(T * 10).await;
+        // In flight: never timed out.
+        assert_eq!(clock.next(T), Next::At(Instant::now() + T));
+
+        drop(call);
+        let dropped = Instant::now();
+        assert_eq!(clock.next(T), Next::At(dropped + T));
+        tokio::time::advance(T).await;
+        assert_eq!(clock.next(T), Next::TimedOut);
     }
 }
