@@ -54,7 +54,8 @@ mod tls;
 /// Hang guard: a bug fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(10);
 
-// The HTTP/2 limits `serve` applies: hyper 1.12's and h2 0.4's defaults.
+// The HTTP/2 limits `serve` sets (the `H2_*` constants of
+// `crates/tollgate/src/serve.rs`).
 const MAX_CONCURRENT_STREAMS: u32 = 200;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
