@@ -170,6 +170,12 @@ fn bad_configs_name_the_line_and_the_key() {
     assert!(err.starts_with("line 8: routes[0].auth: "), "{err}");
     assert!(err.contains("unknown auth provider \"ldap\""), "{err}");
 
+    // A connection limit of zero would serve nothing.
+    assert_eq!(
+        parse_err("[server]\nmax_connections = 0\n"),
+        "line 2: server.max_connections: invalid value: integer `0`, expected a nonzero usize"
+    );
+
     // Not TOML at all.
     assert!(parse_err("[server\nlisten = 1\n").starts_with("line 1: "));
 }
@@ -445,6 +451,51 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
             .status(),
         200
     );
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// `server.max_connections` reaches the listener: past it, a connection
+/// waits unserved until an open one closes.
+#[tokio::test]
+async fn the_connection_limit_comes_from_the_config() {
+    use axum::{Router, routing::get as get_route};
+    use std::time::Duration;
+    use tokio::{io::AsyncWriteExt, net::TcpStream, time::timeout};
+
+    let upstream = spawn_upstream(Router::new().route("/x", get_route(|| async { "x" }))).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\n[admin]\nenabled = false\n\
+         [[upstreams]]\nname = \"u\"\nendpoints = [\"http://{upstream}\"]\n\
+         [[routes]]\nprefix = \"/\"\nto = \"u\"\n"
+    );
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let addr = server.local_addr();
+    let request = b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
+    async fn answer(stream: &mut TcpStream) -> String {
+        let read = timeout(Duration::from_secs(10), tollgate_tests::read_head(stream));
+        read.await.expect("in time").expect("a head").0
+    }
+
+    let mut open = TcpStream::connect(addr).await.expect("connect");
+    open.write_all(request).await.expect("write");
+    let first = answer(&mut open).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+
+    let mut waiting = TcpStream::connect(addr).await.expect("connect");
+    waiting.write_all(request).await.expect("write");
+    let early = timeout(
+        Duration::from_millis(300),
+        tollgate_tests::read_head(&mut waiting),
+    )
+    .await;
+    assert!(early.is_err(), "answered past the limit: {early:?}");
+
+    drop(open);
+    let second = answer(&mut waiting).await;
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
+    drop(waiting);
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -6,7 +6,14 @@
     reason = "helpers outside #[test] fns fail the test with a message"
 )]
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, routing::get};
 use http::{Request, StatusCode, Version};
@@ -18,11 +25,19 @@ use tokio::{
     task::JoinHandle,
     time::timeout,
 };
+use tollgate::core::Drain;
 use tollgate::{Gateway, Route, Upstream};
 use tollgate_tests::{
     ClientBody, RunningGateway, body_bytes, body_json, client, echo_router, empty, forever,
     h2_client, raw_exchange, spawn_gateway, spawn_gateway_with_drain, spawn_upstream,
 };
+
+/// A server started here: its address, its stop and its task.
+type Served = (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+);
 
 /// Safety bound: a bug fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(10);
@@ -241,29 +256,35 @@ async fn the_drain_timeout_closes_requests_that_never_finish() {
 
 /// Runs `serve` with a 300 ms header read timeout in front of an echo
 /// upstream; returns its address and a sender that shuts it down.
-async fn serve_with_header_timeout() -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<std::io::Result<()>>,
-) {
+async fn serve_with_header_timeout() -> Served {
     serve_with_header_timeout_to(spawn_upstream(echo_router()).await).await
 }
 
 /// The same in front of the upstream at `upstream`.
-async fn serve_with_header_timeout_to(
-    upstream: SocketAddr,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<std::io::Result<()>>,
-) {
+async fn serve_with_header_timeout_to(upstream: SocketAddr) -> Served {
+    serve_router(
+        gateway_to(upstream),
+        Duration::from_millis(300),
+        tollgate::DEFAULT_MAX_CONNECTIONS,
+    )
+    .await
+}
+
+/// Serves `router` on 127.0.0.1:0 with these settings, until the sender
+/// fires.
+async fn serve_router(
+    router: Router,
+    header_read_timeout: Duration,
+    max_connections: usize,
+) -> Served {
     let (listener, addr) = tollgate_tests::listener().await;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(
-        tollgate::serve(listener, gateway_to(upstream), async move {
+        tollgate::serve(listener, router, async move {
             let _ = rx.await;
         })
-        .header_read_timeout(Duration::from_millis(300))
+        .header_read_timeout(header_read_timeout)
+        .max_connections(max_connections)
         .into_future(),
     );
     (addr, tx, task)
@@ -448,6 +469,118 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
         .expect("answered in time")
         .expect("read");
     assert!(out.starts_with(b"HTTP/1.1 200 "));
+
+    stop_server(stop, task).await;
+}
+
+/// A router whose `/ok` counts its calls.
+fn counting_router() -> (Router, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let router = Router::new().route(
+        "/ok",
+        get(move || async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }),
+    );
+    (router, calls)
+}
+
+/// Sends `GET /ok` on `stream` and checks that no answer comes (and the
+/// service is not called) for a while: the connection waits in the
+/// accept queue.
+async fn assert_waiting(stream: &mut TcpStream, calls: &AtomicUsize, served: usize) {
+    stream
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
+    assert!(read.is_err(), "answered past the limit: {read:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), served);
+}
+
+/// At the limit, a new connection waits in the accept queue, unserved,
+/// until an open one closes; then it is served, and the others go on.
+#[tokio::test]
+async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
+    let (router, calls) = counting_router();
+    let (addr, stop, task) = serve_router(router, Duration::from_secs(30), 2).await;
+
+    let mut first = TcpStream::connect(addr).await.expect("connect");
+    get_ok(&mut first, "/ok").await;
+    let mut second = TcpStream::connect(addr).await.expect("connect");
+    get_ok(&mut second, "/ok").await;
+
+    // The kernel completes the handshake (the backlog); the server does
+    // not take the connection.
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    assert_waiting(&mut third, &calls, 2).await;
+
+    drop(first);
+    let head = read_response(&mut third).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    get_ok(&mut second, "/ok").await;
+    get_ok(&mut third, "/ok").await;
+
+    stop_server(stop, task).await;
+}
+
+/// An upgraded connection whose tunnel holds the server's drain guard
+/// counts against the limit after its HTTP connection has handed it over,
+/// until the tunnel ends.
+#[tokio::test]
+async fn an_upgraded_connection_counts_until_its_tunnel_ends() {
+    let (router, calls) = counting_router();
+    let router = router.route(
+        "/tunnel",
+        get(|mut req: Request<axum::body::Body>| async move {
+            let guard = req
+                .extensions()
+                .get::<Drain>()
+                .expect("serve puts the drain into every request")
+                .guard();
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                // Holds the guard until the client closes its side.
+                if let Ok(upgraded) = upgrade.await {
+                    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                    let mut sink = Vec::new();
+                    let _ = timeout(BOUND, io.read_to_end(&mut sink)).await;
+                }
+                drop(guard);
+            });
+            http::Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "test")
+                .body(axum::body::Body::empty())
+                .expect("a valid response")
+        }),
+    );
+    let (addr, stop, task) = serve_router(router, Duration::from_secs(30), 1).await;
+
+    let mut tunnel = TcpStream::connect(addr).await.expect("connect");
+    tunnel
+        .write_all(
+            b"GET /tunnel HTTP/1.1\r\nHost: gw\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let (head, _) = timeout(BOUND, tollgate_tests::read_head(&mut tunnel))
+        .await
+        .expect("answered in time")
+        .expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+
+    let mut waiting = TcpStream::connect(addr).await.expect("connect");
+    assert_waiting(&mut waiting, &calls, 0).await;
+
+    drop(tunnel);
+    let head = read_response(&mut waiting).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
 
     stop_server(stop, task).await;
 }

@@ -74,7 +74,7 @@ mod tls;
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
-pub use serve::{Serve, serve, shutdown_signal};
+pub use serve::{DEFAULT_MAX_CONNECTIONS, Serve, serve, shutdown_signal};
 pub use tls::{
     ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, hsts_layer, redirect_to_https,
 };

@@ -77,9 +77,13 @@ where
         shutdown,
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
+        max_connections: DEFAULT_MAX_CONNECTIONS,
         tls: None,
     }
 }
+
+/// [`Serve::max_connections`]'s default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// A server future; see [`serve`].
 #[must_use = "a server does nothing unless awaited"]
@@ -89,6 +93,7 @@ pub struct Serve<S, F> {
     shutdown: F,
     drain_timeout: Duration,
     header_read_timeout: Duration,
+    max_connections: usize,
     tls: Option<TlsConfig>,
 }
 
@@ -98,6 +103,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("listener", &self.listener)
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_connections", &self.max_connections)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -145,6 +151,24 @@ where
         self
     }
 
+    /// How many client connections may be open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], 10,000): connections being served,
+    /// TLS handshakes in progress, and upgraded connections (WebSockets)
+    /// whose tunnel holds a [`DrainGuard`](tollgate_core::DrainGuard), as
+    /// the proxy's tunnels do.
+    ///
+    /// At the limit the listener is not asked for more: new connections
+    /// wait in the kernel's accept queue (the listener's backlog) until one
+    /// of the open ones closes, and past the backlog the kernel stops
+    /// answering their handshakes, so clients retry; this is nginx's
+    /// `worker_connections` and HAProxy's `maxconn`. Keep it under the
+    /// process's file-descriptor limit, leaving room for the upstream
+    /// connections. A limit of 0 would serve nothing; it is taken as 1.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = limit.max(1);
+        self
+    }
+
     /// Terminates TLS on every connection with `config`: certificates by
     /// SNI, ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, and client
     /// certificates when configured (see [`TlsConfig`]).
@@ -166,6 +190,7 @@ where
             shutdown,
             drain_timeout,
             header_read_timeout,
+            max_connections,
             tls,
         } = self;
         let local = listener.local_addr().ok();
@@ -193,13 +218,28 @@ where
         let drain = Drain::new();
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut at_limit = false;
 
         loop {
+            // Upgraded connections live in their tunnels' tasks, not in
+            // `connections`; their guards count them.
+            let open = connections.len() + drain.active();
+            let full = open >= max_connections;
+            if full && !at_limit {
+                tracing::warn!(
+                    connections = open,
+                    limit = max_connections,
+                    "connection limit reached; new connections wait in the accept queue"
+                );
+            }
+            at_limit = full;
             let (stream, remote) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
+                // A tunnel's end wakes nothing here: look again shortly.
+                () = tokio::time::sleep(LIMIT_RECHECK), if full => continue,
+                accepted = listener.accept(), if !full => match accepted {
                     Ok(conn) => conn,
                     Err(err) => {
                         // Out of file descriptors and the like: back off
@@ -286,6 +326,10 @@ where
 
 /// How long, after the drain time, tunnels may take to close.
 const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
+
+/// At the connection limit, how often the accept loop looks again for
+/// tunnels that closed (a connection that closes wakes it at once).
+const LIMIT_RECHECK: Duration = Duration::from_millis(50);
 
 // === HTTP/2 limits ===
 //

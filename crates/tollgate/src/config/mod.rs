@@ -48,6 +48,7 @@ mod source;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
+    num::NonZeroUsize,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -130,6 +131,12 @@ pub struct ServerConfig {
     /// TLS, its handshake). Default 30 s.
     #[serde(with = "tollgate_core::serde_util::duration")]
     pub header_read_timeout: Duration,
+    /// How many client connections may be open at once; past it new ones
+    /// wait in the accept queue (see [`Serve::max_connections`]). Default
+    /// 10,000.
+    ///
+    /// [`Serve::max_connections`]: crate::Serve::max_connections
+    pub max_connections: NonZeroUsize,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<ServerTlsConfig>,
 }
@@ -303,6 +310,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            max_connections: NonZeroUsize::new(crate::DEFAULT_MAX_CONNECTIONS)
+                .unwrap_or(NonZeroUsize::MIN),
             tls: None,
         }
     }

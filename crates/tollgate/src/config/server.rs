@@ -484,7 +484,8 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let mut public = serve(listener, reloader.service(), stopped(&stop))
             .drain_timeout(config.server.drain_timeout)
-            .header_read_timeout(config.server.header_read_timeout);
+            .header_read_timeout(config.server.header_read_timeout)
+            .max_connections(config.server.max_connections.get());
         if let Some(tls) = tls {
             #[cfg(unix)]
             if config
@@ -504,7 +505,8 @@ impl Server {
                 let listener = TcpListener::bind(addr).await?;
                 let addr = listener.local_addr()?;
                 let redirect = redirect_to_https(listener, local_addr.port(), stopped(&stop))
-                    .header_read_timeout(config.server.header_read_timeout);
+                    .header_read_timeout(config.server.header_read_timeout)
+                    .max_connections(config.server.max_connections.get());
                 tasks.spawn(redirect.into_future());
                 Some(addr)
             }
