@@ -170,6 +170,12 @@ fn bad_configs_name_the_line_and_the_key() {
     assert!(err.starts_with("line 8: routes[0].auth: "), "{err}");
     assert!(err.contains("unknown auth provider \"ldap\""), "{err}");
 
+    // An HTTP/2 window past what the protocol allows.
+    assert_eq!(
+        parse_err("[server.http2]\ninitial_stream_window_size = 4294967295\n"),
+        "line 2: server.http2.initial_stream_window_size: 4294967295 is not within 65535..=2147483647"
+    );
+
     // A connection limit of zero would serve nothing.
     assert_eq!(
         parse_err("[server]\nmax_connections = 0\n"),

@@ -54,8 +54,8 @@ mod tls;
 /// Hang guard: a bug fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(10);
 
-// The HTTP/2 limits `serve` sets (the `H2_*` constants of
-// `crates/tollgate/src/serve.rs`).
+// The HTTP/2 limits `serve` sets by default (`Http2Settings::default()`
+// and the fixed limits of `crates/tollgate/src/http2.rs`).
 const MAX_CONCURRENT_STREAMS: u32 = 200;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
@@ -326,6 +326,18 @@ impl Raw {
         (raw, write)
     }
 
+    /// Checks the server's SETTINGS for each `(id, value)` of `want`.
+    fn assert_settings(&self, want: &[(u16, u32)]) {
+        for (id, value) in want {
+            assert_eq!(
+                self.settings.get(id),
+                Some(value),
+                "setting {id:#x}: {:?}",
+                self.settings
+            );
+        }
+    }
+
     /// The next frame, or `None` once the server has closed (or reset) the
     /// connection.
     async fn next(&mut self) -> Option<Frame> {
@@ -418,22 +430,12 @@ async fn the_server_advertises_its_http2_limits() {
     let backend = Backend::new();
     let gw = server(&backend).await;
     let (raw, _write) = Raw::connect(gw.addr).await;
+    raw.assert_settings(&[
+        (SETTINGS_MAX_CONCURRENT_STREAMS, MAX_CONCURRENT_STREAMS),
+        (SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_SIZE),
+        (SETTINGS_INITIAL_WINDOW_SIZE, INITIAL_WINDOW),
+    ]);
     let settings = &raw.settings;
-    assert_eq!(
-        settings.get(&SETTINGS_MAX_CONCURRENT_STREAMS),
-        Some(&MAX_CONCURRENT_STREAMS),
-        "{settings:?}"
-    );
-    assert_eq!(
-        settings.get(&SETTINGS_MAX_HEADER_LIST_SIZE),
-        Some(&MAX_HEADER_LIST_SIZE),
-        "{settings:?}"
-    );
-    assert_eq!(
-        settings.get(&SETTINGS_INITIAL_WINDOW_SIZE),
-        Some(&INITIAL_WINDOW),
-        "{settings:?}"
-    );
     // RFC defaults, which h2 may leave out.
     for (id, default) in [
         (SETTINGS_MAX_FRAME_SIZE, MAX_FRAME_SIZE),
@@ -1023,4 +1025,67 @@ async fn a_header_block_that_never_ends_is_closed_by_the_header_read_timeout() {
         .unwrap();
     raw.until_closed("a header block without END_HEADERS").await;
     assert_eq!(backend.calls(), 0);
+}
+
+/// Settings of one's own (`Serve::http2`) are the ones advertised, and
+/// enforced: a header list under the default limit but over this one is
+/// refused.
+#[tokio::test]
+async fn http2_settings_of_ones_own_are_advertised_and_enforced() {
+    let backend = Backend::new();
+    let mut http2 = tollgate::Http2Settings::default();
+    http2.max_concurrent_streams = 50;
+    http2.max_header_list_size = 8 * 1024;
+    http2.initial_stream_window_size = 128 * 1024;
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, backend.router(), std::future::pending())
+            .http2(http2)
+            .into_future(),
+    );
+    let (raw, _write) = Raw::connect(addr).await;
+    raw.assert_settings(&[
+        (SETTINGS_MAX_CONCURRENT_STREAMS, 50),
+        (SETTINGS_MAX_HEADER_LIST_SIZE, 8 * 1024),
+        (SETTINGS_INITIAL_WINDOW_SIZE, 128 * 1024),
+    ]);
+
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let mut req = h2_get(&addr.to_string(), "/");
+    req.headers_mut()
+        .insert("x-big", "a".repeat(12 * 1024).parse().unwrap());
+    match client.send_request(req, true) {
+        Ok((response, _)) => match timeout(BOUND, response).await.expect("answered in time") {
+            Ok(response) => assert_eq!(
+                response.status(),
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            ),
+            Err(err) => assert!(err.is_reset(), "{err:?}"),
+        },
+        // The client itself may hold to the advertised limit.
+        Err(err) => assert!(err.to_string().contains("header"), "{err}"),
+    }
+    assert_eq!(backend.calls(), 0);
+}
+
+/// `[server.http2]` in the config file reaches the listener.
+#[tokio::test]
+async fn http2_settings_come_from_the_config_file() {
+    use tollgate::config::{ConfigFile, Server};
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[server.http2]\n\
+                max_concurrent_streams = 64\ninitial_stream_window_size = 262144\n\n\
+                [admin]\nenabled = false\n";
+    let server = Server::start(ConfigFile::parse(text).unwrap())
+        .await
+        .unwrap();
+    let (raw, write) = Raw::connect(server.local_addr()).await;
+    raw.assert_settings(&[
+        (SETTINGS_MAX_CONCURRENT_STREAMS, 64),
+        (SETTINGS_INITIAL_WINDOW_SIZE, 262_144),
+    ]);
+    drop((raw, write));
+    server.shutdown().await.unwrap();
 }

@@ -66,6 +66,7 @@ mod builder;
 pub mod config;
 mod head_deadline;
 mod health;
+mod http2;
 mod parse_error;
 mod routing;
 mod serve;
@@ -73,6 +74,7 @@ mod tls;
 
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
+pub use http2::Http2Settings;
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{DEFAULT_MAX_CONNECTIONS, Serve, serve, shutdown_signal};
 pub use tls::{

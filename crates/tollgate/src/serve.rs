@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioExecutor, TokioIo},
     server::{
         conn::auto,
         graceful::{GracefulShutdown, Watcher},
@@ -33,6 +33,7 @@ use tollgate_core::{ConnectionInfo, Drain, Identity};
 use tower::Service;
 
 use crate::{
+    Http2Settings,
     head_deadline::{HeadClock, MarkEnd, Next},
     parse_error::ProblemOnParseError,
     routing::CallNow,
@@ -78,6 +79,7 @@ where
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
         max_connections: DEFAULT_MAX_CONNECTIONS,
+        http2: Http2Settings::default(),
         tls: None,
     }
 }
@@ -94,6 +96,7 @@ pub struct Serve<S, F> {
     drain_timeout: Duration,
     header_read_timeout: Duration,
     max_connections: usize,
+    http2: Http2Settings,
     tls: Option<TlsConfig>,
 }
 
@@ -104,6 +107,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_connections", &self.max_connections)
+            .field("http2", &self.http2)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -169,6 +173,15 @@ where
         self
     }
 
+    /// The HTTP/2 settings: concurrent streams, header list size, flow
+    /// control windows, send buffer and keep-alive pings (default
+    /// [`Http2Settings::default`]). Each value is taken into its valid
+    /// range, given on its field.
+    pub fn http2(mut self, settings: Http2Settings) -> Self {
+        self.http2 = settings;
+        self
+    }
+
     /// Terminates TLS on every connection with `config`: certificates by
     /// SNI, ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3, and client
     /// certificates when configured (see [`TlsConfig`]).
@@ -191,6 +204,7 @@ where
             drain_timeout,
             header_read_timeout,
             max_connections,
+            http2,
             tls,
         } = self;
         let local = listener.local_addr().ok();
@@ -198,22 +212,7 @@ where
         // No hyper header read timeout: each connection keeps its own
         // (`serve_connection`, `head_deadline`).
         builder.http1().header_read_timeout(None).keep_alive(true);
-        // The HTTP/2 limits are set explicitly, not left to hyper's and
-        // h2's defaults, so that an upgrade cannot change them unseen; see
-        // the constants below for each value and why.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
-            .max_frame_size(H2_MAX_FRAME_SIZE)
-            .initial_stream_window_size(H2_INITIAL_WINDOW_SIZE)
-            .initial_connection_window_size(H2_INITIAL_WINDOW_SIZE)
-            .max_send_buf_size(H2_MAX_SEND_BUF_SIZE);
+        http2.apply(&mut builder);
         let graceful = GracefulShutdown::new();
         let drain = Drain::new();
         let mut connections = JoinSet::new();
@@ -330,54 +329,6 @@ const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
 /// At the connection limit, how often the accept loop looks again for
 /// tunnels that closed (a connection that closes wakes it at once).
 const LIMIT_RECHECK: Duration = Duration::from_millis(50);
-
-// === HTTP/2 limits ===
-//
-// Each is hyper 1.12's (or h2 0.4's) default at the time of writing, set
-// here so that it holds whatever a later hyper does. The hostile-client
-// tests (`tests/tests/h2_hostile.rs`) check the advertised values and what
-// each one stops. The HPACK table the client may fill stays at h2's 4 KiB
-// (the RFC 7541 default): hyper-util's auto builder has no setter for it.
-
-/// Streams a client may have open at once on one connection
-/// (`SETTINGS_MAX_CONCURRENT_STREAMS`); streams past it are refused with
-/// `REFUSED_STREAM`. RFC 9113 asks for no less than 100; hyper says its 200
-/// may change and asks servers to set their own.
-const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
-
-/// Streams the client resets before the server has taken them up, beyond
-/// which the connection gets `GOAWAY` (`ENHANCE_YOUR_CALM`): the rapid
-/// reset attack, CVE-2023-44487. h2's default; hyper leaves it unset.
-const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
-
-/// Streams the server itself resets for a client's protocol errors
-/// (malformed requests, refused streams …) over a connection's life,
-/// beyond which it sends `GOAWAY`: RUSTSEC-2024-0003, and the shape of
-/// MadeYouReset (CVE-2025-8671). hyper advises against lifting it.
-const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-
-/// Decoded size of a request's header list (`SETTINGS_MAX_HEADER_LIST_SIZE`,
-/// names + values + 32 bytes a field). Past it the stream gets a 431; past
-/// four times it, or when CONTINUATION frames run beyond what the size
-/// needs, the connection gets `GOAWAY` (the CONTINUATION flood,
-/// RUSTSEC-2024-0332). It also bounds the header block held per stream.
-const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-
-/// The largest frame payload accepted (`SETTINGS_MAX_FRAME_SIZE`): the
-/// RFC 9113 minimum, so no frame needs more than 16 KiB to be read.
-const H2_MAX_FRAME_SIZE: u32 = 16 * 1024;
-
-/// Receive windows, per stream and per connection: how much request body
-/// a client may send before the service reads it. The connection window
-/// bounds what one connection can make the server hold, whatever the
-/// number of streams.
-const H2_INITIAL_WINDOW_SIZE: u32 = 1024 * 1024;
-
-/// Response bytes buffered per stream ahead of the socket. A client that
-/// opens a large window and stops reading holds at most this per stream
-/// (times [`H2_MAX_CONCURRENT_STREAMS`] per connection, 80 MB) until the
-/// keep-alive ping closes the connection; the body is not read further.
-const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 
 /// What ties one connection to the server's shutdown: hyper-util's watcher
 /// for the connection itself, the [`Drain`] for the upgraded connections

@@ -137,6 +137,11 @@ pub struct ServerConfig {
     ///
     /// [`Serve::max_connections`]: crate::Serve::max_connections
     pub max_connections: NonZeroUsize,
+    /// `[server.http2]`: concurrent streams, header list size, windows,
+    /// send buffer and keep-alive pings (see [`Http2Settings`]).
+    ///
+    /// [`Http2Settings`]: crate::Http2Settings
+    pub http2: crate::Http2Settings,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<ServerTlsConfig>,
 }
@@ -312,6 +317,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             max_connections: NonZeroUsize::new(crate::DEFAULT_MAX_CONNECTIONS)
                 .unwrap_or(NonZeroUsize::MIN),
+            http2: crate::Http2Settings::default(),
             tls: None,
         }
     }

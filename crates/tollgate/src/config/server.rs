@@ -485,7 +485,8 @@ impl Server {
         let mut public = serve(listener, reloader.service(), stopped(&stop))
             .drain_timeout(config.server.drain_timeout)
             .header_read_timeout(config.server.header_read_timeout)
-            .max_connections(config.server.max_connections.get());
+            .max_connections(config.server.max_connections.get())
+            .http2(config.server.http2);
         if let Some(tls) = tls {
             #[cfg(unix)]
             if config
@@ -506,7 +507,8 @@ impl Server {
                 let addr = listener.local_addr()?;
                 let redirect = redirect_to_https(listener, local_addr.port(), stopped(&stop))
                     .header_read_timeout(config.server.header_read_timeout)
-                    .max_connections(config.server.max_connections.get());
+                    .max_connections(config.server.max_connections.get())
+                    .http2(config.server.http2);
                 tasks.spawn(redirect.into_future());
                 Some(addr)
             }
