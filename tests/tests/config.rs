@@ -505,6 +505,35 @@ async fn the_connection_limit_comes_from_the_config() {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// `server.body_read_timeout` reaches the listener: a stalled body gets
+/// its 408 after the configured time.
+#[tokio::test]
+async fn the_body_read_timeout_comes_from_the_config() {
+    use axum::{Router, body::Bytes, routing::post};
+
+    let upstream =
+        spawn_upstream(Router::new().route("/up", post(|body: Bytes| async move { body }))).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nbody_read_timeout = \"300ms\"\n[admin]\nenabled = false\n\
+         [[upstreams]]\nname = \"u\"\nendpoints = [\"http://{upstream}\"]\n\
+         [[routes]]\nprefix = \"/\"\nto = \"u\"\n"
+    );
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let answer = tollgate_tests::raw_exchange(
+        server.local_addr(),
+        b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\nhalf",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer.contains("urn:tollgate:problem:request-timeout"),
+        "{answer}"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn the_tls_sample_terminates_https_redirects_and_sets_hsts() {
     use std::sync::Arc;

@@ -262,31 +262,27 @@ async fn serve_with_header_timeout() -> Served {
 
 /// The same in front of the upstream at `upstream`.
 async fn serve_with_header_timeout_to(upstream: SocketAddr) -> Served {
-    serve_router(
-        gateway_to(upstream),
-        Duration::from_millis(300),
-        tollgate::DEFAULT_MAX_CONNECTIONS,
-    )
+    serve_router(gateway_to(upstream), |serve| {
+        serve.header_read_timeout(Duration::from_millis(300))
+    })
     .await
 }
 
-/// Serves `router` on 127.0.0.1:0 with these settings, until the sender
-/// fires.
+/// The shutdown future of the servers started here.
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves `router` on 127.0.0.1:0, set up by `configure`, until the
+/// sender fires.
 async fn serve_router(
     router: Router,
-    header_read_timeout: Duration,
-    max_connections: usize,
+    configure: impl FnOnce(tollgate::Serve<Router, Stop>) -> tollgate::Serve<Router, Stop>,
 ) -> Served {
     let (listener, addr) = tollgate_tests::listener().await;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(
-        tollgate::serve(listener, router, async move {
-            let _ = rx.await;
-        })
-        .header_read_timeout(header_read_timeout)
-        .max_connections(max_connections)
-        .into_future(),
-    );
+    let stop: Stop = Box::pin(async move {
+        let _ = rx.await;
+    });
+    let task = tokio::spawn(configure(tollgate::serve(listener, router, stop)).into_future());
     (addr, tx, task)
 }
 
@@ -506,7 +502,7 @@ async fn assert_waiting(stream: &mut TcpStream, calls: &AtomicUsize, served: usi
 #[tokio::test]
 async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
     let (router, calls) = counting_router();
-    let (addr, stop, task) = serve_router(router, Duration::from_secs(30), 2).await;
+    let (addr, stop, task) = serve_router(router, |serve| serve.max_connections(2)).await;
 
     let mut first = TcpStream::connect(addr).await.expect("connect");
     get_ok(&mut first, "/ok").await;
@@ -560,7 +556,7 @@ async fn an_upgraded_connection_counts_until_its_tunnel_ends() {
                 .expect("a valid response")
         }),
     );
-    let (addr, stop, task) = serve_router(router, Duration::from_secs(30), 1).await;
+    let (addr, stop, task) = serve_router(router, |serve| serve.max_connections(1)).await;
 
     let mut tunnel = TcpStream::connect(addr).await.expect("connect");
     tunnel
@@ -581,6 +577,129 @@ async fn an_upgraded_connection_counts_until_its_tunnel_ends() {
     drop(tunnel);
     let head = read_response(&mut waiting).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+
+    stop_server(stop, task).await;
+}
+
+/// An upstream that reads `POST /upload` bodies and reports each read's
+/// outcome: `Ok(length)` or `Err(())` when the body broke off.
+async fn upload_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Result<usize, ()>>) {
+    use http_body_util::BodyExt;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let router = Router::new().route(
+        "/upload",
+        axum::routing::post(move |body: axum::body::Body| async move {
+            let read = body.collect().await.map(|b| b.to_bytes().len());
+            let _ = tx.send(read.as_ref().map(|n| *n).map_err(|_| ()));
+            read.map(|n| n.to_string()).unwrap_or_default()
+        }),
+    );
+    (spawn_upstream(router).await, rx)
+}
+
+/// A gateway with a 300 ms body read timeout in front of
+/// [`upload_upstream`].
+async fn upload_gateway() -> (Served, mpsc::UnboundedReceiver<Result<usize, ()>>) {
+    let (upstream, reads) = upload_upstream().await;
+    let served = serve_router(gateway_to(upstream), |serve| {
+        serve.body_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    (served, reads)
+}
+
+/// A client that stops sending its request body for longer than the body
+/// read timeout gets a 408 problem with `Connection: close`, and the
+/// upstream's request is dropped, not completed.
+#[tokio::test]
+async fn a_request_body_that_stalls_gets_408_and_the_upstream_request_is_dropped() {
+    let ((addr, stop, task), mut reads) = upload_gateway().await;
+
+    let answer = tollgate_tests::raw_exchange(
+        addr,
+        b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 408 "), "{answer}");
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    let problem: serde_json::Value = serde_json::from_str(body).expect("a problem");
+    assert_eq!(problem["type"], "urn:tollgate:problem:request-timeout");
+    assert_eq!(problem["instance"], "/upload");
+
+    let read = timeout(BOUND, reads.recv())
+        .await
+        .expect("the upstream saw the body end");
+    assert_eq!(read, Some(Err(())), "the upstream's body must break off");
+
+    stop_server(stop, task).await;
+}
+
+/// The timeout bounds each wait, not the whole body: a body that keeps
+/// coming, slower than the timeout in total, is delivered whole.
+#[tokio::test]
+async fn a_slow_but_steady_body_is_not_cut_off() {
+    let ((addr, stop, task), mut reads) = upload_gateway().await;
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .expect("write");
+    // Ten bytes, one every 100 ms: a second in all, three timeouts long.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(b"x").await.expect("write");
+    }
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let read = timeout(BOUND, reads.recv()).await.expect("read in time");
+    assert_eq!(read, Some(Ok(10)));
+    // The connection is still good for the next request.
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\nok")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+
+    stop_server(stop, task).await;
+}
+
+/// Over HTTP/2 the stalled stream gets the 408, and the connection serves
+/// the other streams.
+#[tokio::test]
+async fn a_stalled_http2_stream_gets_408_and_the_connection_goes_on() {
+    let ((addr, stop, task), _reads) = upload_gateway().await;
+
+    let io = TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    // Sends `data`, and nothing more unless `end`; the response's head.
+    let upload = |client: h2::client::SendRequest<bytes::Bytes>, data: &'static [u8], end: bool| async move {
+        let mut client = client.ready().await.expect("ready");
+        let req = Request::post(format!("http://{addr}/upload"))
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(req, false).expect("send");
+        body.send_data(bytes::Bytes::from_static(data), end)
+            .expect("data");
+        let response = timeout(BOUND, response)
+            .await
+            .expect("answered in time")
+            .expect("a response");
+        (response, body)
+    };
+    let (response, _stalled) = upload(client.clone(), b"part", false).await;
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(response.headers().get("connection").is_none());
+    let (response, _) = upload(client, b"whole", true).await;
+    assert_eq!(response.status(), StatusCode::OK);
 
     stop_server(stop, task).await;
 }

@@ -50,6 +50,9 @@ problem_types! {
     HEADERS_TOO_LARGE = "headers-too-large";
     /// The request target is longer than the server accepts (414).
     URI_TOO_LONG = "uri-too-long";
+    /// The client stopped sending its request body for longer than the
+    /// server waits (408).
+    REQUEST_TIMEOUT = "request-timeout";
     /// A quota was exceeded (429).
     RATE_LIMITED = "rate-limited";
     /// The gateway is overloaded or a dependency is down (503).
@@ -165,6 +168,15 @@ impl Problem {
     /// 414: the request target is too long.
     pub fn uri_too_long() -> Self {
         Self::new(StatusCode::URI_TOO_LONG, URI_TOO_LONG, "URI too long")
+    }
+
+    /// 408: the client stopped sending its request body.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+            "Request timeout",
+        )
     }
 
     /// 429: a quota was exceeded. Add [`Problem::retry_after`].

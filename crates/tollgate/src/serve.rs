@@ -28,12 +28,13 @@ use tokio::{
     net::TcpListener,
     task::JoinSet,
 };
-use tollgate_core::BoxError;
+use tollgate_core::{BoxError, body::ResponseBody};
 use tollgate_core::{ConnectionInfo, Drain, Identity};
 use tower::Service;
 
 use crate::{
     Http2Settings,
+    body_timeout::{self, Stall},
     head_deadline::{HeadClock, MarkEnd, Next},
     parse_error::ProblemOnParseError,
     routing::CallNow,
@@ -78,6 +79,7 @@ where
         shutdown,
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
+        body_read_timeout: Duration::from_secs(60),
         max_connections: DEFAULT_MAX_CONNECTIONS,
         http2: Http2Settings::default(),
         tls: None,
@@ -95,6 +97,7 @@ pub struct Serve<S, F> {
     shutdown: F,
     drain_timeout: Duration,
     header_read_timeout: Duration,
+    body_read_timeout: Duration,
     max_connections: usize,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
@@ -106,6 +109,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("listener", &self.listener)
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .field("max_connections", &self.max_connections)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
@@ -152,6 +156,18 @@ where
     /// request; slow or silent clients are disconnected.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may leave its request body waiting (default
+    /// 60 s, nginx's `client_body_timeout`): while a layer or the proxy
+    /// reads the body, each wait for the next data is bounded by it. A
+    /// body that stalls that long ends in an error, the upstream request
+    /// is abandoned, and the client gets a 408 problem (on HTTP/1.1 with
+    /// `Connection: close`, as the rest of its body is still on the
+    /// wire). Requests without a body are not affected.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
         self
     }
 
@@ -203,10 +219,15 @@ where
             shutdown,
             drain_timeout,
             header_read_timeout,
+            body_read_timeout,
             max_connections,
             http2,
             tls,
         } = self;
+        let timeouts = Timeouts {
+            header_read: header_read_timeout,
+            body_read: body_read_timeout,
+        };
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // No hyper header read timeout: each connection keeps its own
@@ -268,7 +289,7 @@ where
                     builder.clone(),
                     service.clone(),
                     tracked,
-                    header_read_timeout,
+                    timeouts,
                 )),
                 None => connections.spawn(serve_connection(
                     &builder,
@@ -277,7 +298,7 @@ where
                     None,
                     service.clone(),
                     tracked,
-                    header_read_timeout,
+                    timeouts,
                 )),
             };
         }
@@ -338,6 +359,15 @@ pub(crate) struct Tracked {
     pub(crate) drain: Drain,
 }
 
+/// A listener's timeouts, as each connection keeps them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// [`Serve::header_read_timeout`]; also bounds a TLS handshake.
+    pub(crate) header_read: Duration,
+    /// [`Serve::body_read_timeout`].
+    pub(crate) body_read: Duration,
+}
+
 /// Serves one connection: the plain socket, or the decrypted TLS stream.
 ///
 /// Every request gets `info`, the server's [`Drain`] and, when there is
@@ -349,7 +379,7 @@ pub(crate) fn serve_connection<I, S, B>(
     identity: Option<Identity>,
     service: S,
     tracked: Tracked,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -362,6 +392,7 @@ where
     // The header read timeout (see `head_deadline`): each request head
     // must arrive within `header_read_timeout` of the connection becoming
     // idle, the auto server's protocol sniff included.
+    let header_read_timeout = timeouts.header_read;
     let clock = Arc::new(HeadClock::new());
     let Tracked { watcher, drain } = tracked;
     let svc = ConnectionService {
@@ -370,6 +401,7 @@ where
         drain,
         identity,
         clock: Arc::clone(&clock),
+        body_read_timeout: timeouts.body_read,
     };
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(ProblemOnParseError::new(io)), svc)
@@ -436,13 +468,14 @@ struct ConnectionService<S> {
     drain: Drain,
     identity: Option<Identity>,
     clock: Arc<HeadClock>,
+    body_read_timeout: Duration,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
 where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
 {
-    type Response = Response<MarkEnd<B>>;
+    type Response = Response<MarkEnd<ResponseBody<B>>>;
     type Error = Infallible;
     type Future = ConnectionFuture<S>;
 
@@ -454,9 +487,11 @@ where
         if let Some(identity) = &self.identity {
             extensions.insert(identity.clone());
         }
+        let (req, stall) = body_timeout::watch(req, self.body_read_timeout);
         ConnectionFuture {
-            call: CallNow::new(self.service.clone(), req.map(Body::new)),
+            call: CallNow::new(self.service.clone(), req),
             clock: Some(Arc::clone(&self.clock)),
+            stall,
         }
     }
 }
@@ -472,6 +507,8 @@ pin_project! {
         // Handed to the response body; still here when the call is
         // dropped unfinished, which then ends the request on the clock.
         clock: Option<Arc<HeadClock>>,
+        // Only for a request with a body.
+        stall: Option<Stall>,
     }
 
     impl<S> PinnedDrop for ConnectionFuture<S>
@@ -490,7 +527,7 @@ impl<S, B> Future for ConnectionFuture<S>
 where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
 {
-    type Output = Result<Response<MarkEnd<B>>, Infallible>;
+    type Output = Result<Response<MarkEnd<ResponseBody<B>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -498,6 +535,10 @@ where
         // `None`: polled after completion, which hyper does not do.
         let Some(clock) = this.clock.take() else {
             return Poll::Pending;
+        };
+        let res = match this.stall.take() {
+            Some(stall) => stall.answer(res),
+            None => res.map(ResponseBody::inner),
         };
         Poll::Ready(Ok(res.map(|body| MarkEnd::new(body, clock))))
     }
@@ -566,6 +607,7 @@ mod tests {
         let mut call = Box::pin(ConnectionFuture {
             call: CallNow::new(never, Request::new(Body::empty())),
             clock: Some(Arc::clone(&clock)),
+            stall: None,
         });
         let mut cx = Context::from_waker(Waker::noop());
         assert!(call.as_mut().poll(&mut cx).is_pending());

@@ -40,7 +40,7 @@ use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, Connecti
 use tower::Service;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::serve::{Serve, Tracked, serve, serve_connection};
+use crate::serve::{Serve, Timeouts, Tracked, serve, serve_connection};
 
 /// The TLS settings of a listener: certificates chosen by SNI, ALPN `h2`
 /// and `http/1.1`, TLS 1.2 and 1.3 only, and optionally client
@@ -553,7 +553,7 @@ pub(crate) async fn accept<S, B>(
     builder: auto::Builder<TokioExecutor>,
     service: S,
     tracked: Tracked,
-    timeout: Duration,
+    timeouts: Timeouts,
 ) where
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -561,7 +561,7 @@ pub(crate) async fn accept<S, B>(
     B::Error: Into<BoxError>,
 {
     let remote = info.remote;
-    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let stream = match tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
             tracing::debug!(error = %err, %remote, "tls handshake failed");
@@ -590,7 +590,7 @@ pub(crate) async fn accept<S, B>(
         identity,
         service,
         tracked,
-        timeout,
+        timeouts,
     )
     .await;
 }

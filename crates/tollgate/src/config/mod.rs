@@ -131,6 +131,12 @@ pub struct ServerConfig {
     /// TLS, its handshake). Default 30 s.
     #[serde(with = "tollgate_core::serde_util::duration")]
     pub header_read_timeout: Duration,
+    /// How long a client may leave its request body waiting before it gets
+    /// a 408 (see [`Serve::body_read_timeout`]). Default 60 s.
+    ///
+    /// [`Serve::body_read_timeout`]: crate::Serve::body_read_timeout
+    #[serde(with = "tollgate_core::serde_util::duration")]
+    pub body_read_timeout: Duration,
     /// How many client connections may be open at once; past it new ones
     /// wait in the accept queue (see [`Serve::max_connections`]). Default
     /// 10,000.
@@ -315,6 +321,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
             max_connections: NonZeroUsize::new(crate::DEFAULT_MAX_CONNECTIONS)
                 .unwrap_or(NonZeroUsize::MIN),
             http2: crate::Http2Settings::default(),
