@@ -3,6 +3,7 @@
 //! [`ResponseBody`] is what a layer that can reject returns: either the inner
 //! service's body, untouched and streaming, or a small fixed body (a
 //! problem). [`BoxBody`] is the type-erased body the facade uses.
+//! [`IdleTimeout`] bounds how long a body may wait for its next frame.
 
 use std::{
     fmt,
@@ -15,6 +16,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::BoxError;
+
+mod idle;
+
+pub use idle::{IdleTimedOut, IdleTimeout};
 
 pin_project! {
     /// A response body: the inner body, or a fixed body the layer wrote

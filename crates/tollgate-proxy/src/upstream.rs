@@ -27,7 +27,8 @@ use tokio::{
 };
 use tollgate_core::{
     BoxError, ClientIp, ConfigError, ConfigErrorKind, ConnectionInfo, Drain, DrainGuard, Observed,
-    RequestId, UpstreamCall, body::ResponseBody,
+    RequestId, UpstreamCall,
+    body::{IdleTimeout, ResponseBody},
 };
 use tower::Service;
 
@@ -92,6 +93,19 @@ pub struct UpstreamConfig {
         )
     )]
     pub response_timeout: Option<Duration>,
+    /// The longest the response body may wait for its next data once the
+    /// headers are in (nginx's `proxy_read_timeout`, Kong's
+    /// `read_timeout`). Past it the response is cut off: the client's
+    /// connection is closed (HTTP/1.1) or its stream reset (HTTP/2), as the
+    /// status has been sent. `None` waits forever. Default 60 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default = "defaults::read_timeout",
+            with = "tollgate_core::serde_util::option_duration"
+        )
+    )]
+    pub read_timeout: Option<Duration>,
     /// How long an idle pooled connection is kept. Default 90 s.
     #[cfg_attr(
         feature = "serde",
@@ -139,6 +153,9 @@ mod defaults {
     pub(super) fn response_timeout() -> Option<Duration> {
         Some(Duration::from_secs(30))
     }
+    pub(super) fn read_timeout() -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
     pub(super) fn idle_timeout() -> Duration {
         Duration::from_secs(90)
     }
@@ -185,6 +202,7 @@ struct Shared<T> {
     transport: T,
     version: Version,
     response_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
     forwarded: ForwardedHeaders,
 }
 
@@ -213,6 +231,7 @@ struct Pending {
     drain: Option<Drain>,
     request_id: Option<RequestId>,
     client_path: PathAndQuery,
+    read_timeout: Option<Duration>,
 }
 
 // === impl UpstreamConfig ===
@@ -228,6 +247,7 @@ impl UpstreamConfig {
             protocol: Protocol::default(),
             connect_timeout: defaults::connect_timeout(),
             response_timeout: defaults::response_timeout(),
+            read_timeout: defaults::read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             cooloff: defaults::cooloff(),
             max_idle_per_endpoint: defaults::max_idle_per_endpoint(),
@@ -281,6 +301,13 @@ impl UpstreamBuilder {
     /// Sets the response-header timeout (default 30 s); `None` waits forever.
     pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.response_timeout = timeout;
+        self
+    }
+
+    /// Sets how long the response body may wait for its next data (default
+    /// 60 s); `None` waits forever. See [`UpstreamConfig::read_timeout`].
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.read_timeout = timeout;
         self
     }
 
@@ -438,6 +465,9 @@ where
         if config.response_timeout.is_some_and(|t| t.is_zero()) {
             return Err(zero("response_timeout"));
         }
+        if config.read_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(zero("read_timeout"));
+        }
         if config.idle_timeout.is_zero() {
             return Err(zero("idle_timeout"));
         }
@@ -499,6 +529,7 @@ where
                     Version::HTTP_11
                 },
                 response_timeout: config.response_timeout,
+                read_timeout: config.read_timeout,
                 forwarded: config.forwarded,
             }),
             _body: std::marker::PhantomData,
@@ -564,7 +595,7 @@ where
     B: Send + 'static,
     T: Transport<B>,
 {
-    type Response = Response<ResponseBody<T::Body>>;
+    type Response = Response<ResponseBody<IdleTimeout<T::Body>>>;
     type Error = Infallible;
     type Future = ResponseFuture<T::Future>;
 
@@ -585,7 +616,7 @@ impl<F, RB> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<RB>, TransportError>>,
 {
-    type Output = Result<Response<ResponseBody<RB>>, Infallible>;
+    type Output = Result<Response<ResponseBody<IdleTimeout<RB>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -616,7 +647,7 @@ impl Pending {
     fn finish<RB>(
         self,
         result: Option<Result<Response<RB>, TransportError>>,
-    ) -> Response<ResponseBody<RB>> {
+    ) -> Response<ResponseBody<IdleTimeout<RB>>> {
         let endpoint = &self.in_flight.endpoint().label;
         if let Some((observed, sent_at)) = &self.observed {
             observed.set_upstream(UpstreamCall::new(
@@ -640,7 +671,8 @@ impl Pending {
                     let guard = self.drain.as_ref().map(Drain::guard);
                     spawn_tunnel(client, hyper::upgrade::on(&mut res), self.name, guard);
                 }
-                return res.map(ResponseBody::inner);
+                let read_timeout = self.read_timeout;
+                return res.map(|body| ResponseBody::inner(IdleTimeout::new(body, read_timeout)));
             }
             Some(Err(err)) => {
                 let kind = err.kind();
@@ -713,6 +745,7 @@ impl<T> Shared<T> {
                 drain,
                 request_id,
                 client_path,
+                read_timeout: self.read_timeout,
             }),
         }
     }

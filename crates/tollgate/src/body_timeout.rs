@@ -2,31 +2,25 @@
 //! body for longer than the timeout gets a 408 problem, and its connection
 //! is closed (HTTP/1) or its stream reset (HTTP/2).
 //!
-//! Written here rather than with tower-http's `TimeoutBody`: that body does
-//! not forward `size_hint` and `is_end_stream`, which the proxy needs to
-//! keep a request's `Content-Length` framing and HTTP/2 `END_STREAM`, and
-//! it makes a new timer after every frame where this one resets its own.
-//! It also has no way to tell the connection that the body, not the
-//! upstream, failed, which is what turns the answer into a 408.
+//! The body is `tollgate_core`'s [`IdleTimeout`], which sets a flag when
+//! it fires: that flag, not the error the layers make of it, decides the
+//! answer.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version, header::CONNECTION};
-use http_body::{Frame, SizeHint};
-use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep};
-use tollgate_core::{BoxError, Problem, body::ResponseBody};
+use tollgate_core::{
+    BoxError, Problem,
+    body::{IdleTimeout, ResponseBody},
+};
 
 /// What a request with a body needs to answer 408 when the body stalls.
 #[derive(Debug)]
@@ -56,14 +50,7 @@ where
         timeout,
     };
     let stalled = Arc::clone(&stall.stalled);
-    let req = req.map(|body| {
-        Body::new(StallBody {
-            body,
-            timeout,
-            sleep: None,
-            stalled,
-        })
-    });
+    let req = req.map(|body| Body::new(IdleTimeout::flagging(body, timeout, stalled)));
     (req, Some(stall))
 }
 
@@ -92,132 +79,49 @@ impl Stall {
     }
 }
 
-pin_project! {
-    /// A request body that ends in an error, and marks `stalled`, when no
-    /// frame comes for `timeout` while it is being read.
-    struct StallBody<B> {
-        #[pin]
-        body: B,
-        timeout: Duration,
-        // Made at the first read that has to wait, then reset after each
-        // frame.
-        #[pin]
-        sleep: Option<Sleep>,
-        stalled: Arc<AtomicBool>,
-    }
-}
-
-/// The error a stalled body ends with.
-#[derive(Debug)]
-struct BodyStalled(Duration);
-
-impl std::fmt::Display for BodyStalled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no request body data for {} s", self.0.as_secs_f64())
-    }
-}
-
-impl std::error::Error for BodyStalled {}
-
-impl<B> http_body::Body for StallBody<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                sleep.reset(Instant::now() + *this.timeout);
-            }
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
-        }
-        if this.sleep.as_mut().as_pin_mut().is_none() {
-            this.sleep.set(Some(sleep(*this.timeout)));
-        }
-        let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        ready!(sleep.poll(cx));
-        this.stalled.store(true, Ordering::Release);
-        Poll::Ready(Some(Err(Box::new(BodyStalled(*this.timeout)))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use http_body_util::{BodyExt, StreamBody};
-    use tokio::sync::mpsc;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Empty, StreamBody};
 
     use super::*;
 
     const T: Duration = Duration::from_secs(5);
 
-    fn channel_request() -> (
-        mpsc::Sender<Bytes>,
-        Request<impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send>,
-    ) {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let stream = futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-        });
-        (tx, Request::new(StreamBody::new(stream)))
+    /// A body that never sends.
+    fn silent() -> Request<impl http_body::Body<Data = Bytes, Error = std::convert::Infallible>> {
+        let stream =
+            futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
+        Request::new(StreamBody::new(stream))
     }
 
-    /// Data that keeps coming resets the timer; a silence as long as the
-    /// timeout ends the body and marks the stall, and the answer is 408.
+    /// A body that stalls ends, and the answer becomes a 408 that closes
+    /// an HTTP/1.1 connection.
     #[tokio::test(start_paused = true)]
-    async fn a_body_that_stops_coming_ends_and_answers_408() {
-        let (tx, req) = channel_request();
-        let (req, stall) = watch(req, T);
+    async fn a_stalled_body_ends_and_the_answer_is_408() {
+        let (req, stall) = watch(silent(), T);
         let Some(stall) = stall else {
             panic!("a body that has not ended is watched");
         };
-        let mut body = req.into_body();
-        for _ in 0..3 {
-            tokio::time::advance(T / 2).await;
-            let _ = tx.send(Bytes::from_static(b"chunk")).await;
-            let frame = body.frame().await;
-            assert!(matches!(frame, Some(Ok(_))), "{frame:?}");
-        }
-        let read = body.frame().await;
+        let read = req.into_body().frame().await;
         let Some(Err(err)) = read else {
             panic!("expected the stall error, got {read:?}");
         };
-        assert!(err.to_string().contains("no request body data"), "{err}");
+        assert!(err.to_string().contains("no body data"), "{err}");
 
         let res = stall.answer(Response::new(()));
         assert_eq!(res.status(), http::StatusCode::REQUEST_TIMEOUT);
         assert_eq!(res.headers()[CONNECTION], "close");
-        drop(tx);
     }
 
     /// Without a stall the service's response passes as it is, and a
     /// request without a body is not watched.
     #[tokio::test(start_paused = true)]
     async fn no_stall_no_change() {
-        let (tx, req) = channel_request();
-        let (_, stall) = watch(req, T);
-        let res = stall
-            .map(|s| s.answer(Response::new(())))
-            .map(|r| r.status());
-        assert_eq!(res, Some(http::StatusCode::OK));
-        drop(tx);
-        let (_, stall) = watch(Request::new(http_body_util::Empty::<Bytes>::new()), T);
+        let (_req, stall) = watch(silent(), T);
+        let status = stall.map(|s| s.answer(Response::new(())).status());
+        assert_eq!(status, Some(http::StatusCode::OK));
+        let (_, stall) = watch(Request::new(Empty::<Bytes>::new()), T);
         assert!(stall.is_none());
     }
 }

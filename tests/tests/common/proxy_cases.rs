@@ -801,6 +801,19 @@ async fn upstream_closing_mid_body_aborts_the_client_body() {
     let res = get(&gw, "/bad/short").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-length"], "1000");
+    let (got, outcome) = read_body(res).await;
+    assert!(
+        outcome.is_err(),
+        "the body ended cleanly after {} bytes",
+        got.len()
+    );
+    assert!(b"0123456789".starts_with(&got), "{got:?}");
+    assert_ok_route_works(&gw).await;
+}
+
+/// Reads `res`'s body to its end or its error (within [`SAFETY`]): the
+/// bytes, and how it ended.
+async fn read_body(res: http::Response<Incoming>) -> (Vec<u8>, Result<(), hyper::Error>) {
     let mut body = res.into_body();
     let mut got = Vec::new();
     let outcome = within("body end", async {
@@ -817,13 +830,58 @@ async fn upstream_closing_mid_body_aborts_the_client_body() {
         }
     })
     .await;
+    (got, outcome)
+}
+
+/// A gateway whose `/bad` upstream answers with a 10-byte body in 10
+/// writes, `gap` apart, and then holds the connection open without the
+/// rest when `stall`; its read timeout is 300 ms.
+async fn trickling_gateway(gap: Duration, stall: bool) -> RunningGateway {
+    let up = spawn_raw_upstream(move |mut stream| async move {
+        let _ = read_head(&mut stream).await;
+        let length = if stall { 100 } else { 10 };
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        let _ = stream.write_all(head.as_bytes()).await;
+        for byte in b"0123456789" {
+            tokio::time::sleep(gap).await;
+            let _ = stream.write_all(&[*byte]).await;
+        }
+        if stall {
+            // Silent, connection open, until the gateway gives up on it.
+            let mut rest = Vec::new();
+            let _ = within("the gateway closes", stream.read_to_end(&mut rest)).await;
+        }
+    })
+    .await;
+    gateway_with_bad(upstream("bad", up).read_timeout(Some(Duration::from_millis(300)))).await
+}
+
+#[tokio::test]
+async fn upstream_stalling_mid_body_is_cut_off_after_the_read_timeout() {
+    let gw = trickling_gateway(Duration::from_millis(1), true).await;
+
+    let res = get(&gw, "/bad/stall").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (got, outcome) = read_body(res).await;
     assert!(
         outcome.is_err(),
         "the body ended cleanly after {} bytes",
         got.len()
     );
-    assert!(b"0123456789".starts_with(&got), "{got:?}");
+    assert_eq!(&got[..], b"0123456789");
     assert_ok_route_works(&gw).await;
+}
+
+/// The read timeout bounds each wait, not the whole body.
+#[tokio::test]
+async fn an_upstream_body_slow_but_steady_is_delivered_whole() {
+    let gw = trickling_gateway(Duration::from_millis(100), false).await;
+
+    let res = get(&gw, "/bad/steady").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (got, outcome) = read_body(res).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(&got[..], b"0123456789");
 }
 
 // ===== 10. load balancing =====
