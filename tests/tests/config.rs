@@ -514,13 +514,17 @@ async fn the_body_read_timeout_comes_from_the_config() {
     let upstream =
         spawn_upstream(Router::new().route("/up", post(|body: Bytes| async move { body }))).await;
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbody_read_timeout = \"300ms\"\n[admin]\nenabled = false\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nbody_read_timeout = \"300ms\"\nsend_timeout = \"7s\"\n\
+         [admin]\nenabled = false\n\
          [[upstreams]]\nname = \"u\"\nendpoints = [\"http://{upstream}\"]\n\
          [[routes]]\nprefix = \"/\"\nto = \"u\"\n"
     );
-    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
-        .await
-        .expect("starts");
+    let file = ConfigFile::parse(&text).expect("parses");
+    assert_eq!(
+        file.config().server.send_timeout,
+        std::time::Duration::from_secs(7)
+    );
+    let server = Server::start(file).await.expect("starts");
     let answer = tollgate_tests::raw_exchange(
         server.local_addr(),
         b"POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\nhalf",

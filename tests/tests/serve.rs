@@ -703,3 +703,66 @@ async fn a_stalled_http2_stream_gets_408_and_the_connection_goes_on() {
 
     stop_server(stop, task).await;
 }
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A client that stops reading a large response is disconnected once a
+/// write has waited for the send timeout; the response body (and with it
+/// anything upstream) is dropped, not left to wait forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
+    const CHUNK: usize = 16 * 1024;
+    const CHUNKS: usize = 4096; // 64 MiB, far more than the socket buffers.
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let produced = Arc::new(AtomicUsize::new(0));
+    let router = Router::new().route(
+        "/big",
+        get({
+            let (dropped, produced) = (Arc::clone(&dropped), Arc::clone(&produced));
+            move || async move {
+                let guard = DropFlag(dropped);
+                let stream = futures_util::stream::unfold((guard, 0), move |(guard, n)| {
+                    let produced = Arc::clone(&produced);
+                    async move {
+                        (n < CHUNKS).then(|| {
+                            produced.fetch_add(1, Ordering::SeqCst);
+                            let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
+                            (Ok::<_, std::convert::Infallible>(chunk), (guard, n + 1))
+                        })
+                    }
+                });
+                axum::body::Body::from_stream(stream)
+            }
+        }),
+    );
+    let (addr, stop, task) = serve_router(router, |serve| {
+        serve.send_timeout(Duration::from_millis(300))
+    })
+    .await;
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .expect("write");
+    // ... and never read.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the body was still held after {BOUND:?}, {} chunks made",
+            produced.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(produced.load(Ordering::SeqCst) < CHUNKS);
+    drop(stream);
+    stop_server(stop, task).await;
+}

@@ -70,6 +70,7 @@ mod health;
 mod http2;
 mod parse_error;
 mod routing;
+mod send_timeout;
 mod serve;
 mod tls;
 

@@ -38,6 +38,7 @@ use crate::{
     head_deadline::{HeadClock, MarkEnd, Next},
     parse_error::ProblemOnParseError,
     routing::CallNow,
+    send_timeout::SendTimeout,
     tls::TlsConfig,
 };
 
@@ -80,6 +81,7 @@ where
         drain_timeout: Duration::from_secs(30),
         header_read_timeout: Duration::from_secs(30),
         body_read_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
         max_connections: DEFAULT_MAX_CONNECTIONS,
         http2: Http2Settings::default(),
         tls: None,
@@ -98,6 +100,7 @@ pub struct Serve<S, F> {
     drain_timeout: Duration,
     header_read_timeout: Duration,
     body_read_timeout: Duration,
+    send_timeout: Duration,
     max_connections: usize,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
@@ -110,6 +113,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("drain_timeout", &self.drain_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("send_timeout", &self.send_timeout)
             .field("max_connections", &self.max_connections)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
@@ -171,6 +175,16 @@ where
         self
     }
 
+    /// How long a write to the client may wait for the client to read
+    /// (default 60 s, nginx's `send_timeout`): a client that stops reading
+    /// a response (or, after an upgrade, its tunnel) for that long is
+    /// disconnected, and the response's body, with its upstream request, is
+    /// dropped. It bounds each wait, not the whole response.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
     /// How many client connections may be open at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`], 10,000): connections being served,
     /// TLS handshakes in progress, and upgraded connections (WebSockets)
@@ -220,6 +234,7 @@ where
             drain_timeout,
             header_read_timeout,
             body_read_timeout,
+            send_timeout,
             max_connections,
             http2,
             tls,
@@ -227,6 +242,7 @@ where
         let timeouts = Timeouts {
             header_read: header_read_timeout,
             body_read: body_read_timeout,
+            send: send_timeout,
         };
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -366,6 +382,8 @@ pub(crate) struct Timeouts {
     pub(crate) header_read: Duration,
     /// [`Serve::body_read_timeout`].
     pub(crate) body_read: Duration,
+    /// [`Serve::send_timeout`].
+    pub(crate) send: Duration,
 }
 
 /// Serves one connection: the plain socket, or the decrypted TLS stream.
@@ -404,7 +422,13 @@ where
         body_read_timeout: timeouts.body_read,
     };
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(ProblemOnParseError::new(io)), svc)
+        .serve_connection_with_upgrades(
+            TokioIo::new(ProblemOnParseError::new(SendTimeout::new(
+                io,
+                timeouts.send,
+            ))),
+            svc,
+        )
         .into_owned();
     let conn = watcher.watch(conn);
     async move {

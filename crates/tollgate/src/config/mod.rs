@@ -137,6 +137,12 @@ pub struct ServerConfig {
     /// [`Serve::body_read_timeout`]: crate::Serve::body_read_timeout
     #[serde(with = "tollgate_core::serde_util::duration")]
     pub body_read_timeout: Duration,
+    /// How long a write to the client may wait for it to read before the
+    /// client is disconnected (see [`Serve::send_timeout`]). Default 60 s.
+    ///
+    /// [`Serve::send_timeout`]: crate::Serve::send_timeout
+    #[serde(with = "tollgate_core::serde_util::duration")]
+    pub send_timeout: Duration,
     /// How many client connections may be open at once; past it new ones
     /// wait in the accept queue (see [`Serve::max_connections`]). Default
     /// 10,000.
@@ -322,6 +328,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_connections: NonZeroUsize::new(crate::DEFAULT_MAX_CONNECTIONS)
                 .unwrap_or(NonZeroUsize::MIN),
             http2: crate::Http2Settings::default(),

@@ -486,6 +486,7 @@ impl Server {
             .drain_timeout(config.server.drain_timeout)
             .header_read_timeout(config.server.header_read_timeout)
             .body_read_timeout(config.server.body_read_timeout)
+            .send_timeout(config.server.send_timeout)
             .max_connections(config.server.max_connections.get())
             .http2(config.server.http2);
         if let Some(tls) = tls {
