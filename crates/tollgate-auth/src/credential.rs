@@ -58,10 +58,7 @@ impl CredentialSource {
     pub(crate) fn strip(&self, parts: &mut Parts) {
         match self {
             Self::Bearer => {
-                if matches!(
-                    bearer(&parts.headers),
-                    Found::Present(_) | Found::Invalid(_)
-                ) {
+                if bearer_or_invalid(&parts.headers) {
                     parts.headers.remove(header::AUTHORIZATION);
                 }
             }
@@ -175,6 +172,23 @@ fn bearer(headers: &HeaderMap) -> Found<'_> {
     }
 }
 
+/// Whether [`bearer`] finds a token or an invalid header: the same answer
+/// without checking a bearer token's bytes, which [`bearer`] already did
+/// for the request this strips (a bearer token's header goes whether it is
+/// valid or not).
+fn bearer_or_invalid(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return false;
+    };
+    if values.next().is_some() {
+        return true;
+    }
+    let bytes = value.as_bytes().trim_ascii();
+    let scheme = bytes.split(|b| *b == b' ').next().unwrap_or_default();
+    scheme.eq_ignore_ascii_case(b"bearer") || !bytes.is_ascii()
+}
+
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Found<'a> {
     let mut found = None;
     // HTTP/2 may split cookies over several header fields (RFC 9113 §8.2.3).
@@ -251,6 +265,39 @@ mod tests {
             CredentialSource::Bearer.find(&h, &uri, 100),
             Found::Invalid(AuthError::Malformed)
         );
+    }
+
+    /// The strip's quick check removes exactly the headers that `bearer`
+    /// reports as a token or as invalid.
+    #[test]
+    fn the_strip_check_agrees_with_bearer() {
+        let values: [&[u8]; 12] = [
+            b"Bearer abc.def.ghi",
+            b"bEaReR   spaced",
+            b"Bearer",
+            b"Bearer ",
+            b"Basic dXNlcjpwYXNz",
+            b"Bearer caf\xc3\xa9",
+            b"B\xc3\xa9arer token",
+            b"Basic caf\xc3\xa9",
+            b"Bearer\ttab",
+            b"DPoP token",
+            b"",
+            b"bearertoken",
+        ];
+        for bytes in values {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(bytes).unwrap(),
+            );
+            let found = !matches!(bearer(&h), Found::Absent);
+            assert_eq!(bearer_or_invalid(&h), found, "{bytes:?}");
+        }
+        let h = headers(&[("authorization", "Basic a"), ("authorization", "Basic b")]);
+        assert!(bearer_or_invalid(&h));
+        assert!(!matches!(bearer(&h), Found::Absent));
+        assert!(!bearer_or_invalid(&HeaderMap::new()));
     }
 
     #[test]
