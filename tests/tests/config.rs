@@ -176,6 +176,12 @@ fn bad_configs_name_the_line_and_the_key() {
         "line 2: server.http2.initial_stream_window_size: 4294967295 is not within 65535..=2147483647"
     );
 
+    // An HTTP/2 ping interval shorter than a second.
+    assert_eq!(
+        parse_err("[server.http2]\nkeep_alive_interval = \"10ms\"\n"),
+        "line 2: server.http2.keep_alive_interval: 10ms is shorter than 1s"
+    );
+
     // A connection limit of zero would serve nothing.
     assert_eq!(
         parse_err("[server]\nmax_connections = 0\n"),

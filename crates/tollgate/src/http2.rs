@@ -64,11 +64,11 @@ pub struct Http2Settings {
     #[cfg_attr(feature = "serde", serde(deserialize_with = "de::send_buffer"))]
     pub max_send_buffer_size: u32,
     /// How often an idle connection is pinged. Default 20 s; at least 1 s.
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::serde_util::duration"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "de::keep_alive"))]
     pub keep_alive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed.
     /// Default 20 s; at least 1 s.
-    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::serde_util::duration"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "de::keep_alive"))]
     pub keep_alive_timeout: Duration,
 }
 
@@ -153,9 +153,11 @@ impl Http2Settings {
 /// key, where [`Http2Settings::bounded`] would quietly move it.
 #[cfg(feature = "serde")]
 mod de {
+    use std::time::Duration;
+
     use serde::{Deserialize, Deserializer, de::Error};
 
-    use super::{MAX_WINDOW, MIN_HEADER_LIST, MIN_SEND_BUFFER, MIN_WINDOW};
+    use super::{MAX_WINDOW, MIN_HEADER_LIST, MIN_KEEP_ALIVE, MIN_SEND_BUFFER, MIN_WINDOW};
 
     fn within<'de, D: Deserializer<'de>>(d: D, min: u32, max: u32) -> Result<u32, D::Error> {
         let value = u64::deserialize(d)?;
@@ -179,6 +181,16 @@ mod de {
 
     pub(super) fn send_buffer<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         within(d, MIN_SEND_BUFFER, u32::MAX)
+    }
+
+    pub(super) fn keep_alive<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let value = tollgate_core::serde_util::duration::deserialize(d)?;
+        if value < MIN_KEEP_ALIVE {
+            return Err(D::Error::custom(format!(
+                "{value:?} is shorter than {MIN_KEEP_ALIVE:?}"
+            )));
+        }
+        Ok(value)
     }
 }
 
