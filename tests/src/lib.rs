@@ -10,6 +10,7 @@
 )]
 
 pub mod auth_support;
+pub mod backend_support;
 pub mod observe_support;
 pub mod redis_support;
 
@@ -281,8 +282,13 @@ where
 /// 127.0.0.1:0, no admin listener, and one upstream `name` at `endpoint`;
 /// append routes to it.
 pub fn config_head(name: &str, endpoint: &str) -> String {
+    config_head_with("", name, endpoint)
+}
+
+/// [`config_head`] with more `[server]` keys (`server`, one per line).
+pub fn config_head_with(server: &str, name: &str, endpoint: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nenabled = false\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[admin]\nenabled = false\n\n\
          [[upstreams]]\nname = \"{name}\"\nendpoints = [\"{endpoint}\"]\n"
     )
 }

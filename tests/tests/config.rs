@@ -9,7 +9,9 @@ use std::{collections::HashMap, path::PathBuf};
 use http::{Request, StatusCode};
 use serde_json::Value;
 use tollgate::config::{ConfigFile, Server};
-use tollgate_tests::{client, config_head, empty, get_json, named_echo_router, spawn_upstream};
+use tollgate_tests::{
+    client, config_head, config_head_with, empty, get_json, named_echo_router, spawn_upstream,
+};
 
 fn samples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/configs")
@@ -475,11 +477,8 @@ async fn the_connection_limit_comes_from_the_config() {
     use tokio::{io::AsyncWriteExt, net::TcpStream, time::timeout};
 
     let upstream = spawn_upstream(Router::new().route("/x", get_route(|| async { "x" }))).await;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 1\n[admin]\nenabled = false\n\
-         [[upstreams]]\nname = \"u\"\nendpoints = [\"http://{upstream}\"]\n\
-         [[routes]]\nprefix = \"/\"\nto = \"u\"\n"
-    );
+    let mut text = config_head_with("max_connections = 1\n", "u", &format!("http://{upstream}"));
+    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
     let server = Server::start(ConfigFile::parse(&text).expect("parses"))
         .await
         .expect("starts");
@@ -519,12 +518,12 @@ async fn the_body_read_timeout_comes_from_the_config() {
 
     let upstream =
         spawn_upstream(Router::new().route("/up", post(|body: Bytes| async move { body }))).await;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbody_read_timeout = \"300ms\"\nsend_timeout = \"7s\"\n\
-         [admin]\nenabled = false\n\
-         [[upstreams]]\nname = \"u\"\nendpoints = [\"http://{upstream}\"]\n\
-         [[routes]]\nprefix = \"/\"\nto = \"u\"\n"
+    let mut text = config_head_with(
+        "body_read_timeout = \"300ms\"\nsend_timeout = \"7s\"\n",
+        "u",
+        &format!("http://{upstream}"),
     );
+    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
     let file = ConfigFile::parse(&text).expect("parses");
     assert_eq!(
         file.config().server.send_timeout,

@@ -20,18 +20,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    convert::Infallible,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
     time::Duration,
 };
 
-use axum::{Router, body::Body, extract::State, routing::get};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use h2::Reason;
 use http::{Request, StatusCode};
 use tokio::{
@@ -40,12 +33,16 @@ use tokio::{
         TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
     },
-    sync::watch,
     task::JoinHandle,
-    time::{Instant, sleep, timeout},
+    time::{sleep, timeout},
 };
 use tollgate::TlsConfig;
-use tollgate_tests::{RunningGateway, body_bytes, empty, h2_client, listener, spawn_gateway};
+use tollgate_tests::{
+    RunningGateway,
+    auth_support::eventually,
+    backend_support::{BIG_CHUNKS, Backend, CHUNK},
+    body_bytes, empty, h2_client, listener, spawn_gateway,
+};
 
 #[expect(dead_code, reason = "shared with tls_server.rs, which uses all of it")]
 #[path = "common/tls.rs"]
@@ -65,102 +62,6 @@ const MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 /// Left at h2's default, the RFC's (hyper-util has no setter for it).
 const HEADER_TABLE_SIZE: u32 = 4096;
 
-// === the backend ===
-
-/// What the service behind `serve` saw: calls, `/held` handlers and `/big`
-/// bodies not yet dropped, and the bytes `/big` bodies have produced;
-/// `gate` holds `/held` requests.
-#[derive(Clone)]
-struct Backend {
-    calls: Arc<AtomicUsize>,
-    in_flight: Arc<AtomicUsize>,
-    produced: Arc<AtomicUsize>,
-    gate: Arc<watch::Sender<bool>>,
-}
-
-/// One `/big` chunk.
-static CHUNK: [u8; 16 * 1024] = [b'x'; 16 * 1024];
-/// `/big` is this many chunks (1 GiB), made as they are asked for.
-const BIG_CHUNKS: usize = 64 * 1024;
-
-/// Counts a handler or a body as running until dropped.
-struct Running(Arc<AtomicUsize>);
-
-impl Running {
-    fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(counter))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Backend {
-    fn new() -> Self {
-        Self {
-            calls: Arc::new(AtomicUsize::new(0)),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            produced: Arc::new(AtomicUsize::new(0)),
-            gate: Arc::new(watch::channel(false).0),
-        }
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    fn produced(&self) -> usize {
-        self.produced.load(Ordering::SeqCst)
-    }
-
-    fn open_gate(&self) {
-        self.gate.send_replace(true);
-    }
-
-    /// `/held` waits for the gate, `/big` streams 1 GiB lazily, anything
-    /// else is `ok`; every request counts as a call.
-    fn router(&self) -> Router {
-        Router::new()
-            .route("/held", get(held))
-            .route("/big", get(big))
-            .fallback(ok)
-            .with_state(self.clone())
-    }
-}
-
-async fn ok(State(backend): State<Backend>) -> &'static str {
-    backend.calls.fetch_add(1, Ordering::SeqCst);
-    "ok"
-}
-
-async fn held(State(backend): State<Backend>) -> &'static str {
-    backend.calls.fetch_add(1, Ordering::SeqCst);
-    let _running = Running::enter(&backend.in_flight);
-    let mut gate = backend.gate.subscribe();
-    let _ = gate.wait_for(|open| *open).await;
-    "released"
-}
-
-async fn big(State(backend): State<Backend>) -> Body {
-    backend.calls.fetch_add(1, Ordering::SeqCst);
-    let produced = Arc::clone(&backend.produced);
-    // Counts the body as running until the server drops it.
-    let running = Running::enter(&backend.in_flight);
-    Body::from_stream(futures_util::stream::iter(0..BIG_CHUNKS).map(move |_| {
-        let _running = &running;
-        produced.fetch_add(CHUNK.len(), Ordering::SeqCst);
-        Ok::<_, Infallible>(Bytes::from_static(&CHUNK))
-    }))
-}
-
 /// `serve` with `backend` on 127.0.0.1:0, cleartext (h2c by prior
 /// knowledge, or HTTP/1.1).
 async fn server(backend: &Backend) -> RunningGateway {
@@ -177,15 +78,6 @@ async fn assert_serves_others(gw: &RunningGateway) {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(&body_bytes(res).await[..], b"ok");
-}
-
-/// Polls `done` every 10 ms until it holds; fails after [`BOUND`].
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
-        sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// `get path` for the `h2` client, on `authority`.
@@ -610,14 +502,14 @@ async fn reset_streams_cancel_their_backend_work() {
         streams.push((response, stream));
     }
     eventually("every held request reaches the backend", || {
-        backend.in_flight() == STREAMS
+        std::future::ready(backend.in_flight() == STREAMS)
     })
     .await;
     for (_, stream) in &mut streams {
         stream.send_reset(Reason::CANCEL);
     }
     eventually("the backend work of reset streams is dropped", || {
-        backend.in_flight() == 0
+        std::future::ready(backend.in_flight() == 0)
     })
     .await;
     assert_eq!(backend.calls(), STREAMS);
@@ -673,7 +565,7 @@ async fn streams_over_the_concurrency_limit_are_refused() {
         "{resets:?}"
     );
     eventually("the accepted streams reach the backend", || {
-        backend.in_flight() == max
+        std::future::ready(backend.in_flight() == max)
     })
     .await;
     assert_eq!(backend.calls(), max, "only the accepted streams are called");
@@ -907,7 +799,7 @@ async fn a_flood_of_malformed_streams_ends_in_goaway() {
 /// Waits until `counter` has not moved for a second (it must have moved
 /// first); returns its value. Fails if it is still moving after [`BOUND`].
 async fn settled(what: &str, counter: impl Fn() -> usize) -> usize {
-    eventually(what, || counter() > 0).await;
+    eventually(what, || std::future::ready(counter() > 0)).await;
     let mut last = counter();
     let mut quiet = 0;
     for _ in 0..100 {
@@ -965,7 +857,7 @@ async fn a_client_that_stalls_flow_control_holds_bounded_memory() {
     drop(response);
     conn.abort();
     eventually("the stalled body is dropped when its client goes", || {
-        backend.in_flight() == 0
+        std::future::ready(backend.in_flight() == 0)
     })
     .await;
 
@@ -1002,7 +894,7 @@ async fn a_client_that_stalls_flow_control_holds_bounded_memory() {
     // Once the client goes, the server drops the body.
     drop(conn);
     eventually("the unread body is dropped when its client goes", || {
-        backend.in_flight() == 0
+        std::future::ready(backend.in_flight() == 0)
     })
     .await;
 }

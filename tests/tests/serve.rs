@@ -6,14 +6,7 @@
     reason = "helpers outside #[test] fns fail the test with a message"
 )]
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, routing::get};
 use http::{Request, StatusCode, Version};
@@ -28,8 +21,11 @@ use tokio::{
 use tollgate::core::Drain;
 use tollgate::{Gateway, Route, Upstream};
 use tollgate_tests::{
-    ClientBody, RunningGateway, body_bytes, body_json, client, echo_router, empty, forever,
-    h2_client, raw_exchange, spawn_gateway, spawn_gateway_with_drain, spawn_upstream,
+    ClientBody, RunningGateway,
+    auth_support::eventually,
+    backend_support::{BIG_CHUNKS, Backend, CHUNK},
+    body_bytes, body_json, client, echo_router, empty, forever, h2_client, raw_exchange,
+    spawn_gateway, spawn_gateway_with_drain, spawn_upstream,
 };
 
 /// A server started here: its address, its stop and its task.
@@ -469,24 +465,10 @@ async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
     stop_server(stop, task).await;
 }
 
-/// A router whose `/ok` counts its calls.
-fn counting_router() -> (Router, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let router = Router::new().route(
-        "/ok",
-        get(move || async move {
-            counter.fetch_add(1, Ordering::SeqCst);
-            "ok"
-        }),
-    );
-    (router, calls)
-}
-
 /// Sends `GET /ok` on `stream` and checks that no answer comes (and the
 /// service is not called) for a while: the connection waits in the
 /// accept queue.
-async fn assert_waiting(stream: &mut TcpStream, calls: &AtomicUsize, served: usize) {
+async fn assert_waiting(stream: &mut TcpStream, backend: &Backend, served: usize) {
     stream
         .write_all(b"GET /ok HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
@@ -494,15 +476,15 @@ async fn assert_waiting(stream: &mut TcpStream, calls: &AtomicUsize, served: usi
     let mut byte = [0u8; 1];
     let read = timeout(Duration::from_millis(300), stream.read(&mut byte)).await;
     assert!(read.is_err(), "answered past the limit: {read:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), served);
+    assert_eq!(backend.calls(), served);
 }
 
 /// At the limit, a new connection waits in the accept queue, unserved,
 /// until an open one closes; then it is served, and the others go on.
 #[tokio::test]
 async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
-    let (router, calls) = counting_router();
-    let (addr, stop, task) = serve_router(router, |serve| serve.max_connections(2)).await;
+    let backend = Backend::new();
+    let (addr, stop, task) = serve_router(backend.router(), |serve| serve.max_connections(2)).await;
 
     let mut first = TcpStream::connect(addr).await.expect("connect");
     get_ok(&mut first, "/ok").await;
@@ -512,12 +494,12 @@ async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
     // The kernel completes the handshake (the backlog); the server does
     // not take the connection.
     let mut third = TcpStream::connect(addr).await.expect("connect");
-    assert_waiting(&mut third, &calls, 2).await;
+    assert_waiting(&mut third, &backend, 2).await;
 
     drop(first);
     let head = read_response(&mut third).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(backend.calls(), 3);
     get_ok(&mut second, "/ok").await;
     get_ok(&mut third, "/ok").await;
 
@@ -529,8 +511,8 @@ async fn at_the_connection_limit_new_connections_wait_until_one_closes() {
 /// until the tunnel ends.
 #[tokio::test]
 async fn an_upgraded_connection_counts_until_its_tunnel_ends() {
-    let (router, calls) = counting_router();
-    let router = router.route(
+    let backend = Backend::new();
+    let router = backend.router().route(
         "/tunnel",
         get(|mut req: Request<axum::body::Body>| async move {
             let guard = req
@@ -572,7 +554,7 @@ async fn an_upgraded_connection_counts_until_its_tunnel_ends() {
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 
     let mut waiting = TcpStream::connect(addr).await.expect("connect");
-    assert_waiting(&mut waiting, &calls, 0).await;
+    assert_waiting(&mut waiting, &backend, 0).await;
 
     drop(tunnel);
     let head = read_response(&mut waiting).await;
@@ -704,44 +686,14 @@ async fn a_stalled_http2_stream_gets_408_and_the_connection_goes_on() {
     stop_server(stop, task).await;
 }
 
-/// Sets its flag when dropped.
-struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
 /// A client that stops reading a large response is disconnected once a
 /// write has waited for the send timeout; the response body (and with it
 /// anything upstream) is dropped, not left to wait forever.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
-    const CHUNK: usize = 16 * 1024;
-    const CHUNKS: usize = 4096; // 64 MiB, far more than the socket buffers.
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let produced = Arc::new(AtomicUsize::new(0));
-    let router = Router::new().route(
-        "/big",
-        get({
-            let (dropped, produced) = (Arc::clone(&dropped), Arc::clone(&produced));
-            move || async move {
-                let guard = DropFlag(dropped);
-                let stream = futures_util::stream::unfold((guard, 0), move |(guard, n)| {
-                    let produced = Arc::clone(&produced);
-                    async move {
-                        (n < CHUNKS).then(|| {
-                            produced.fetch_add(1, Ordering::SeqCst);
-                            let chunk = bytes::Bytes::from(vec![b'x'; CHUNK]);
-                            (Ok::<_, std::convert::Infallible>(chunk), (guard, n + 1))
-                        })
-                    }
-                });
-                axum::body::Body::from_stream(stream)
-            }
-        }),
-    );
+    // `/big` is 1 GiB, far more than the socket buffers.
+    let backend = Backend::new();
+    let router = backend.router();
     let (addr, stop, task) = serve_router(router, |serve| {
         serve.send_timeout(Duration::from_millis(300))
     })
@@ -753,16 +705,11 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
         .await
         .expect("write");
     // ... and never read.
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while !dropped.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the body was still held after {BOUND:?}, {} chunks made",
-            produced.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(produced.load(Ordering::SeqCst) < CHUNKS);
+    eventually("the unread body is dropped", || {
+        std::future::ready(backend.calls() == 1 && backend.in_flight() == 0)
+    })
+    .await;
+    assert!(backend.produced() < BIG_CHUNKS * CHUNK.len());
     drop(stream);
     stop_server(stop, task).await;
 }

@@ -19,7 +19,7 @@ use crate::BoxError;
 
 mod idle;
 
-pub use idle::{IdleTimedOut, IdleTimeout};
+pub use idle::{IdleTimedOut, IdleTimeout, IdleTimer};
 
 pin_project! {
     /// A response body: the inner body, or a fixed body the layer wrote

@@ -3,12 +3,11 @@
 //! `send_timeout`).
 //!
 //! Neither hyper nor tokio bounds how long a write may wait for the
-//! client's socket to drain, so the connection's socket is wrapped here. A
-//! write that completes costs a branch; only a write that has to wait makes
-//! a timer, and the next write that goes through drops it.
+//! client's socket to drain, so the connection's socket is wrapped here,
+//! with the same [`IdleTimer`] that bounds a body's waits. A write that
+//! completes costs a branch; only a write that has to wait makes a timer.
 
 use std::{
-    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
@@ -16,10 +15,8 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    time::{Sleep, sleep},
-};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tollgate_core::body::IdleTimer;
 
 pin_project! {
     /// A socket whose writes fail with `TimedOut` after waiting `timeout`
@@ -28,10 +25,10 @@ pin_project! {
         #[pin]
         inner: T,
         timeout: Duration,
-        // Started by a write that has to wait; dropped by the next one
-        // that goes through. Boxed, so that the socket stays `Unpin`, as
-        // hyper's upgrades need; only a write that waits pays for it.
-        waiting: Option<Pin<Box<Sleep>>>,
+        // Made by the first write that has to wait. Boxed, so that the
+        // socket stays `Unpin`, as hyper's upgrades need; only a
+        // connection whose writes wait pays for it.
+        timer: Option<Pin<Box<IdleTimer>>>,
     }
 }
 
@@ -40,32 +37,31 @@ impl<T> SendTimeout<T> {
         Self {
             inner,
             timeout,
-            waiting: None,
+            timer: None,
         }
     }
 }
 
 /// `result` of a write, bounded: a wait longer than `timeout` is an error.
 fn bounded<R>(
-    waiting: &mut Option<Pin<Box<Sleep>>>,
+    timer: &mut Option<Pin<Box<IdleTimer>>>,
     timeout: Duration,
     cx: &mut Context<'_>,
     result: Poll<io::Result<R>>,
 ) -> Poll<io::Result<R>> {
     if result.is_ready() {
-        if waiting.is_some() {
-            *waiting = None;
+        if let Some(timer) = timer {
+            timer.as_mut().progressed();
         }
         return result;
     }
-    let sleep = waiting.get_or_insert_with(|| Box::pin(sleep(timeout)));
-    match sleep.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+    let timer = timer.get_or_insert_with(|| Box::pin(IdleTimer::new(Some(timeout))));
+    timer.as_mut().poll_waited(cx).map(|waited| {
+        Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("the client read nothing for {} s", timeout.as_secs_f64()),
-        ))),
-        Poll::Pending => Poll::Pending,
-    }
+            format!("the client read nothing for {} s", waited.as_secs_f64()),
+        ))
+    })
 }
 
 impl<T: AsyncRead> AsyncRead for SendTimeout<T> {
@@ -88,7 +84,7 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, buf);
-        bounded(this.waiting, *this.timeout, cx, result)
+        bounded(this.timer, *this.timeout, cx, result)
     }
 
     #[inline]
@@ -99,7 +95,7 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        bounded(this.waiting, *this.timeout, cx, result)
+        bounded(this.timer, *this.timeout, cx, result)
     }
 
     #[inline]
@@ -111,14 +107,14 @@ impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let result = this.inner.poll_flush(cx);
-        bounded(this.waiting, *this.timeout, cx, result)
+        bounded(this.timer, *this.timeout, cx, result)
     }
 
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let result = this.inner.poll_shutdown(cx);
-        bounded(this.waiting, *this.timeout, cx, result)
+        bounded(this.timer, *this.timeout, cx, result)
     }
 }
 

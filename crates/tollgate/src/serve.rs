@@ -79,9 +79,11 @@ where
         service,
         shutdown,
         drain_timeout: Duration::from_secs(30),
-        header_read_timeout: Duration::from_secs(30),
-        body_read_timeout: Duration::from_secs(60),
-        send_timeout: Duration::from_secs(60),
+        timeouts: Timeouts {
+            header_read: Duration::from_secs(30),
+            body_read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+        },
         max_connections: DEFAULT_MAX_CONNECTIONS,
         http2: Http2Settings::default(),
         tls: None,
@@ -98,9 +100,7 @@ pub struct Serve<S, F> {
     service: S,
     shutdown: F,
     drain_timeout: Duration,
-    header_read_timeout: Duration,
-    body_read_timeout: Duration,
-    send_timeout: Duration,
+    timeouts: Timeouts,
     max_connections: usize,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
@@ -111,9 +111,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
             .field("drain_timeout", &self.drain_timeout)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("body_read_timeout", &self.body_read_timeout)
-            .field("send_timeout", &self.send_timeout)
+            .field("timeouts", &self.timeouts)
             .field("max_connections", &self.max_connections)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
@@ -121,14 +119,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
     }
 }
 
-impl<S, B, F> Serve<S, F>
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    F: Future<Output = ()> + Send + 'static,
-{
+impl<S, F> Serve<S, F> {
     /// How long in-flight work may run after shutdown begins (default 30 s).
     ///
     /// When `shutdown` completes, the listener is closed at once: new
@@ -159,7 +150,7 @@ where
     /// 30 s), and how long a new connection may stay silent before its first
     /// request; slow or silent clients are disconnected.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.timeouts.header_read = timeout;
         self
     }
 
@@ -171,7 +162,7 @@ where
     /// `Connection: close`, as the rest of its body is still on the
     /// wire). Requests without a body are not affected.
     pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
-        self.body_read_timeout = timeout;
+        self.timeouts.body_read = timeout;
         self
     }
 
@@ -181,7 +172,7 @@ where
     /// disconnected, and the response's body, with its upstream request, is
     /// dropped. It bounds each wait, not the whole response.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
+        self.timeouts.send = timeout;
         self
     }
 
@@ -225,138 +216,145 @@ where
         self.tls = Some(config);
         self
     }
+}
 
-    async fn run(self) -> io::Result<()> {
-        let Self {
-            listener,
-            service,
-            shutdown,
-            drain_timeout,
-            header_read_timeout,
-            body_read_timeout,
-            send_timeout,
-            max_connections,
-            http2,
-            tls,
-        } = self;
-        let timeouts = Timeouts {
-            header_read: header_read_timeout,
-            body_read: body_read_timeout,
-            send: send_timeout,
-        };
-        let local = listener.local_addr().ok();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // No hyper header read timeout: each connection keeps its own
-        // (`serve_connection`, `head_deadline`).
-        builder.http1().header_read_timeout(None).keep_alive(true);
-        http2.apply(&mut builder);
-        let graceful = GracefulShutdown::new();
-        let drain = Drain::new();
-        let mut connections = JoinSet::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut at_limit = false;
+impl<S, B, F> IntoFuture for Serve<S, F>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
-        loop {
-            // Upgraded connections live in their tunnels' tasks, not in
-            // `connections`; their guards count them.
-            let open = connections.len() + drain.active();
-            let full = open >= max_connections;
-            if full && !at_limit {
-                tracing::warn!(
-                    connections = open,
-                    limit = max_connections,
-                    "connection limit reached; new connections wait in the accept queue"
-                );
-            }
-            at_limit = full;
-            let (stream, remote) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                // A tunnel's end wakes nothing here: look again shortly.
-                () = tokio::time::sleep(LIMIT_RECHECK), if full => continue,
-                accepted = listener.accept(), if !full => match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off
-                        // rather than spin.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(error = %err, "set_nodelay failed");
-            }
-            let mut info = ConnectionInfo::new(remote);
-            if let Some(local) = local {
-                info = info.with_local(local);
-            }
-            let tracked = Tracked {
-                watcher: graceful.watcher(),
-                drain: drain.clone(),
-            };
-            match &tls {
-                Some(tls) => connections.spawn(crate::tls::accept(
-                    tls.acceptor(),
-                    stream,
-                    info,
-                    builder.clone(),
-                    service.clone(),
-                    tracked,
-                    timeouts,
-                )),
-                None => connections.spawn(serve_connection(
-                    &builder,
-                    stream,
-                    info,
-                    None,
-                    service.clone(),
-                    tracked,
-                    timeouts,
-                )),
-            };
-        }
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let Self {
+                listener,
+                service,
+                shutdown,
+                drain_timeout,
+                timeouts,
+                max_connections,
+                http2,
+                tls,
+            } = self;
+            let local = listener.local_addr().ok();
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // No hyper header read timeout: each connection keeps its own
+            // (`serve_connection`, `head_deadline`).
+            builder.http1().header_read_timeout(None).keep_alive(true);
+            http2.apply(&mut builder);
+            let graceful = GracefulShutdown::new();
+            let drain = Drain::new();
+            let mut connections = JoinSet::new();
+            let mut shutdown = std::pin::pin!(shutdown);
+            let mut at_limit = false;
 
-        drop(listener);
-        tracing::info!(
-            connections = graceful.count(),
-            tunnels = drain.active(),
-            "shutting down: draining"
-        );
-        // Connections first: a request still in flight may yet open a
-        // tunnel, whose guard exists before its connection ends.
-        let drained = async {
-            graceful.shutdown().await;
-            drain.idle().await;
-        };
-        tokio::select! {
-            () = drained => {
-                tracing::info!("drained");
+            loop {
+                // Upgraded connections live in their tunnels' tasks, not in
+                // `connections`; their guards count them.
+                let open = connections.len() + drain.active();
+                let full = open >= max_connections;
+                if full && !at_limit {
+                    tracing::warn!(
+                        connections = open,
+                        limit = max_connections,
+                        "connection limit reached; new connections wait in the accept queue"
+                    );
+                }
+                at_limit = full;
+                let (stream, remote) = tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                    // A tunnel's end wakes nothing here: look again shortly.
+                    () = tokio::time::sleep(LIMIT_RECHECK), if full => continue,
+                    accepted = listener.accept(), if !full => match accepted {
+                        Ok(conn) => conn,
+                        Err(err) => {
+                            // Out of file descriptors and the like: back off
+                            // rather than spin.
+                            tracing::warn!(error = %err, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %err, "set_nodelay failed");
+                }
+                let mut info = ConnectionInfo::new(remote);
+                if let Some(local) = local {
+                    info = info.with_local(local);
+                }
+                let tracked = Tracked {
+                    watcher: graceful.watcher(),
+                    drain: drain.clone(),
+                };
+                match &tls {
+                    Some(tls) => connections.spawn(crate::tls::accept(
+                        tls.acceptor(),
+                        stream,
+                        info,
+                        builder.clone(),
+                        service.clone(),
+                        tracked,
+                        timeouts,
+                    )),
+                    None => connections.spawn(serve_connection(
+                        &builder,
+                        stream,
+                        info,
+                        None,
+                        service.clone(),
+                        tracked,
+                        timeouts,
+                    )),
+                };
             }
-            () = tokio::time::sleep(drain_timeout) => {
-                tracing::warn!(
-                    connections = connections.len(),
-                    tunnels = drain.active(),
-                    "drain time elapsed; closing the rest"
-                );
-            }
-        }
-        drain.close();
-        connections.shutdown().await;
-        // Each tunnel bounds its own close; this bound only guards against
-        // a guard held by work that never looks at it.
-        if tokio::time::timeout(TUNNEL_CLOSE, drain.idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
+
+            drop(listener);
+            tracing::info!(
+                connections = graceful.count(),
                 tunnels = drain.active(),
-                "tunnels still open after the close"
+                "shutting down: draining"
             );
-        }
-        Ok(())
+            // Connections first: a request still in flight may yet open a
+            // tunnel, whose guard exists before its connection ends.
+            let drained = async {
+                graceful.shutdown().await;
+                drain.idle().await;
+            };
+            tokio::select! {
+                () = drained => {
+                    tracing::info!("drained");
+                }
+                () = tokio::time::sleep(drain_timeout) => {
+                    tracing::warn!(
+                        connections = connections.len(),
+                        tunnels = drain.active(),
+                        "drain time elapsed; closing the rest"
+                    );
+                }
+            }
+            drain.close();
+            connections.shutdown().await;
+            // Each tunnel bounds its own close; this bound only guards against
+            // a guard held by work that never looks at it.
+            if tokio::time::timeout(TUNNEL_CLOSE, drain.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    tunnels = drain.active(),
+                    "tunnels still open after the close"
+                );
+            }
+            Ok(())
+        })
     }
 }
 
@@ -565,22 +563,6 @@ where
             None => res.map(ResponseBody::inner),
         };
         Poll::Ready(Ok(res.map(|body| MarkEnd::new(body, clock))))
-    }
-}
-
-impl<S, B, F> IntoFuture for Serve<S, F>
-where
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    F: Future<Output = ()> + Send + 'static,
-{
-    type Output = io::Result<()>;
-    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
     }
 }
 

@@ -1,10 +1,12 @@
-//! [`IdleTimeout`]: a body that may not wait longer than a timeout for its
-//! next frame.
+//! [`IdleTimer`]: how long an operation has been waiting, bounded; and
+//! [`IdleTimeout`], a body that may not wait longer than a timeout for its
+//! next frame. The server's send timeout bounds socket writes with the
+//! same timer.
 //!
 //! Written here rather than taken from tower-http's `TimeoutBody`: that
 //! body does not forward `size_hint` and `is_end_stream` (the proxy needs
 //! them for `Content-Length` framing and HTTP/2 `END_STREAM`), it makes a
-//! new timer after every frame where this one resets its own, and it cannot
+//! new timer after every frame where this one re-arms its own, and it cannot
 //! tell the layer that set it up that it fired.
 
 use std::{
@@ -30,8 +32,9 @@ pin_project! {
     /// A body that ends in an [`IdleTimedOut`] error when its next frame
     /// takes longer than the timeout to come.
     ///
-    /// The timer starts at the first read that has to wait, and each frame
-    /// resets it: the timeout bounds each wait, not the whole body. A body
+    /// The timer ([`IdleTimer`]) starts at the first read that has to wait,
+    /// and each frame disarms it: the timeout bounds each wait, not the
+    /// whole body. A body
     /// whose frames are always ready never makes a timer. Without a timeout
     /// (`None`) the body passes through untouched. `size_hint` and
     /// `is_end_stream` are the inner body's.
@@ -49,10 +52,64 @@ pin_project! {
     pub struct IdleTimeout<B> {
         #[pin]
         body: B,
+        #[pin]
+        timer: IdleTimer,
+        timed_out: Option<Arc<AtomicBool>>,
+    }
+}
+
+pin_project! {
+    /// Bounds each wait of an operation (a body's next frame, a socket
+    /// write) by a timeout.
+    ///
+    /// Call [`progressed`](Self::progressed) when the operation goes
+    /// through and [`poll_waited`](Self::poll_waited) when it has to wait.
+    /// The timer is made at the first wait and re-armed at the first wait
+    /// after progress, so an operation that keeps going through costs a
+    /// store, and one that never waits never makes a timer.
+    #[derive(Debug)]
+    pub struct IdleTimer {
         timeout: Option<Duration>,
+        // Whether `sleep` counts the current wait.
+        armed: bool,
         #[pin]
         sleep: Option<Sleep>,
-        timed_out: Option<Arc<AtomicBool>>,
+    }
+}
+
+impl IdleTimer {
+    /// A timer for waits of at most `timeout` (`None`: unbounded).
+    pub fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            armed: false,
+            sleep: None,
+        }
+    }
+
+    /// The operation went through: its next wait starts afresh.
+    #[inline]
+    pub fn progressed(self: Pin<&mut Self>) {
+        *self.project().armed = false;
+    }
+
+    /// The operation has to wait: `Ready` with the timeout once this wait
+    /// has lasted that long, else `Pending` (with `cx` woken then).
+    pub fn poll_waited(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Duration> {
+        let mut this = self.project();
+        let Some(timeout) = *this.timeout else {
+            return Poll::Pending;
+        };
+        match this.sleep.as_mut().as_pin_mut() {
+            Some(sleep) if !*this.armed => sleep.reset(Instant::now() + timeout),
+            Some(_) => {}
+            None => this.sleep.set(Some(sleep(timeout))),
+        }
+        *this.armed = true;
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| timeout),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -80,8 +137,7 @@ impl<B> IdleTimeout<B> {
     pub fn new(body: B, timeout: Option<Duration>) -> Self {
         Self {
             body,
-            timeout,
-            sleep: None,
+            timer: IdleTimer::new(timeout),
             timed_out: None,
         }
     }
@@ -91,8 +147,7 @@ impl<B> IdleTimeout<B> {
     pub fn flagging(body: B, timeout: Duration, flag: Arc<AtomicBool>) -> Self {
         Self {
             body,
-            timeout: Some(timeout),
-            sleep: None,
+            timer: IdleTimer::new(Some(timeout)),
             timed_out: Some(flag),
         }
     }
@@ -110,23 +165,12 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.body.poll_frame(cx) {
-            if let (Some(sleep), Some(timeout)) = (this.sleep.as_mut().as_pin_mut(), this.timeout) {
-                sleep.reset(Instant::now() + *timeout);
-            }
+            this.timer.progressed();
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let Some(timeout) = *this.timeout else {
-            return Poll::Pending;
-        };
-        if this.sleep.as_mut().as_pin_mut().is_none() {
-            this.sleep.set(Some(sleep(timeout)));
-        }
-        let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        ready!(sleep.poll(cx));
+        let timeout = ready!(this.timer.poll_waited(cx));
         if let Some(flag) = this.timed_out {
             flag.store(true, Ordering::Release);
         }
@@ -145,7 +189,7 @@ where
 impl<B> fmt::Debug for IdleTimeout<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdleTimeout")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.timer.timeout)
             .finish_non_exhaustive()
     }
 }

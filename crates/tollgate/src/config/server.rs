@@ -22,9 +22,9 @@ const ACCESS: usize = 0;
 const AUDIT: usize = 1;
 use tower::{Layer, Service};
 
-use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig};
+use super::{BuildState, ConfigFile, ConfigFileError, GatewayConfig, ServerConfig};
 use crate::{
-    Health, LayeredFuture, LayeredService,
+    Health, LayeredFuture, LayeredService, Serve,
     admin::{Admin, ConfigSnapshot},
     hsts_layer, redirect_to_https, serve,
 };
@@ -342,6 +342,18 @@ impl Reloader {
 }
 
 /// `[server]` and `[admin]` are bound at start: a reload cannot move them.
+/// `serve` with the `[server]` settings; the public listener and the
+/// HTTPS redirect share them.
+fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serve<S, F> {
+    serve
+        .drain_timeout(server.drain_timeout)
+        .header_read_timeout(server.header_read_timeout)
+        .body_read_timeout(server.body_read_timeout)
+        .send_timeout(server.send_timeout)
+        .max_connections(server.max_connections.get())
+        .http2(server.http2)
+}
+
 fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), ConfigFileError> {
     let moved = if running.server != next.config().server {
         "server"
@@ -482,13 +494,10 @@ impl Server {
 
         let listener = TcpListener::bind(config.server.listen).await?;
         let local_addr = listener.local_addr()?;
-        let mut public = serve(listener, reloader.service(), stopped(&stop))
-            .drain_timeout(config.server.drain_timeout)
-            .header_read_timeout(config.server.header_read_timeout)
-            .body_read_timeout(config.server.body_read_timeout)
-            .send_timeout(config.server.send_timeout)
-            .max_connections(config.server.max_connections.get())
-            .http2(config.server.http2);
+        let mut public = with_server_settings(
+            serve(listener, reloader.service(), stopped(&stop)),
+            &config.server,
+        );
         if let Some(tls) = tls {
             #[cfg(unix)]
             if config
@@ -507,10 +516,10 @@ impl Server {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await?;
                 let addr = listener.local_addr()?;
-                let redirect = redirect_to_https(listener, local_addr.port(), stopped(&stop))
-                    .header_read_timeout(config.server.header_read_timeout)
-                    .max_connections(config.server.max_connections.get())
-                    .http2(config.server.http2);
+                let redirect = with_server_settings(
+                    redirect_to_https(listener, local_addr.port(), stopped(&stop)),
+                    &config.server,
+                );
                 tasks.spawn(redirect.into_future());
                 Some(addr)
             }
