@@ -190,6 +190,16 @@ fn bad_configs_name_the_line_and_the_key() {
         "line 2: server.max_connections: invalid value: integer `0`, expected a nonzero usize"
     );
 
+    // A PROXY protocol peer that is neither a network nor an address.
+    assert_eq!(
+        parse_err("[server.proxy_protocol]\nallow_from = [\"10.0.0.0/8\", \"balancer\"]\n"),
+        "line 2: server.proxy_protocol.allow_from: \"balancer\" is not a network or an IP address"
+    );
+    assert_eq!(
+        parse_err("[server.proxy_protocol]\nversion = 2\n"),
+        "line 2: server.proxy_protocol.version: unknown field `version`, expected `allow_from`"
+    );
+
     // Not TOML at all.
     assert!(parse_err("[server\nlisten = 1\n").starts_with("line 1: "));
 }

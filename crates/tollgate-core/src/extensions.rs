@@ -25,12 +25,18 @@ pub struct ClientIp(pub IpAddr);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
-    /// The peer's address (the previous hop, not necessarily the client).
+    /// The peer's address (the previous hop, not necessarily the client),
+    /// or, on a listener that reads the PROXY protocol, the source address
+    /// the balancer's header gave (see [`proxied_by`](Self::proxied_by)).
     pub remote: SocketAddr,
     /// The local address the connection was accepted on.
     pub local: Option<SocketAddr>,
     /// Whether the connection is TLS.
     pub secure: bool,
+    /// The peer that sent a PROXY protocol header (an L4 load balancer),
+    /// when `remote` came from that header; `None` when `remote` is the
+    /// peer itself.
+    pub proxied_by: Option<SocketAddr>,
 }
 
 /// The server's shutdown, seen from work that outlives its request: an
@@ -260,7 +266,29 @@ impl ConnectionInfo {
             remote,
             local: None,
             secure: false,
+            proxied_by: None,
         }
+    }
+
+    /// The connection carries `client`'s traffic, relayed by the peer: a
+    /// PROXY protocol header named `client` as the source. `remote` becomes
+    /// `client`, and the peer's address moves to
+    /// [`proxied_by`](Self::proxied_by).
+    ///
+    /// ```
+    /// use tollgate_core::ConnectionInfo;
+    ///
+    /// let balancer = "10.0.0.2:41000".parse().unwrap();
+    /// let client = "203.0.113.7:52000".parse().unwrap();
+    /// let info = ConnectionInfo::new(balancer).proxied_for(client);
+    /// assert_eq!(info.remote, client);
+    /// assert_eq!(info.proxied_by, Some(balancer));
+    /// ```
+    #[must_use]
+    pub fn proxied_for(mut self, client: SocketAddr) -> Self {
+        self.proxied_by = Some(self.remote);
+        self.remote = client;
+        self
     }
 
     /// Sets the local address.

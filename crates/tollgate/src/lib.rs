@@ -69,6 +69,7 @@ mod head_deadline;
 mod health;
 mod http2;
 mod parse_error;
+mod proxy_protocol;
 mod routing;
 mod send_timeout;
 mod serve;
@@ -77,6 +78,7 @@ mod tls;
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use http2::Http2Settings;
+pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{DEFAULT_MAX_CONNECTIONS, Serve, serve, shutdown_signal};
 pub use tls::{

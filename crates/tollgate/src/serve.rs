@@ -37,6 +37,7 @@ use crate::{
     body_timeout::{self, Stall},
     head_deadline::{HeadClock, MarkEnd, Next},
     parse_error::ProblemOnParseError,
+    proxy_protocol::ProxyProtocol,
     routing::CallNow,
     send_timeout::SendTimeout,
     tls::TlsConfig,
@@ -87,6 +88,7 @@ where
         max_connections: DEFAULT_MAX_CONNECTIONS,
         http2: Http2Settings::default(),
         tls: None,
+        proxy_protocol: None,
     }
 }
 
@@ -104,6 +106,7 @@ pub struct Serve<S, F> {
     max_connections: usize,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 impl<S, F> std::fmt::Debug for Serve<S, F> {
@@ -115,6 +118,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("max_connections", &self.max_connections)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
+            .field("proxy_protocol", &self.proxy_protocol)
             .finish_non_exhaustive()
     }
 }
@@ -216,6 +220,27 @@ impl<S, F> Serve<S, F> {
         self.tls = Some(config);
         self
     }
+
+    /// Reads HAProxy's PROXY protocol (version 1 or 2, as the peer sends
+    /// it) at the start of every connection: for a listener behind an L4
+    /// load balancer that does not keep client addresses.
+    ///
+    /// Every connection must begin with a header, within the
+    /// [header read timeout](Self::header_read_timeout) and in at most
+    /// [`MAX_PROXY_HEADER`](crate::MAX_PROXY_HEADER) bytes; one that does
+    /// not is closed before anything else is read from it, and so is a
+    /// connection from a peer outside
+    /// [`ProxyProtocol::allow_from`]. The header's source address becomes
+    /// [`ConnectionInfo::remote`] (the balancer's moves to
+    /// [`ConnectionInfo::proxied_by`]): client IPs, rate-limit keys,
+    /// `X-Forwarded-For` and the access log then name the client. A
+    /// `LOCAL` header (the balancer's health check) or one without
+    /// addresses leaves the peer's own. TLS, when there is TLS, begins
+    /// after the header.
+    pub fn proxy_protocol(mut self, proxy_protocol: ProxyProtocol) -> Self {
+        self.proxy_protocol = Some(Arc::new(proxy_protocol));
+        self
+    }
 }
 
 impl<S, B, F> IntoFuture for Serve<S, F>
@@ -240,6 +265,7 @@ where
                 max_connections,
                 http2,
                 tls,
+                proxy_protocol,
             } = self;
             let local = listener.local_addr().ok();
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -294,6 +320,37 @@ where
                     watcher: graceful.watcher(),
                     drain: drain.clone(),
                 };
+                if let Some(proxy_protocol) = &proxy_protocol {
+                    // The header first, in the connection's own task.
+                    let proxy_protocol = Arc::clone(proxy_protocol);
+                    let tls = tls.as_ref().map(TlsConfig::acceptor);
+                    let builder = builder.clone();
+                    let service = service.clone();
+                    let mut stream = stream;
+                    connections.spawn(async move {
+                        let Some(info) = proxy_protocol
+                            .accept(&mut stream, info, timeouts.header_read)
+                            .await
+                        else {
+                            return;
+                        };
+                        match tls {
+                            Some(acceptor) => {
+                                crate::tls::accept(
+                                    acceptor, stream, info, builder, service, tracked, timeouts,
+                                )
+                                .await;
+                            }
+                            None => {
+                                serve_connection(
+                                    &builder, stream, info, None, service, tracked, timeouts,
+                                )
+                                .await;
+                            }
+                        }
+                    });
+                    continue;
+                }
                 match &tls {
                     Some(tls) => connections.spawn(crate::tls::accept(
                         tls.acceptor(),

@@ -156,6 +156,13 @@ pub struct ServerConfig {
     pub http2: crate::Http2Settings,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<ServerTlsConfig>,
+    /// `[server.proxy_protocol]`: every connection starts with a PROXY
+    /// protocol header from an L4 balancer (see [`Serve::proxy_protocol`]);
+    /// `allow_from` lists the balancers' networks. The HTTPS redirect
+    /// listener reads it too.
+    ///
+    /// [`Serve::proxy_protocol`]: crate::Serve::proxy_protocol
+    pub proxy_protocol: Option<crate::ProxyProtocol>,
 }
 
 /// `[server.tls]`: certificates, mTLS, redirect and HSTS.
@@ -333,6 +340,7 @@ impl Default for ServerConfig {
                 .unwrap_or(NonZeroUsize::MIN),
             http2: crate::Http2Settings::default(),
             tls: None,
+            proxy_protocol: None,
         }
     }
 }

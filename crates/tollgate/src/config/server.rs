@@ -345,13 +345,17 @@ impl Reloader {
 /// `serve` with the `[server]` settings; the public listener and the
 /// HTTPS redirect share them.
 fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serve<S, F> {
-    serve
+    let serve = serve
         .drain_timeout(server.drain_timeout)
         .header_read_timeout(server.header_read_timeout)
         .body_read_timeout(server.body_read_timeout)
         .send_timeout(server.send_timeout)
         .max_connections(server.max_connections.get())
-        .http2(server.http2)
+        .http2(server.http2);
+    match &server.proxy_protocol {
+        Some(proxy_protocol) => serve.proxy_protocol(proxy_protocol.clone()),
+        None => serve,
+    }
 }
 
 fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), ConfigFileError> {
