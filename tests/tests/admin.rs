@@ -341,3 +341,90 @@ async fn config_serves_the_snapshot_and_unknown_paths_are_404_problems() {
     let bare = spawn_gateway(Admin::new().router()).await;
     assert_problem(get(&bare.url("/config")).await, 404, ROUTE_NOT_FOUND).await;
 }
+
+/// `Health::shutdown_after`: once the signal comes, `/readyz` fails with a
+/// first check `shutdown` while the public listener keeps serving new
+/// connections for the delay; then the server stops accepting and returns.
+#[tokio::test]
+async fn readyz_fails_once_a_shutdown_begins_and_serving_goes_on_for_the_delay() {
+    let health = Health::new();
+    let admin = admin_for(&health).await;
+    let router = gateway_to_users(&health)
+        .await
+        .route(Route::prefix("/").to("users"))
+        .build()
+        .expect("builds");
+    let (listener, addr) = tollgate_tests::listener().await;
+    let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = health.shutdown_after(
+        async move {
+            let _ = signalled.await;
+        },
+        Duration::from_secs(2),
+    );
+    let server = tokio::spawn(tollgate::serve(listener, router, shutdown).into_future());
+    let url = format!("http://{addr}/x");
+    assert_eq!(get(&url).await.status(), StatusCode::OK);
+    let report = readyz_until(&admin, StatusCode::OK).await;
+    assert_eq!(names(&report), ["upstream users"]);
+
+    signal.send(()).expect("the server waits");
+    let report = readyz_until(&admin, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(names(&report), ["shutdown", "upstream users"]);
+    assert_eq!(
+        check(&report, "shutdown"),
+        &json!({"name": "shutdown", "ready": false, "detail": "shutting down"})
+    );
+    assert!(health.is_shutting_down());
+    // A new connection during the delay (each `get` opens one) is served.
+    assert_eq!(get(&url).await.status(), StatusCode::OK);
+
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server returns after the delay")
+        .expect("joins")
+        .expect("a clean shutdown");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// `[server] shutdown_delay`: `config::Server::shutdown` fails `/readyz`
+/// on the admin listener and keeps the public one serving for the delay.
+#[tokio::test]
+async fn the_config_servers_shutdown_delay_fails_readiness_first() {
+    use tollgate::config::{ConfigFile, Server};
+
+    let users = spawn_upstream(echo_router()).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_delay = \"2s\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"users\"\nendpoints = [\"http://{users}\"]\n\n\
+         [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
+    );
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let addr = server.local_addr();
+    let admin_addr = server.admin_addr().expect("an admin listener");
+    let readyz = format!("http://{admin_addr}/readyz");
+    assert_eq!(get(&readyz).await.status(), StatusCode::OK);
+
+    let stopping = tokio::spawn(server.shutdown());
+    eventually("/readyz fails", || async {
+        get(&readyz).await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let report = body_json(get(&readyz).await).await;
+    assert_eq!(names(&report)[0], "shutdown", "{report}");
+    assert_eq!(
+        get(&format!("http://{addr}/x")).await.status(),
+        StatusCode::OK
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the shutdown ends after the delay")
+        .expect("joins")
+        .expect("a clean shutdown");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(admin_addr).await.is_err());
+}

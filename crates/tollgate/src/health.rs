@@ -1,6 +1,14 @@
 //! [`Health`]: the readiness probes of the gateway that was built last.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -8,6 +16,10 @@ use serde_json::{Value, json};
 use tollgate_auth::AuthLayer;
 use tollgate_proxy::Upstream;
 use tollgate_ratelimit::RateLimitLayer;
+
+/// The name of the check that fails once a shutdown has begun
+/// ([`Health::begin_shutdown`]).
+const SHUTDOWN_CHECK: &str = "shutdown";
 
 /// The longest a readiness check waits for one probe (a Redis `PING`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -27,6 +39,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `auth <route>`        | the route's [`AuthLayer::is_ready`]: keys loaded    |
 /// | `upstream <name>`     | [`Upstream::is_healthy`]: an endpoint is not cooling off |
 /// | `redis <layer>`       | the rate limit's store answers `PING` within its timeout (and [`PROBE_TIMEOUT`]) |
+/// | `shutdown`            | never: present (first) once [`begin_shutdown`](Self::begin_shutdown) was called |
 ///
 /// Every upstream of the gateway is checked, and every rate limit whose
 /// store can be pinged ([`RateLimitLayer::ping`]: Redis, not memory),
@@ -53,6 +66,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Health {
     probes: Arc<ArcSwap<Vec<Probe>>>,
+    shutting_down: Arc<AtomicBool>,
 }
 
 /// One probe: a check name and what it asks.
@@ -108,8 +122,72 @@ impl Health {
     /// without waiting.
     pub async fn check(&self) -> Readiness {
         let probes = self.probes.load_full();
-        let checks = futures_util::future::join_all(probes.iter().map(Probe::run)).await;
+        let mut checks = futures_util::future::join_all(probes.iter().map(Probe::run)).await;
+        if self.is_shutting_down() {
+            checks.insert(
+                0,
+                ReadinessCheck {
+                    name: SHUTDOWN_CHECK.to_owned(),
+                    ready: false,
+                    detail: Some("shutting down".to_owned()),
+                },
+            );
+        }
         Readiness { checks }
+    }
+
+    /// From now on every [`check`](Self::check) is not ready, with a
+    /// first check named `shutdown`: the instance is going away, and a
+    /// load balancer polling `/readyz` should stop sending it new
+    /// connections. Nothing else changes; the server keeps serving until
+    /// its own shutdown. There is no way back: a new process starts ready.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`begin_shutdown`](Self::begin_shutdown) was called.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// A shutdown future for [`serve`](crate::serve) that lets load
+    /// balancers notice first: when `signal` completes it fails readiness
+    /// ([`begin_shutdown`](Self::begin_shutdown)), keeps serving for
+    /// `delay` (set it to a few of the balancer's health-check intervals),
+    /// then completes, and the server stops accepting and drains. Traefik's
+    /// `requestAcceptGraceTimeout`, Envoy's failing health check before a
+    /// drain; `[server] shutdown_delay` in the config file.
+    ///
+    /// ```no_run
+    /// # async fn run(router: axum::Router, health: tollgate::Health) -> std::io::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    /// let shutdown = health.shutdown_after(tollgate::shutdown_signal(), Duration::from_secs(5));
+    /// tollgate::serve(listener, router, shutdown).await
+    /// # }
+    /// ```
+    pub fn shutdown_after<F>(
+        &self,
+        signal: F,
+        delay: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let health = self.clone();
+        async move {
+            signal.await;
+            health.begin_shutdown();
+            if !delay.is_zero() {
+                tracing::info!(
+                    ?delay,
+                    "shutting down: readiness fails now; still serving until the delay is over"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
     }
 
     /// Replaces the probes (after a successful build).
@@ -126,6 +204,7 @@ impl fmt::Debug for Health {
                 "probes",
                 &probes.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             )
+            .field("shutting_down", &self.is_shutting_down())
             .finish()
     }
 }
@@ -243,8 +322,9 @@ impl Readiness {
 // === impl ReadinessCheck ===
 
 impl ReadinessCheck {
-    /// The check's name: `auth <route>`, `upstream <name>` or
-    /// `redis <layer>`.
+    /// The check's name: `auth <route>`, `upstream <name>`,
+    /// `redis <layer>`, or `shutdown` once
+    /// [`Health::begin_shutdown`] was called.
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
@@ -260,5 +340,41 @@ impl ReadinessCheck {
     #[must_use]
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// Readiness fails when the signal comes, not before, and the future
+    /// completes only once the delay is over.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_after_fails_readiness_then_waits_the_delay() {
+        let health = Health::new();
+        let (signal, signalled) = tokio::sync::oneshot::channel::<()>();
+        let mut shutdown = Box::pin(health.shutdown_after(
+            async move {
+                let _ = signalled.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(shutdown.as_mut().poll(&mut cx).is_pending());
+        assert!(health.check().await.is_ready());
+
+        signal.send(()).unwrap_or_default();
+        assert!(shutdown.as_mut().poll(&mut cx).is_pending());
+        let report = health.check().await;
+        assert!(!report.is_ready());
+        assert_eq!(report.checks()[0].name(), "shutdown");
+        assert_eq!(report.checks()[0].detail(), Some("shutting down"));
+
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        assert!(shutdown.as_mut().poll(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(()));
     }
 }

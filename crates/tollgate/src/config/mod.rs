@@ -127,6 +127,14 @@ pub struct ServerConfig {
     /// How long in-flight requests get to finish on shutdown. Default 30 s.
     #[serde(with = "tollgate_core::serde_util::duration")]
     pub drain_timeout: Duration,
+    /// How long the gateway keeps serving after a shutdown begins, with
+    /// `/readyz` failing, before it stops accepting and drains, so load
+    /// balancers stop sending it connections first (see
+    /// [`Health::shutdown_after`]). Default 0 s.
+    ///
+    /// [`Health::shutdown_after`]: crate::Health::shutdown_after
+    #[serde(with = "tollgate_core::serde_util::duration")]
+    pub shutdown_delay: Duration,
     /// How long a client may take to send its request head (and, with
     /// TLS, its handshake). Default 30 s.
     #[serde(with = "tollgate_core::serde_util::duration")]
@@ -333,6 +341,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),

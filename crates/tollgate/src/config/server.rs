@@ -476,6 +476,7 @@ pub struct Server {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     redirect_addr: Option<SocketAddr>,
+    shutdown_delay: Duration,
     stop: watch::Sender<bool>,
     tasks: JoinSet<io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -544,6 +545,7 @@ impl Server {
             local_addr,
             admin_addr,
             redirect_addr,
+            shutdown_delay: config.server.shutdown_delay,
             stop,
             tasks,
             background,
@@ -580,13 +582,21 @@ impl Server {
         self.shutdown().await
     }
 
-    /// Stops accepting, lets in-flight requests finish within the drain
-    /// time, and returns when every listener is closed.
+    /// Fails readiness at once and keeps serving for `[server]
+    /// shutdown_delay` (see [`Health::shutdown_after`]); then stops
+    /// accepting, lets in-flight requests finish within the drain time, and
+    /// returns when every listener is closed.
+    ///
+    /// [`Health::shutdown_after`]: crate::Health::shutdown_after
     ///
     /// # Errors
     ///
     /// A listener failed.
     pub async fn shutdown(mut self) -> io::Result<()> {
+        self.reloader
+            .health()
+            .shutdown_after(std::future::ready(()), self.shutdown_delay)
+            .await;
         let _ = self.stop.send(true);
         let reloader = self.reloader.clone();
         for task in &self.background {
