@@ -231,7 +231,7 @@ async fn invalid_header_bytes_are_400() {
 /// Sends a head made of `header_lines` while reading the answer, so that a
 /// server that answers and closes early cannot make the write fail the test.
 async fn send_huge_head(addr: SocketAddr, header_lines: Vec<u8>) -> String {
-    let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".to_vec();
     raw.extend_from_slice(&header_lines);
     raw.extend_from_slice(b"\r\n");
     send_large(addr, raw).await
@@ -293,6 +293,74 @@ async fn huge_header_blocks_are_431() {
         );
     }
     assert_still_serving(&gw, &hits).await;
+}
+
+/// `n` header lines of `size` bytes each, `X-Hn: bbb…\r\n`.
+fn header_lines(n: usize, size: usize) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for i in 0..n {
+        let name = format!("X-H{i}: ");
+        let value = "b".repeat(size - name.len() - 2);
+        lines.extend_from_slice(format!("{name}{value}\r\n").as_bytes());
+    }
+    lines
+}
+
+/// The default head limit is 64 KiB (hyper's own, about 400 KiB, let one
+/// connection hold six times that): a 160 KiB head gets a 431 problem
+/// and never reaches the upstream, a 60 KiB one is served. (hyper reads
+/// in blocks of up to the limit and checks between reads, so only a head
+/// over twice the limit is refused whatever its timing.)
+#[tokio::test]
+async fn heads_over_the_default_64_kib_are_431() {
+    let (gw, hits) = gateway().await;
+    let answer = send_huge_head(gw.addr, header_lines(40, 4096)).await;
+    assert_eq!(status(&answer), 431, "{answer}");
+    assert_eq!(
+        problem(&answer)["type"],
+        "urn:tollgate:problem:headers-too-large"
+    );
+    let answer = send_huge_head(gw.addr, header_lines(15, 4096)).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert_still_serving_after(&gw, &hits, 1).await;
+}
+
+/// [`gateway`]'s router on a listener with these head limits.
+async fn gateway_with_head_limits(size: usize, count: usize) -> SocketAddr {
+    let up = spawn_upstream(echo_router()).await;
+    let router = Gateway::builder()
+        .upstream(Upstream::builder("up").endpoint(format!("http://{up}")))
+        .route(Route::prefix("/").to("up"))
+        .build()
+        .unwrap();
+    let (listener, addr) = tollgate_tests::listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, router, std::future::pending())
+            .max_header_size(size)
+            .max_headers(count)
+            .into_future(),
+    );
+    addr
+}
+
+/// `Serve::max_header_size` and `Serve::max_headers` set the limits.
+#[tokio::test]
+async fn head_limits_are_set_on_the_listener() {
+    let addr = gateway_with_head_limits(16 * 1024, 10).await;
+    // Size: 40 KiB refused, 12 KiB served.
+    let answer = send_huge_head(addr, header_lines(4, 10 * 1024)).await;
+    assert_eq!(status(&answer), 431, "{answer}");
+    let answer = send_huge_head(addr, header_lines(3, 4096)).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    // Count: `Host`, `Connection` and 9 more refused, and 8 more served.
+    let answer = send_huge_head(addr, header_lines(9, 16)).await;
+    assert_eq!(status(&answer), 431, "{answer}");
+    assert_eq!(
+        problem(&answer)["type"],
+        "urn:tollgate:problem:headers-too-large"
+    );
+    let answer = send_huge_head(addr, header_lines(8, 16)).await;
+    assert_eq!(status(&answer), 200, "{answer}");
 }
 
 #[tokio::test]
@@ -464,16 +532,22 @@ async fn dot_segments_are_400_problems() {
 /// A request target longer than hyper accepts is 414, as a problem.
 #[tokio::test]
 async fn an_over_long_uri_is_414_problem() {
-    let (gw, hits) = gateway().await;
+    // A URI over the `http` crate's 65,534 bytes. Under the default 64 KiB
+    // head limit the head is too large before the URI is judged: 431.
     let mut raw = b"GET /".to_vec();
     raw.resize(raw.len() + 70_000, b'a');
     raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
-    let answer = send_large(gw.addr, raw).await;
+    let (gw, hits) = gateway().await;
+    let answer = send_large(gw.addr, raw.clone()).await;
+    assert_eq!(status(&answer), 431, "{answer}");
+    assert_still_serving(&gw, &hits).await;
+
+    let addr = gateway_with_head_limits(128 * 1024, 100).await;
+    let answer = send_large(addr, raw).await;
     assert_eq!(status(&answer), 414, "{answer}");
     assert_eq!(
         problem(&answer)["type"],
         "urn:tollgate:problem:uri-too-long",
         "{answer}"
     );
-    assert_still_serving(&gw, &hits).await;
 }

@@ -190,6 +190,16 @@ fn bad_configs_name_the_line_and_the_key() {
         "line 2: server.max_connections: invalid value: integer `0`, expected a nonzero usize"
     );
 
+    // A head limit under hyper's smallest read buffer, and no headers at all.
+    assert_eq!(
+        parse_err("[server]\nmax_header_size = 4096\n"),
+        "line 2: server.max_header_size: 4096 is under 8192 bytes"
+    );
+    assert_eq!(
+        parse_err("[server]\nmax_headers = 0\n"),
+        "line 2: server.max_headers: invalid value: integer `0`, expected a nonzero usize"
+    );
+
     // A PROXY protocol peer that is neither a network nor an address.
     assert_eq!(
         parse_err("[server.proxy_protocol]\nallow_from = [\"10.0.0.0/8\", \"balancer\"]\n"),
@@ -517,6 +527,49 @@ async fn the_connection_limit_comes_from_the_config() {
     let second = answer(&mut waiting).await;
     assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
     drop(waiting);
+    server.shutdown().await.expect("clean shutdown");
+}
+
+/// `server.max_header_size` and `server.max_headers` reach the listener.
+#[tokio::test]
+async fn the_head_limits_come_from_the_config() {
+    use axum::{Router, routing::get as get_route};
+    use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+    let upstream = spawn_upstream(Router::new().route("/x", get_route(|| async { "x" }))).await;
+    let mut text = config_head_with(
+        "max_header_size = 10000\nmax_headers = 5\n",
+        "u",
+        &format!("http://{upstream}"),
+    );
+    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let addr = server.local_addr();
+    async fn status_of(addr: std::net::SocketAddr, extra: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let head = format!("GET /x HTTP/1.1\r\nHost: gw\r\n{extra}\r\n");
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tollgate_tests::read_head(&mut stream),
+        );
+        let head = read.await.expect("in time").expect("a head").0;
+        head.lines().next().unwrap_or_default().to_owned()
+    }
+    // Over twice the limit: refused however hyper's reads fall.
+    let big = format!("X-Big: {}\r\n", "a".repeat(25_000));
+    assert_eq!(
+        status_of(addr, &big).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    let many = "A: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n";
+    assert_eq!(
+        status_of(addr, many).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(status_of(addr, "A: 1\r\n").await, "HTTP/1.1 200 OK");
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -80,7 +80,10 @@ pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use http2::Http2Settings;
 pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
-pub use serve::{DEFAULT_MAX_CONNECTIONS, Serve, serve, shutdown_signal};
+pub use serve::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS, MIN_MAX_HEADER_SIZE,
+    Serve, serve, shutdown_signal,
+};
 pub use tls::{
     ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, hsts_layer, redirect_to_https,
 };

@@ -86,6 +86,7 @@ where
             send: Duration::from_secs(60),
         },
         max_connections: DEFAULT_MAX_CONNECTIONS,
+        header_limits: HeaderLimits::default(),
         http2: Http2Settings::default(),
         tls: None,
         proxy_protocol: None,
@@ -94,6 +95,31 @@ where
 
 /// [`Serve::max_connections`]'s default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// [`Serve::max_header_size`]'s default: 64 KiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+
+/// [`Serve::max_headers`]'s default.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// The smallest [`Serve::max_header_size`]: hyper's smallest read buffer.
+pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
+
+/// An HTTP/1.1 listener's limits on request heads.
+#[derive(Clone, Copy, Debug)]
+struct HeaderLimits {
+    size: usize,
+    count: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self {
+            size: DEFAULT_MAX_HEADER_SIZE,
+            count: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
 
 /// A server future; see [`serve`].
 #[must_use = "a server does nothing unless awaited"]
@@ -104,6 +130,7 @@ pub struct Serve<S, F> {
     drain_timeout: Duration,
     timeouts: Timeouts,
     max_connections: usize,
+    header_limits: HeaderLimits,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
@@ -116,6 +143,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("drain_timeout", &self.drain_timeout)
             .field("timeouts", &self.timeouts)
             .field("max_connections", &self.max_connections)
+            .field("header_limits", &self.header_limits)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
             .field("proxy_protocol", &self.proxy_protocol)
@@ -198,6 +226,36 @@ impl<S, F> Serve<S, F> {
         self
     }
 
+    /// How much of an HTTP/1.1 request head (request line and headers)
+    /// the listener reads before refusing it, in bytes (default
+    /// [`DEFAULT_MAX_HEADER_SIZE`], 64 KiB; Envoy's limit is 60 KiB).
+    ///
+    /// It is hyper's read-buffer limit: once hyper holds this much of a
+    /// head without its end, the client gets a 431 problem and the
+    /// connection is closed. hyper reads in blocks of up to this size and
+    /// checks between reads, so a head that ends within the read that
+    /// crosses the limit is still taken: heads up to twice the limit may
+    /// pass, longer ones never do, and one connection never holds more
+    /// than about twice it. With [`max_connections`](Self::max_connections)
+    /// it bounds the memory a flood of large, slow heads can take: hyper's
+    /// own default, about 400 KiB, allowed several GB at 10,000
+    /// connections. It also caps how much response hyper queues for a
+    /// slow client before waiting. At least [`MIN_MAX_HEADER_SIZE`]
+    /// (8 KiB): a smaller value is taken as that. HTTP/2 has its own
+    /// ([`Http2Settings::max_header_list_size`]).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.header_limits.size = bytes.max(MIN_MAX_HEADER_SIZE);
+        self
+    }
+
+    /// How many headers an HTTP/1.1 request may have (default
+    /// [`DEFAULT_MAX_HEADERS`], 100, hyper's); more get a 431 problem and
+    /// the connection is closed. At least 1.
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.header_limits.count = count.max(1);
+        self
+    }
+
     /// The HTTP/2 settings: concurrent streams, header list size, flow
     /// control windows, send buffer and keep-alive pings (default
     /// [`Http2Settings::default`]). Each value is taken into its valid
@@ -263,6 +321,7 @@ where
                 drain_timeout,
                 timeouts,
                 max_connections,
+                header_limits,
                 http2,
                 tls,
                 proxy_protocol,
@@ -271,7 +330,12 @@ where
             let mut builder = auto::Builder::new(TokioExecutor::new());
             // No hyper header read timeout: each connection keeps its own
             // (`serve_connection`, `head_deadline`).
-            builder.http1().header_read_timeout(None).keep_alive(true);
+            builder
+                .http1()
+                .header_read_timeout(None)
+                .keep_alive(true)
+                .max_buf_size(header_limits.size)
+                .max_headers(header_limits.count);
             http2.apply(&mut builder);
             let graceful = GracefulShutdown::new();
             let drain = Drain::new();

@@ -157,6 +157,17 @@ pub struct ServerConfig {
     ///
     /// [`Serve::max_connections`]: crate::Serve::max_connections
     pub max_connections: NonZeroUsize,
+    /// The largest HTTP/1.1 request head in bytes; past it, 431 (see
+    /// [`Serve::max_header_size`]). Default 65,536; at least 8,192.
+    ///
+    /// [`Serve::max_header_size`]: crate::Serve::max_header_size
+    #[serde(deserialize_with = "header_size")]
+    pub max_header_size: usize,
+    /// How many headers an HTTP/1.1 request may have; more, 431 (see
+    /// [`Serve::max_headers`]). Default 100.
+    ///
+    /// [`Serve::max_headers`]: crate::Serve::max_headers
+    pub max_headers: NonZeroUsize,
     /// `[server.http2]`: concurrent streams, header list size, windows,
     /// send buffer and keep-alive pings (see [`Http2Settings`]).
     ///
@@ -328,6 +339,22 @@ pub struct SplitConfig {
     pub weight: u32,
 }
 
+/// `server.max_header_size`: refused at its key under hyper's smallest
+/// read buffer, where [`Serve::max_header_size`](crate::Serve::max_header_size)
+/// would quietly raise it.
+fn header_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let value = u64::deserialize(d)?;
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v >= crate::MIN_MAX_HEADER_SIZE)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{value} is under {} bytes",
+                crate::MIN_MAX_HEADER_SIZE
+            ))
+        })
+}
+
 fn yes() -> bool {
     true
 }
@@ -347,6 +374,8 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(60),
             max_connections: NonZeroUsize::new(crate::DEFAULT_MAX_CONNECTIONS)
                 .unwrap_or(NonZeroUsize::MIN),
+            max_header_size: crate::DEFAULT_MAX_HEADER_SIZE,
+            max_headers: NonZeroUsize::new(crate::DEFAULT_MAX_HEADERS).unwrap_or(NonZeroUsize::MIN),
             http2: crate::Http2Settings::default(),
             tls: None,
             proxy_protocol: None,

@@ -351,6 +351,8 @@ fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serv
         .body_read_timeout(server.body_read_timeout)
         .send_timeout(server.send_timeout)
         .max_connections(server.max_connections.get())
+        .max_header_size(server.max_header_size)
+        .max_headers(server.max_headers.get())
         .http2(server.http2);
     match &server.proxy_protocol {
         Some(proxy_protocol) => serve.proxy_protocol(proxy_protocol.clone()),
