@@ -200,6 +200,12 @@ fn bad_configs_name_the_line_and_the_key() {
         "line 2: server.max_headers: invalid value: integer `0`, expected a nonzero usize"
     );
 
+    // A TLS version tollgate does not speak.
+    assert_eq!(
+        parse_err("[server.tls]\ncertificates = []\nmin_version = \"1.1\"\n"),
+        "line 3: server.tls.min_version: unknown variant `1.1`, expected `1.2` or `1.3`"
+    );
+
     // A PROXY protocol peer that is neither a network nor an address.
     assert_eq!(
         parse_err("[server.proxy_protocol]\nallow_from = [\"10.0.0.0/8\", \"balancer\"]\n"),

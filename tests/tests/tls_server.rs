@@ -25,7 +25,7 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 use tollgate::{
-    ClientAuth, Gateway, Protocol, Route, TlsConfig, Upstream,
+    ClientAuth, Gateway, Protocol, Route, TlsConfig, TlsVersion, Upstream,
     core::{AuthMethod, ConnectionInfo, Identity},
     proxy::PoolKind,
 };
@@ -310,6 +310,57 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
     assert!(answer.len() >= 7, "{answer:?}");
     assert_eq!(answer[0], 0x15, "{answer:?}");
     assert_eq!(&answer[5..7], &[2, 70], "{answer:?}");
+}
+
+/// `min_version(TlsVersion::Tls13)` refuses TLS 1.2 clients and serves
+/// TLS 1.3 ones; `[server.tls] min_version = "1.3"` does the same.
+#[tokio::test]
+async fn tls_1_3_only_refuses_tls_1_2() {
+    let dir = Dir::new();
+    let ca = Ca::new("1.3 CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder()
+        .certificate(&cert, &key)
+        .min_version(TlsVersion::Tls13)
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls, whoami()).await;
+
+    let config_addr = {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\nmin_version = \"1.3\"\n\
+             certificates = [{{ cert_file = {cert:?}, key_file = {key:?} }}]\n\
+             [admin]\nenabled = false\n"
+        );
+        let server =
+            tollgate::config::Server::start(tollgate::config::ConfigFile::parse(&text).unwrap())
+                .await
+                .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(server.run_until(std::future::pending()));
+        addr
+    };
+
+    for addr in [addr, config_addr] {
+        only_tls_1_3(|| ClientSetup::trusting(&ca), addr).await;
+    }
+}
+
+/// A TLS 1.2 handshake of `setup`'s client is refused with a
+/// `protocol_version` alert, and a TLS 1.3 one is served.
+async fn only_tls_1_3(setup: impl Fn() -> ClientSetup, addr: SocketAddr) -> TlsStream<TcpStream> {
+    let refused = setup()
+        .versions(&[&rustls::version::TLS12])
+        .connect(addr, "localhost")
+        .await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("ProtocolVersion"), "{err}");
+    let stream = setup().connect(addr, "localhost").await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(ProtocolVersion::TLSv1_3)
+    );
+    stream
 }
 
 /// A TLS server with a `localhost` certificate from a new CA, whose
@@ -665,6 +716,33 @@ async fn reload_rereads_the_client_ca_bundle() {
     assert!(refused(as_alice(), addr).await);
     // Alice's connection, admitted before, stays up.
     assert_eq!(before.get_json("/after").await["subject"], "CN=alice");
+}
+
+/// The minimum version survives a client CA reload, which rebuilds the
+/// rustls configuration.
+#[tokio::test]
+async fn tls_1_3_only_holds_across_a_client_ca_reload() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let bundle = dir.write("clients.pem", &clients.0.pem());
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder()
+        .certificate(cert, key)
+        .client_auth(ClientAuth::required(&bundle))
+        .min_version(TlsVersion::Tls13)
+        .build()
+        .unwrap();
+    let addr = spawn_tls(tls.clone(), whoami()).await;
+    let alice = clients.leaf(&["a.test"], "alice", ExtendedKeyUsagePurpose::ClientAuth);
+    tls.reload().unwrap();
+
+    let stream = only_tls_1_3(
+        || ClientSetup::trusting(&ca).with_cert(&alice, &clients),
+        addr,
+    )
+    .await;
+    assert_eq!(get_json(stream).await["subject"], "CN=alice");
 }
 
 /// `curl --http2` (and `--http1.1`) verifies the server against the CA

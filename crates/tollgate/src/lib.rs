@@ -85,7 +85,8 @@ pub use serve::{
     Serve, serve, shutdown_signal,
 };
 pub use tls::{
-    ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, hsts_layer, redirect_to_https,
+    ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, TlsVersion, hsts_layer,
+    redirect_to_https,
 };
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};

@@ -80,6 +80,23 @@ pub struct TlsConfig {
 pub struct TlsConfigBuilder {
     files: CertFilesSet,
     client_auth: Option<ClientAuth>,
+    min_version: TlsVersion,
+}
+
+/// The oldest TLS version a listener accepts; see
+/// [`TlsConfigBuilder::min_version`]. Versions before 1.2 are never
+/// accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[non_exhaustive]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default).
+    #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "1.2"))]
+    Tls12,
+    /// TLS 1.3 only.
+    #[cfg_attr(feature = "serde", serde(rename = "1.3"))]
+    Tls13,
 }
 
 /// Client-certificate (mutual TLS) settings: the CA bundle that client
@@ -118,6 +135,7 @@ pub struct RedirectToHttps {
 struct Shared {
     files: CertFilesSet,
     client_auth: Option<ClientAuth>,
+    min_version: TlsVersion,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
     /// Replaced whole when the client CA bundle is reloaded; each
@@ -198,6 +216,16 @@ impl TlsConfigBuilder {
         self
     }
 
+    /// The oldest TLS version accepted (default [`TlsVersion::Tls12`]);
+    /// [`TlsVersion::Tls13`] refuses TLS 1.2 handshakes, as nginx's
+    /// `ssl_protocols TLSv1.3` and Envoy's `tls_minimum_protocol_version`
+    /// do. A client that offers only older versions gets a
+    /// `protocol_version` alert.
+    pub fn min_version(mut self, version: TlsVersion) -> Self {
+        self.min_version = version;
+        self
+    }
+
     /// Reads every file and builds the configuration.
     ///
     /// # Errors
@@ -208,7 +236,11 @@ impl TlsConfigBuilder {
     /// of kind `InvalidValue` for a server name that is not a DNS name or
     /// given twice.
     pub fn build(self) -> Result<TlsConfig, ConfigError> {
-        let Self { files, client_auth } = self;
+        let Self {
+            files,
+            client_auth,
+            min_version,
+        } = self;
         if files.default.is_none() && files.by_name.is_empty() {
             return Err(ConfigError::new(
                 ConfigErrorKind::Missing,
@@ -234,11 +266,12 @@ impl TlsConfigBuilder {
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(load_set(&files, &provider)?),
         });
-        let server = server_config(&provider, client_auth.as_ref(), &resolver)?;
+        let server = server_config(&provider, client_auth.as_ref(), min_version, &resolver)?;
         Ok(TlsConfig {
             shared: Arc::new(Shared {
                 files,
                 client_auth,
+                min_version,
                 provider,
                 resolver,
                 server: ArcSwap::from_pointee(server),
@@ -247,17 +280,21 @@ impl TlsConfigBuilder {
     }
 }
 
-/// The rustls configuration: TLS 1.3 and 1.2, ALPN `h2` and `http/1.1`,
-/// certificates from `resolver`, and the client CA bundle of `client_auth`
-/// read from its file.
+/// The rustls configuration: TLS 1.3 and, unless `min_version` says
+/// otherwise, 1.2; ALPN `h2` and `http/1.1`; certificates from `resolver`,
+/// and the client CA bundle of `client_auth` read from its file.
 fn server_config(
     provider: &Arc<CryptoProvider>,
     client_auth: Option<&ClientAuth>,
+    min_version: TlsVersion,
     resolver: &Arc<CertResolver>,
 ) -> Result<ServerConfig, ConfigError> {
-    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(versions)
         .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, format!("tls: {e}")))?;
     let builder = match client_auth {
         None => builder.with_no_client_auth(),
@@ -339,6 +376,7 @@ impl TlsConfig {
                 Some(auth) => Some(server_config(
                     &shared.provider,
                     Some(auth),
+                    shared.min_version,
                     &shared.resolver,
                 )?),
                 None => None,

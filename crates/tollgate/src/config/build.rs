@@ -352,7 +352,7 @@ impl ConfigFile {
         let Some(tls) = &self.config.server.tls else {
             return Ok(None);
         };
-        let mut builder = TlsConfig::builder();
+        let mut builder = TlsConfig::builder().min_version(tls.min_version);
         for cert in &tls.certificates {
             if cert.server_names.is_empty() {
                 builder = builder.certificate(&cert.cert_file, &cert.key_file);

@@ -204,6 +204,12 @@ pub struct ServerTlsConfig {
     /// Re-reads the certificate files on SIGHUP. Default true.
     #[serde(default = "yes")]
     pub reload_on_sighup: bool,
+    /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`
+    /// (see [`TlsConfigBuilder::min_version`]).
+    ///
+    /// [`TlsConfigBuilder::min_version`]: crate::TlsConfigBuilder::min_version
+    #[serde(default)]
+    pub min_version: crate::TlsVersion,
 }
 
 /// One certificate chain and its key, as PEM files.
