@@ -718,6 +718,104 @@ async fn reload_rereads_the_client_ca_bundle() {
     assert_eq!(before.get_json("/after").await["subject"], "CN=alice");
 }
 
+/// Each certificate's `notAfter` is published as a gauge, and a reload
+/// updates it; `config::Server` publishes it on its admin `/metrics`.
+#[tokio::test]
+async fn certificate_expiry_is_a_metric_and_follows_reloads() {
+    let dir = Dir::new();
+    let ca = Ca::new("expiry CA");
+    let (cert, key) = ca
+        .server_until(&["localhost"], (2031, 1, 2))
+        .write(&dir, "default", &ca);
+    let (api_cert, api_key) = ca
+        .server_until(&["api.test"], (2030, 6, 1))
+        .write(&dir, "api", &ca);
+    let tls = TlsConfig::builder()
+        .certificate(&cert, &key)
+        .sni_certificate("api.test", &api_cert, &api_key)
+        .build()
+        .unwrap();
+    let metrics = tollgate::observe::Metrics::new();
+    tls.report_to(&metrics);
+    let gauge = "tollgate_tls_certificate_expiry_timestamp_seconds";
+    let out = metrics.render();
+    // 2031-01-02 and 2030-06-01, midnight UTC.
+    assert!(
+        out.contains(&format!("{gauge}{{certificate=\"default\"}} 1925078400\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{gauge}{{certificate=\"api.test\"}} 1906502400\n")),
+        "{out}"
+    );
+    let expiry = tls.certificate_expiry();
+    assert_eq!(expiry[0].0, "default");
+    assert_eq!(
+        expiry[0].1,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_925_078_400)
+    );
+
+    // A renewed default certificate, picked up by a reload.
+    ca.server_until(&["localhost"], (2032, 1, 2))
+        .write(&dir, "default", &ca);
+    tls.reload().unwrap();
+    let out = metrics.render();
+    assert!(
+        out.contains(&format!("{gauge}{{certificate=\"default\"}} 1956614400\n")),
+        "{out}"
+    );
+
+    // The config file's server shows it on the admin listener.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [server.tls]\ncertificates = [{{ cert_file = {cert:?}, key_file = {key:?} }}]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let server =
+        tollgate::config::Server::start(tollgate::config::ConfigFile::parse(&text).unwrap())
+            .await
+            .unwrap();
+    let admin = server.admin_addr().unwrap();
+    let res = client()
+        .request(
+            http::Request::get(format!("http://{admin}/metrics"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains(&format!("{gauge}{{certificate=\"default\"}} 1956614400\n")),
+        "{body}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Loading a certificate that has expired logs a warning naming it.
+#[test]
+fn an_expired_certificate_is_warned_about() {
+    let dir = Dir::new();
+    let ca = Ca::new("expired CA");
+    let (cert, key) = ca
+        .server_until(&["old.test"], (2020, 1, 1))
+        .write(&dir, "old", &ca);
+    let (capture, _guard) = tollgate_tests::observe_support::Capture::install();
+    let tls = TlsConfig::builder()
+        .sni_certificate("old.test", &cert, &key)
+        .build()
+        .unwrap();
+    let warned: Vec<_> = capture
+        .all()
+        .into_iter()
+        .filter(|e| e.get("message") == Some("TLS certificate has expired"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", capture.all());
+    assert_eq!(warned[0].get("certificate"), Some("old.test"));
+    assert_eq!(tls.certificate_expiry()[0].0, "old.test");
+}
+
 /// The minimum version survives a client CA reload, which rebuilds the
 /// rustls configuration.
 #[tokio::test]

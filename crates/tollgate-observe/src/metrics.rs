@@ -49,6 +49,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_rate_limited_total`                        | counter   | `plan`                  | [`ObserveLayer`](crate::ObserveLayer), for 429 answers of the rate limiter |
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
+/// | `tollgate_tls_certificate_expiry_timestamp_seconds`  | gauge     | `certificate`           | [`Metrics::set_tls_certificates`]: each served certificate's `notAfter` as a Unix time, `certificate` being `default` or its SNI name |
 ///
 /// The [`ObserveLayer`](crate::ObserveLayer) calls
 /// [`Metrics::record_upstream`] and [`Metrics::record_upstream_error`] when a
@@ -78,6 +79,7 @@ struct Inner {
     rate_limited: Family<PlanLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    certificates: Family<CertificateLabels, Gauge>,
     unmatched: RouteLabel,
     /// Tells this registry's entries in the per-thread [`HANDLES`] apart.
     id: u64,
@@ -156,6 +158,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamErrorLabels {
     upstream: Arc<str>,
     kind: &'static str,
@@ -180,6 +187,7 @@ impl Metrics {
         let upstream_duration =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let certificates = Family::<CertificateLabels, Gauge>::default();
 
         registry.register(
             "tollgate_requests",
@@ -223,6 +231,12 @@ impl Metrics {
             "Failed upstream calls, by upstream and kind",
             upstream_errors.clone(),
         );
+        registry.register_with_unit(
+            "tollgate_tls_certificate_expiry_timestamp",
+            "When each served TLS certificate expires (its notAfter, Unix time), by certificate",
+            Unit::Seconds,
+            certificates.clone(),
+        );
 
         Self {
             inner: Arc::new(Inner {
@@ -235,6 +249,7 @@ impl Metrics {
                 rate_limited,
                 upstream_duration,
                 upstream_errors,
+                certificates,
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -259,10 +274,28 @@ impl Metrics {
         self.inner.in_flight.get()
     }
 
+    /// Sets `tollgate_tls_certificate_expiry_timestamp_seconds`: one
+    /// sample per served certificate, named `default` or by its SNI name,
+    /// at its `notAfter` in seconds since the Unix epoch. Certificates not
+    /// in `certificates` (gone in a reload) disappear. A TLS listener's
+    /// `tollgate::TlsConfig::report_to` calls it when its certificates
+    /// are loaded and reloaded; alert on
+    /// `tollgate_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
+    pub fn set_tls_certificates<'a>(&self, certificates: impl IntoIterator<Item = (&'a str, i64)>) {
+        let family = &self.inner.certificates;
+        family.clear();
+        for (name, not_after) in certificates {
+            let labels = CertificateLabels {
+                certificate: name.to_owned(),
+            };
+            family.get_or_create(&labels).set(not_after);
+        }
+    }
+
     /// Records one upstream call of `duration` into
-    /// `tollgate_upstream_duration_seconds{upstream}`.
-    ///
-    /// Nothing calls this yet; the proxy will, in a later change.
+    /// `tollgate_upstream_duration_seconds{upstream}` (the
+    /// [`ObserveLayer`](crate::ObserveLayer) does, from the proxy's
+    /// record).
     pub fn record_upstream(&self, upstream: impl Into<Arc<str>>, duration: Duration) {
         let labels = UpstreamLabels {
             upstream: upstream.into(),
@@ -274,9 +307,9 @@ impl Metrics {
     }
 
     /// Counts one failed upstream call into
-    /// `tollgate_upstream_errors_total{upstream,kind}`.
-    ///
-    /// Nothing calls this yet; the proxy will, in a later change.
+    /// `tollgate_upstream_errors_total{upstream,kind}` (the
+    /// [`ObserveLayer`](crate::ObserveLayer) does, from the proxy's
+    /// record).
     pub fn record_upstream_error(&self, upstream: impl Into<Arc<str>>, kind: UpstreamErrorKind) {
         let labels = UpstreamErrorLabels {
             upstream: upstream.into(),
@@ -536,5 +569,26 @@ mod tests {
             text.contains("tollgate_requests_total{route=\"r0\",method=\"GET\",status=\"200\"} 2")
         );
         assert!(HANDLES.with(|cache| cache.borrow().len) <= MAX_CACHED);
+    }
+
+    #[test]
+    fn certificate_expiry_follows_the_last_set() {
+        let metrics = Metrics::new();
+        metrics.set_tls_certificates([("default", 1_925_164_800), ("api.test", 1_906_502_400)]);
+        let out = metrics.render();
+        assert!(
+            out.contains("# TYPE tollgate_tls_certificate_expiry_timestamp_seconds gauge"),
+            "{out}"
+        );
+        assert!(out.contains("tollgate_tls_certificate_expiry_timestamp_seconds{certificate=\"default\"} 1925164800\n"), "{out}");
+        assert!(out.contains("tollgate_tls_certificate_expiry_timestamp_seconds{certificate=\"api.test\"} 1906502400\n"), "{out}");
+
+        metrics.set_tls_certificates([("default", 1_956_700_800)]);
+        let out = metrics.render();
+        assert!(
+            out.contains("{certificate=\"default\"} 1956700800\n"),
+            "{out}"
+        );
+        assert!(!out.contains("api.test"), "{out}");
     }
 }

@@ -15,10 +15,10 @@ use std::{
     path::{Path, PathBuf},
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{
@@ -37,6 +37,7 @@ use rustls::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, ConnectionInfo, Identity};
+use tollgate_observe::Metrics;
 use tower::Service;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -141,6 +142,8 @@ struct Shared {
     /// Replaced whole when the client CA bundle is reloaded; each
     /// connection keeps the one it was accepted with.
     server: ArcSwap<ServerConfig>,
+    /// Where the certificates' expiry goes; see [`TlsConfig::report_to`].
+    metrics: ArcSwapOption<Metrics>,
 }
 
 /// The PEM files of every certificate.
@@ -165,7 +168,13 @@ struct CertSet {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Each certificate's name (`default`, or its SNI name as given) and
+    /// the `notAfter` of its leaf, in seconds since the Unix epoch.
+    expiry: Vec<(String, i64)>,
 }
+
+/// How soon before its expiry a loaded certificate is warned about.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Picks the certificate for a handshake from the current [`CertSet`].
 #[derive(Debug)]
@@ -275,6 +284,7 @@ impl TlsConfigBuilder {
                 provider,
                 resolver,
                 server: ArcSwap::from_pointee(server),
+                metrics: ArcSwapOption::empty(),
             }),
         })
     }
@@ -386,6 +396,7 @@ impl TlsConfig {
         match loaded {
             Ok((set, server)) => {
                 shared.resolver.current.store(Arc::new(set));
+                self.publish_expiry();
                 let what = match server {
                     Some(server) => {
                         shared.server.store(Arc::new(server));
@@ -414,6 +425,43 @@ impl TlsConfig {
                 );
                 Err(err)
             }
+        }
+    }
+
+    /// When each certificate expires: its name (`default`, or the SNI name
+    /// it was added with) and its leaf's `notAfter`, for the certificates
+    /// in use now.
+    #[must_use]
+    pub fn certificate_expiry(&self) -> Vec<(String, SystemTime)> {
+        self.shared
+            .resolver
+            .current
+            .load()
+            .expiry
+            .iter()
+            .map(|(name, not_after)| {
+                let at = u64::try_from(*not_after)
+                    .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
+                (name.clone(), at)
+            })
+            .collect()
+    }
+
+    /// Publishes the certificates' expiry in `metrics`
+    /// (`tollgate_tls_certificate_expiry_timestamp_seconds{certificate}`,
+    /// see [`Metrics::set_tls_certificates`]) now and after every
+    /// successful [`reload`](Self::reload), so an alert can fire before a
+    /// certificate runs out. The last `metrics` given is the one kept.
+    /// `config::Server` does this with the admin listener's metrics.
+    pub fn report_to(&self, metrics: &Metrics) {
+        self.shared.metrics.store(Some(Arc::new(metrics.clone())));
+        self.publish_expiry();
+    }
+
+    fn publish_expiry(&self) {
+        if let Some(metrics) = self.shared.metrics.load().as_ref() {
+            let set = self.shared.resolver.current.load();
+            metrics.set_tls_certificates(set.expiry.iter().map(|(n, t)| (n.as_str(), *t)));
         }
     }
 
@@ -535,14 +583,21 @@ fn load_key(files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey
 }
 
 fn load_set(files: &CertFilesSet, provider: &CryptoProvider) -> Result<CertSet, ConfigError> {
+    let mut expiry = Vec::new();
     let default = match &files.default {
-        Some(f) => Some(Arc::new(load_key(f, provider)?)),
+        Some(f) => {
+            let key = load_key(f, provider)?;
+            expiry.extend(not_after("default", f, &key));
+            Some(Arc::new(key))
+        }
         None => None,
     };
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     for (name, f) in &files.by_name {
-        let key = Arc::new(load_key(f, provider)?);
+        let key = load_key(f, provider)?;
+        expiry.extend(not_after(name, f, &key));
+        let key = Arc::new(key);
         match name.strip_prefix("*.") {
             Some(suffix) => wildcard.insert(suffix.to_owned(), key),
             None => exact.insert(name.clone(), key),
@@ -552,7 +607,34 @@ fn load_set(files: &CertFilesSet, provider: &CryptoProvider) -> Result<CertSet, 
         default,
         exact,
         wildcard,
+        expiry,
     })
+}
+
+/// The certificate's name and its leaf's `notAfter` (Unix seconds); a
+/// warning when it has expired or expires within [`EXPIRY_WARNING`]. `None`
+/// when the leaf does not parse as X.509 (rustls took it without parsing
+/// it; a client would refuse it).
+fn not_after(name: &str, files: &CertFiles, key: &CertifiedKey) -> Option<(String, i64)> {
+    let leaf = key.cert.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let not_after = parsed.validity().not_after.timestamp();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let left = not_after.saturating_sub(now);
+    let warn_within = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if left <= 0 {
+        tracing::warn!(certificate = name, file = %files.cert.display(), "TLS certificate has expired");
+    } else if left < warn_within {
+        tracing::warn!(
+            certificate = name,
+            file = %files.cert.display(),
+            days_left = left / 86_400,
+            "TLS certificate expires soon"
+        );
+    }
+    Some((name.to_owned(), not_after))
 }
 
 /// The [`Identity`] of a verified client certificate; see [`ClientAuth`].
@@ -843,6 +925,7 @@ mod tests {
             default: Some(Arc::clone(&d)),
             exact: HashMap::from([("a.example".to_owned(), Arc::clone(&e))]),
             wildcard: HashMap::from([("example".to_owned(), Arc::clone(&w))]),
+            expiry: Vec::new(),
         };
         let pick = |n| set.pick(n).unwrap();
         assert!(Arc::ptr_eq(&pick(Some("A.Example")), &e));

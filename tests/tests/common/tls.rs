@@ -83,6 +83,18 @@ impl Ca {
     pub(crate) fn server(&self, sans: &[&str]) -> Leaf {
         self.leaf(sans, sans[0], ExtendedKeyUsagePurpose::ServerAuth)
     }
+
+    /// A server certificate valid until midnight UTC of `(year, month, day)`.
+    pub(crate) fn server_until(&self, sans: &[&str], (year, month, day): (i32, u8, u8)) -> Leaf {
+        let names: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, sans[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        Leaf { cert, key }
+    }
 }
 
 impl Leaf {

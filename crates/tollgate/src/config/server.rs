@@ -506,6 +506,7 @@ impl Server {
             &config.server,
         );
         if let Some(tls) = tls {
+            tls.report_to(reloader.metrics());
             #[cfg(unix)]
             if config
                 .server
