@@ -68,6 +68,12 @@ impl HeadClock {
         }
     }
 
+    /// Whether the connection speaks HTTP/2 (known from its first
+    /// request on).
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
     /// A request head was read.
     pub(crate) fn head_read(&self, version: Version) {
         if version == Version::HTTP_2 {

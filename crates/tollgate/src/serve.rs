@@ -5,7 +5,10 @@ use std::{
     future::{Future, IntoFuture},
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -16,16 +19,14 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{
-        conn::auto,
-        graceful::{GracefulShutdown, Watcher},
-    },
+    server::conn::auto,
 };
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
+    sync::watch,
     task::JoinSet,
 };
 use tollgate_core::{BoxError, body::ResponseBody};
@@ -87,6 +88,7 @@ where
         },
         max_connections: DEFAULT_MAX_CONNECTIONS,
         header_limits: HeaderLimits::default(),
+        max_requests: None,
         http2: Http2Settings::default(),
         tls: None,
         proxy_protocol: None,
@@ -131,6 +133,7 @@ pub struct Serve<S, F> {
     timeouts: Timeouts,
     max_connections: usize,
     header_limits: HeaderLimits,
+    max_requests: Option<usize>,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
@@ -144,6 +147,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("timeouts", &self.timeouts)
             .field("max_connections", &self.max_connections)
             .field("header_limits", &self.header_limits)
+            .field("max_requests", &self.max_requests)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
             .field("proxy_protocol", &self.proxy_protocol)
@@ -256,6 +260,20 @@ impl<S, F> Serve<S, F> {
         self
     }
 
+    /// How many requests one client connection may carry before it is
+    /// closed gracefully (default: no limit; nginx's `keepalive_requests`,
+    /// Envoy's `max_requests_per_connection`). Behind an L4 load balancer,
+    /// keep-alive connections stay on the instance they first reached;
+    /// recycling them lets clients spread again over instances added
+    /// since. On HTTP/1.1 the last response carries `Connection: close`
+    /// (except a `101` upgrade) and the connection closes after it; on
+    /// HTTP/2 the connection gets `GOAWAY` once that many streams have
+    /// opened, and the streams already open run to their end. At least 1.
+    pub fn max_requests_per_connection(mut self, requests: usize) -> Self {
+        self.max_requests = Some(requests.max(1));
+        self
+    }
+
     /// The HTTP/2 settings: concurrent streams, header list size, flow
     /// control windows, send buffer and keep-alive pings (default
     /// [`Http2Settings::default`]). Each value is taken into its valid
@@ -322,6 +340,7 @@ where
                 timeouts,
                 max_connections,
                 header_limits,
+                max_requests,
                 http2,
                 tls,
                 proxy_protocol,
@@ -337,7 +356,9 @@ where
                 .max_buf_size(header_limits.size)
                 .max_headers(header_limits.count);
             http2.apply(&mut builder);
-            let graceful = GracefulShutdown::new();
+            // Every connection watches it, and shuts down gracefully once
+            // it is true (or the server future is dropped).
+            let (stop, _) = watch::channel(false);
             let drain = Drain::new();
             let mut connections = JoinSet::new();
             let mut shutdown = std::pin::pin!(shutdown);
@@ -381,8 +402,9 @@ where
                     info = info.with_local(local);
                 }
                 let tracked = Tracked {
-                    watcher: graceful.watcher(),
+                    stop: stop.subscribe(),
                     drain: drain.clone(),
+                    max_requests,
                 };
                 if let Some(proxy_protocol) = &proxy_protocol {
                     // The header first, in the connection's own task.
@@ -439,27 +461,27 @@ where
 
             drop(listener);
             tracing::info!(
-                connections = graceful.count(),
+                connections = connections.len(),
                 tunnels = drain.active(),
                 "shutting down: draining"
             );
-            // Connections first: a request still in flight may yet open a
+            stop.send_replace(true);
+            // Connections first (TLS handshakes and PROXY headers in
+            // progress included): a request still in flight may yet open a
             // tunnel, whose guard exists before its connection ends.
-            let drained = async {
-                graceful.shutdown().await;
+            let drained = tokio::time::timeout(drain_timeout, async {
+                while connections.join_next().await.is_some() {}
                 drain.idle().await;
-            };
-            tokio::select! {
-                () = drained => {
-                    tracing::info!("drained");
-                }
-                () = tokio::time::sleep(drain_timeout) => {
-                    tracing::warn!(
-                        connections = connections.len(),
-                        tunnels = drain.active(),
-                        "drain time elapsed; closing the rest"
-                    );
-                }
+            })
+            .await;
+            if drained.is_ok() {
+                tracing::info!("drained");
+            } else {
+                tracing::warn!(
+                    connections = connections.len(),
+                    tunnels = drain.active(),
+                    "drain time elapsed; closing the rest"
+                );
             }
             drain.close();
             connections.shutdown().await;
@@ -486,12 +508,18 @@ const TUNNEL_CLOSE: Duration = Duration::from_secs(2);
 /// tunnels that closed (a connection that closes wakes it at once).
 const LIMIT_RECHECK: Duration = Duration::from_millis(50);
 
-/// What ties one connection to the server's shutdown: hyper-util's watcher
-/// for the connection itself, the [`Drain`] for the upgraded connections
-/// its requests open.
+/// What ties one connection to the server's life: the server's stop (the
+/// connection shuts down gracefully once it is true), the [`Drain`] for the
+/// upgraded connections its requests open, and how many requests it may
+/// carry ([`Serve::max_requests_per_connection`]).
+///
+/// hyper-util's `GracefulShutdown` would watch the stop too, but it takes
+/// the connection whole, and a connection that has used up its requests
+/// must be able to shut itself down as well.
 pub(crate) struct Tracked {
-    pub(crate) watcher: Watcher,
+    pub(crate) stop: watch::Receiver<bool>,
     pub(crate) drain: Drain,
+    pub(crate) max_requests: Option<usize>,
 }
 
 /// A listener's timeouts, as each connection keeps them.
@@ -531,7 +559,12 @@ where
     // idle, the auto server's protocol sniff included.
     let header_read_timeout = timeouts.header_read;
     let clock = Arc::new(HeadClock::new());
-    let Tracked { watcher, drain } = tracked;
+    let Tracked {
+        mut stop,
+        drain,
+        max_requests,
+    } = tracked;
+    let budget = max_requests.map(|n| Arc::new(AtomicUsize::new(n)));
     let svc = ConnectionService {
         service,
         info,
@@ -539,6 +572,7 @@ where
         identity,
         clock: Arc::clone(&clock),
         body_read_timeout: timeouts.body_read,
+        budget: budget.clone(),
     };
     let conn = builder
         .serve_connection_with_upgrades(
@@ -549,9 +583,14 @@ where
             svc,
         )
         .into_owned();
-    let conn = watcher.watch(conn);
     async move {
         let mut conn = std::pin::pin!(conn);
+        // Completes once the server stops, or its future is gone.
+        let mut stopped = std::pin::pin!(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+        // Told to shut down gracefully already: `stopped` is done with.
+        let mut shutting_down = false;
         // One timer for the connection's life; it looks at the clock only
         // when it fires, so a busy connection pays nothing per request
         // here.
@@ -565,8 +604,25 @@ where
         // waker, is the same for the connection's life.
         let mut registered = false;
         let result = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                return Poll::Ready(Some(result));
+            loop {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
+                }
+                if shutting_down {
+                    break;
+                }
+                // An HTTP/2 connection that has opened its last stream
+                // (counted in `call`, within the poll above) says `GOAWAY`;
+                // HTTP/1.1 closes through its last response's header.
+                let spent = budget
+                    .as_ref()
+                    .is_some_and(|left| left.load(Ordering::Relaxed) == 0 && clock.is_http2());
+                if !spent && stopped.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+                // Polled again, to act on it.
             }
             if timing && (!registered || timer.is_elapsed()) {
                 registered = false;
@@ -612,6 +668,8 @@ struct ConnectionService<S> {
     identity: Option<Identity>,
     clock: Arc<HeadClock>,
     body_read_timeout: Duration,
+    /// Requests the connection may still carry, when it is limited.
+    budget: Option<Arc<AtomicUsize>>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
@@ -624,6 +682,14 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         self.clock.head_read(req.version());
+        // The connection's last request (or past it, a pipelined one): on
+        // HTTP/1.x its response closes the connection.
+        let last = self.budget.as_ref().is_some_and(|left| {
+            let before = left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .unwrap_or(0);
+            before <= 1
+        }) && req.version() < http::Version::HTTP_2;
         let extensions = req.extensions_mut();
         extensions.insert(self.info);
         extensions.insert(self.drain.clone());
@@ -635,6 +701,7 @@ where
             call: CallNow::new(self.service.clone(), req),
             clock: Some(Arc::clone(&self.clock)),
             stall,
+            last,
         }
     }
 }
@@ -652,6 +719,9 @@ pin_project! {
         clock: Option<Arc<HeadClock>>,
         // Only for a request with a body.
         stall: Option<Stall>,
+        // The connection's last HTTP/1.x request: its answer says
+        // `Connection: close`.
+        last: bool,
     }
 
     impl<S> PinnedDrop for ConnectionFuture<S>
@@ -679,10 +749,16 @@ where
         let Some(clock) = this.clock.take() else {
             return Poll::Pending;
         };
-        let res = match this.stall.take() {
+        let mut res = match this.stall.take() {
             Some(stall) => stall.answer(res),
             None => res.map(ResponseBody::inner),
         };
+        if *this.last && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         Poll::Ready(Ok(res.map(|body| MarkEnd::new(body, clock))))
     }
 }
@@ -735,6 +811,7 @@ mod tests {
             call: CallNow::new(never, Request::new(Body::empty())),
             clock: Some(Arc::clone(&clock)),
             stall: None,
+            last: false,
         });
         let mut cx = Context::from_waker(Waker::noop());
         assert!(call.as_mut().poll(&mut cx).is_pending());

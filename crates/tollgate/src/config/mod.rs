@@ -168,6 +168,12 @@ pub struct ServerConfig {
     ///
     /// [`Serve::max_headers`]: crate::Serve::max_headers
     pub max_headers: NonZeroUsize,
+    /// How many requests one client connection may carry before it is
+    /// closed gracefully (see [`Serve::max_requests_per_connection`]).
+    /// Default: no limit.
+    ///
+    /// [`Serve::max_requests_per_connection`]: crate::Serve::max_requests_per_connection
+    pub max_requests_per_connection: Option<NonZeroUsize>,
     /// `[server.http2]`: concurrent streams, header list size, windows,
     /// send buffer and keep-alive pings (see [`Http2Settings`]).
     ///
@@ -382,6 +388,7 @@ impl Default for ServerConfig {
                 .unwrap_or(NonZeroUsize::MIN),
             max_header_size: crate::DEFAULT_MAX_HEADER_SIZE,
             max_headers: NonZeroUsize::new(crate::DEFAULT_MAX_HEADERS).unwrap_or(NonZeroUsize::MIN),
+            max_requests_per_connection: None,
             http2: crate::Http2Settings::default(),
             tls: None,
             proxy_protocol: None,

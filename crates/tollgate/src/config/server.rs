@@ -354,6 +354,10 @@ fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serv
         .max_header_size(server.max_header_size)
         .max_headers(server.max_headers.get())
         .http2(server.http2);
+    let serve = match server.max_requests_per_connection {
+        Some(requests) => serve.max_requests_per_connection(requests.get()),
+        None => serve,
+    };
     match &server.proxy_protocol {
         Some(proxy_protocol) => serve.proxy_protocol(proxy_protocol.clone()),
         None => serve,

@@ -1,0 +1,179 @@
+//! `Serve::max_requests_per_connection` (`[server]
+//! max_requests_per_connection`): an HTTP/1.1 connection closes after its
+//! last request, whose response says `Connection: close`; an HTTP/2
+//! connection gets `GOAWAY` after its last stream; a WebSocket upgrade on
+//! the last request still upgrades.
+
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
+
+use std::{future::IntoFuture, net::SocketAddr, time::Duration};
+
+use axum::{Router, routing::get};
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, StatusCode};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_tungstenite::tungstenite::Message;
+use tollgate::{
+    Gateway, Route, Upstream,
+    config::{ConfigFile, Server},
+};
+use tollgate_tests::{config_head_with, listener, read_head, spawn_raw_upstream, spawn_upstream};
+
+/// Safety bound: a bug fails the test instead of hanging it.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// An upstream that answers `GET /x` with `x`, and a gateway to it (and
+/// `/ws` to `ws`, when given) limited to `requests` per connection.
+async fn gateway(requests: usize, ws: Option<SocketAddr>) -> SocketAddr {
+    let up = spawn_upstream(Router::new().route("/x", get(|| async { "x" }))).await;
+    let mut builder = Gateway::builder()
+        .upstream(Upstream::builder("up").endpoint(format!("http://{up}")))
+        .route(Route::prefix("/x").to("up"));
+    if let Some(ws) = ws {
+        builder = builder
+            .upstream(Upstream::builder("ws").endpoint(format!("http://{ws}")))
+            .route(Route::prefix("/ws").to("ws"));
+    }
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, builder.build().unwrap(), std::future::pending())
+            .max_requests_per_connection(requests)
+            .into_future(),
+    );
+    addr
+}
+
+const GET_X: &[u8] = b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
+
+/// Sends `GET /x` on `stream` and reads the answer: its head, lower-cased.
+async fn get_x(stream: &mut TcpStream) -> String {
+    stream.write_all(GET_X).await.unwrap();
+    let (head, rest) = timeout(BOUND, read_head(stream))
+        .await
+        .unwrap()
+        .unwrap();
+    // The body is `x`, in the head's read or the next one.
+    if rest.is_empty() {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"x");
+    } else {
+        assert_eq!(rest, b"x");
+    }
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    head.to_ascii_lowercase()
+}
+
+/// Whether the server closes `stream` (EOF or reset) within the bound.
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        timeout(BOUND, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn an_http1_connection_closes_after_its_last_request() {
+    let addr = gateway(3, None).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        let head = get_x(&mut stream).await;
+        assert!(!head.contains("\r\nconnection: close"), "{head}");
+    }
+    let head = get_x(&mut stream).await;
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed(&mut stream).await);
+
+    // A new connection gets its own three.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = get_x(&mut stream).await;
+    assert!(!head.contains("\r\nconnection: close"), "{head}");
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_goaway_after_its_last_stream() {
+    let addr = gateway(3, None).await;
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(io).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..3 {
+        client = client.ready().await.unwrap();
+        let req = Request::get(format!("http://{addr}/x")).body(()).unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        let response = timeout(BOUND, response).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // GOAWAY, then the connection ends once its streams have.
+    timeout(BOUND, conn)
+        .await
+        .expect("the connection ends")
+        .unwrap()
+        .unwrap();
+    let refused = async {
+        let mut client = client.ready().await?;
+        let req = Request::get(format!("http://{addr}/x")).body(()).unwrap();
+        let (response, _) = client.send_request(req, true)?;
+        response.await
+    };
+    assert!(timeout(BOUND, refused).await.unwrap().is_err());
+}
+
+/// A `101` is never turned into a close: the last request may upgrade.
+#[tokio::test]
+async fn a_websocket_upgrade_on_the_last_request_upgrades() {
+    let ws = spawn_raw_upstream(|stream| async move {
+        if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let addr = gateway(1, Some(ws)).await;
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, res) = timeout(
+        BOUND,
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), io),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert!(
+        res.headers()
+            .get("connection")
+            .is_some_and(|v| v != "close")
+    );
+    ws.send(Message::text("hi")).await.unwrap();
+    let echoed = timeout(BOUND, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hi"));
+}
+
+/// `server.max_requests_per_connection` reaches the listener.
+#[tokio::test]
+async fn the_limit_comes_from_the_config() {
+    let up = spawn_upstream(Router::new().route("/x", get(|| async { "x" }))).await;
+    let mut text = config_head_with(
+        "max_requests_per_connection = 2\n",
+        "u",
+        &format!("http://{up}"),
+    );
+    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
+    let server = Server::start(ConfigFile::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    let head = get_x(&mut stream).await;
+    assert!(!head.contains("\r\nconnection: close"), "{head}");
+    let head = get_x(&mut stream).await;
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed(&mut stream).await);
+    server.shutdown().await.unwrap();
+}
