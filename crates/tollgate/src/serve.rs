@@ -585,9 +585,10 @@ where
         .into_owned();
     async move {
         let mut conn = std::pin::pin!(conn);
-        // Completes once the server stops, or its future is gone.
+        // Completes once the server stops (its one change: the receiver
+        // was made before it), or its future is gone.
         let mut stopped = std::pin::pin!(async move {
-            let _ = stop.wait_for(|stop| *stop).await;
+            let _ = stop.changed().await;
         });
         // Told to shut down gracefully already: `stopped` is done with.
         let mut shutting_down = false;
