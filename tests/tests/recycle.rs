@@ -52,10 +52,7 @@ const GET_X: &[u8] = b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
 /// Sends `GET /x` on `stream` and reads the answer: its head, lower-cased.
 async fn get_x(stream: &mut TcpStream) -> String {
     stream.write_all(GET_X).await.unwrap();
-    let (head, rest) = timeout(BOUND, read_head(stream))
-        .await
-        .unwrap()
-        .unwrap();
+    let (head, rest) = timeout(BOUND, read_head(stream)).await.unwrap().unwrap();
     // The body is `x`, in the head's read or the next one.
     if rest.is_empty() {
         let mut byte = [0u8; 1];
