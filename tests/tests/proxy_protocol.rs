@@ -342,3 +342,35 @@ async fn curl_with_haproxy_protocol_is_served() {
     let out = curl(false).await.unwrap();
     assert!(!out.status.success(), "served without a header: {out:?}");
 }
+
+/// A header still on its way is not waited for on shutdown: the server
+/// returns long before the header read timeout would have closed it.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_header_still_arriving() {
+    let (listener, addr) = listener().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tollgate::serve(listener, whoami(), async move {
+            let _ = stopped.await;
+        })
+        .header_read_timeout(Duration::from_secs(60))
+        .drain_timeout(Duration::from_secs(60))
+        .proxy_protocol(ProxyProtocol::new())
+        .into_future(),
+    );
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    silent.write_all(b"PROXY TCP4 ").await.unwrap();
+    // Accepted and reading: a good connection beside it is served.
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"PROXY TCP4 203.0.113.7 192.0.2.1 52000 443\r\n".to_vec();
+    bytes.extend_from_slice(GET);
+    exchange(&mut good, &bytes).await;
+
+    stop.send(()).unwrap();
+    timeout(BOUND, server)
+        .await
+        .expect("the server returns without waiting for the header")
+        .unwrap()
+        .unwrap();
+    assert!(closed_unanswered(&mut silent).await);
+}

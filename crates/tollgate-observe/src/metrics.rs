@@ -80,6 +80,8 @@ struct Inner {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     certificates: Family<CertificateLabels, Gauge>,
+    /// The `certificate` labels set last, to remove the ones that go.
+    certificate_names: std::sync::Mutex<Vec<String>>,
     unmatched: RouteLabel,
     /// Tells this registry's entries in the per-thread [`HANDLES`] apart.
     id: u64,
@@ -250,6 +252,7 @@ impl Metrics {
                 upstream_duration,
                 upstream_errors,
                 certificates,
+                certificate_names: std::sync::Mutex::default(),
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -277,19 +280,35 @@ impl Metrics {
     /// Sets `tollgate_tls_certificate_expiry_timestamp_seconds`: one
     /// sample per served certificate, named `default` or by its SNI name,
     /// at its `notAfter` in seconds since the Unix epoch. Certificates not
-    /// in `certificates` (gone in a reload) disappear. A TLS listener's
+    /// in `certificates` (gone in a reload) are removed once the new
+    /// values are in, so a scrape never sees none. It holds one TLS
+    /// listener's certificates: a second listener reporting to the same
+    /// `Metrics` replaces the first one's. A TLS listener's
     /// `tollgate::TlsConfig::report_to` calls it when its certificates
     /// are loaded and reloaded; alert on
     /// `tollgate_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`.
     pub fn set_tls_certificates<'a>(&self, certificates: impl IntoIterator<Item = (&'a str, i64)>) {
         let family = &self.inner.certificates;
-        family.clear();
+        // Held throughout, so two calls never interleave their samples.
+        let mut names = self
+            .inner
+            .certificate_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut now = Vec::new();
         for (name, not_after) in certificates {
             let labels = CertificateLabels {
                 certificate: name.to_owned(),
             };
             family.get_or_create(&labels).set(not_after);
+            now.push(labels.certificate);
         }
+        for gone in names.iter().filter(|name| !now.contains(name)) {
+            family.remove(&CertificateLabels {
+                certificate: gone.clone(),
+            });
+        }
+        *names = now;
     }
 
     /// Records one upstream call of `duration` into

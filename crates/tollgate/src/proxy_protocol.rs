@@ -161,20 +161,23 @@ async fn read_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, Heade
         let taken = header.len();
         header.extend_from_slice(&chunk[..peeked]);
         let parsed = HeaderResult::parse(&header);
-        // `ppp` judges a version-1 line cut after its `\r` (the `\n` still
-        // on the way) as a bad port: a line is judged once it has ended,
-        // or once it is too long to be one.
-        let line_unfinished = matches!(parsed, HeaderResult::V1(Err(_)))
-            && header.starts_with(b"PROXY ")
-            && !header.contains(&b'\n')
-            && header.len() < V1_MAX;
-        if parsed.is_incomplete() || line_unfinished {
+        // A version-1 line is judged once it has ended, or once it is too
+        // long to be one, not by `ppp`'s idea of completeness: `ppp` takes
+        // a line that ends with fields missing (`PROXY TCP4 1.2.3.4\r\n`)
+        // for one still arriving, which would swallow the bytes after it,
+        // and a line cut just before its last field for a bad one.
+        let wait = if header.starts_with(b"PROXY ") {
+            !header.contains(&b'\n') && header.len() < V1_MAX
+        } else {
+            parsed.is_incomplete()
+        };
+        if wait {
             stream.read_exact(&mut chunk[..peeked]).await?;
             continue;
         }
         let (len, client) = match parsed {
             HeaderResult::V1(Ok(h)) => (h.header.len(), v1_client(h.addresses)),
-            HeaderResult::V2(Ok(h)) => (h.len(), v2_client(&h)),
+            HeaderResult::V2(Ok(h)) => (h.len(), v2_client(&h)?),
             HeaderResult::V1(Err(err)) => return Err(HeaderError::Invalid(err.to_string())),
             HeaderResult::V2(Err(err)) => return Err(HeaderError::Invalid(err.to_string())),
         };
@@ -192,23 +195,35 @@ const CHUNK: usize = 512;
 /// The longest version-1 line, `\r\n` included.
 const V1_MAX: usize = 107;
 
+/// A client address as the rest of the gateway sees it: an IPv4 client
+/// that a balancer listening on IPv6 names as `::ffff:a.b.c.d` is
+/// `a.b.c.d`, for client IPs, rate-limit keys and trusted-proxy checks.
+fn client(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into().to_canonical(), port)
+}
+
 fn v1_client(addresses: v1::Addresses) -> Option<SocketAddr> {
     match addresses {
-        v1::Addresses::Tcp4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-        v1::Addresses::Tcp6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        v1::Addresses::Tcp4(a) => Some(client(a.source_address, a.source_port)),
+        v1::Addresses::Tcp6(a) => Some(client(a.source_address, a.source_port)),
         v1::Addresses::Unknown => None,
     }
 }
 
-fn v2_client(header: &v2::Header<'_>) -> Option<SocketAddr> {
+fn v2_client(header: &v2::Header<'_>) -> Result<Option<SocketAddr>, HeaderError> {
     if header.command == v2::Command::Local {
-        return None;
+        return Ok(None);
     }
-    match header.addresses {
-        v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-        v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+    if header.protocol == v2::Protocol::Datagram {
+        return Err(HeaderError::Invalid(
+            "a UDP source on a TCP listener".to_owned(),
+        ));
+    }
+    Ok(match header.addresses {
+        v2::Addresses::IPv4(a) => Some(client(a.source_address, a.source_port)),
+        v2::Addresses::IPv6(a) => Some(client(a.source_address, a.source_port)),
         v2::Addresses::Unspecified | v2::Addresses::Unix(_) => None,
-    }
+    })
 }
 
 /// The config file's peer list: a network or a single address each.
@@ -287,6 +302,28 @@ mod tests {
         let (result, rest) = read(b"PROXY UNKNOWN\r\nX").await;
         assert_eq!(result.unwrap(), None);
         assert_eq!(rest, b"X");
+
+        // An IPv4 client named in IPv6 by a balancer listening on `::`.
+        let (result, _) =
+            read(b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:10.0.0.1 52000 443\r\n").await;
+        assert_eq!(result.unwrap(), Some("203.0.113.7:52000".parse().unwrap()));
+    }
+
+    /// A line that has ended is judged at once, fields missing or not:
+    /// the bytes after it are never taken for more of it.
+    #[tokio::test]
+    async fn an_ended_line_with_fields_missing_is_refused_at_once() {
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"PROXY TCP4 203.0.113.7\r\nGET / HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        // The peer stays open: a reader that waited for more would hang.
+        let result = tokio::time::timeout(Duration::from_secs(5), read_header(&mut server))
+            .await
+            .expect("judged without waiting");
+        assert!(matches!(result, Err(HeaderError::Invalid(_))), "{result:?}");
+        drop(client);
     }
 
     #[tokio::test]
@@ -325,6 +362,10 @@ mod tests {
         assert_eq!(rest, b"X");
         let (result, _) = read(&v2(1, 0x00, &[], &[])).await;
         assert_eq!(result.unwrap(), None);
+
+        // UDP over IPv4 on a TCP listener.
+        let (result, _) = read(&v2(1, 0x12, &v4, &[])).await;
+        assert!(matches!(result, Err(HeaderError::Invalid(_))), "{result:?}");
     }
 
     #[tokio::test]

@@ -184,7 +184,9 @@ impl<S, F> Serve<S, F> {
 
     /// How long a client may take to send a request's headers (default
     /// 30 s), and how long a new connection may stay silent before its first
-    /// request; slow or silent clients are disconnected.
+    /// request; slow or silent clients are disconnected. A PROXY protocol
+    /// header and a TLS handshake, where there are, each get this long
+    /// before it too.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.timeouts.header_read = timeout;
         self
@@ -413,11 +415,15 @@ where
                     let builder = builder.clone();
                     let service = service.clone();
                     let mut stream = stream;
+                    let mut stopped = tracked.stop.clone();
                     connections.spawn(async move {
-                        let Some(info) = proxy_protocol
-                            .accept(&mut stream, info, timeouts.header_read)
-                            .await
-                        else {
+                        // A header still on its way when the server stops
+                        // is not waited for.
+                        let accepted = tokio::select! {
+                            info = proxy_protocol.accept(&mut stream, info, timeouts.header_read) => info,
+                            _ = stopped.changed() => None,
+                        };
+                        let Some(info) = accepted else {
                             return;
                         };
                         match tls {

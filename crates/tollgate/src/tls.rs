@@ -460,8 +460,17 @@ impl TlsConfig {
 
     fn publish_expiry(&self) {
         if let Some(metrics) = self.shared.metrics.load().as_ref() {
-            let set = self.shared.resolver.current.load();
-            metrics.set_tls_certificates(set.expiry.iter().map(|(n, t)| (n.as_str(), *t)));
+            let current = &self.shared.resolver.current;
+            // A reload that swapped the set meanwhile publishes too, but
+            // maybe before this: publish until the set published is the
+            // one in use.
+            loop {
+                let set = current.load_full();
+                metrics.set_tls_certificates(set.expiry.iter().map(|(n, t)| (n.as_str(), *t)));
+                if Arc::ptr_eq(&set, &current.load()) {
+                    break;
+                }
+            }
         }
     }
 
