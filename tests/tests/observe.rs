@@ -401,12 +401,18 @@ async fn metrics_are_scraped_over_http_and_parsed() {
         .count();
     assert_eq!(buckets, tollgate::observe::LATENCY_BUCKETS.len() + 1);
 
-    // Another registry in the same process saw none of it.
+    // Another registry in the same process saw none of it: only its
+    // unlabelled families, at zero.
     let untouched = parse_exposition(&other.render());
+    let unlabelled = [
+        "tollgate_in_flight_requests",
+        "tollgate_connections_open",
+        "tollgate_connections_total",
+    ];
     assert!(
         untouched
             .iter()
-            .all(|s| s.name == "tollgate_in_flight_requests"),
+            .all(|s| unlabelled.contains(&s.name.as_str()) && s.value == 0.0),
         "{untouched:?}"
     );
 }

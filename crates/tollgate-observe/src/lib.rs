@@ -118,7 +118,9 @@ pub use body::ObserveBody;
 pub use config::{AccessLogConfig, AccessLogLayer, AccessLogWriter, ObserveConfig};
 pub use json_lines::JsonLines;
 pub use layer::{ObserveBuilder, ObserveLayer};
-pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics, UNMATCHED};
+pub use metrics::{
+    CONTENT_TYPE, ConnectionError, ConnectionGuard, LATENCY_BUCKETS, Metrics, UNMATCHED,
+};
 pub use record::ACCESS_TARGET;
 pub use sensitive::{SENSITIVE_HEADERS, sensitive_headers_layer};
 pub use service::Observe;

@@ -49,6 +49,9 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_rate_limited_total`                        | counter   | `plan`                  | [`ObserveLayer`](crate::ObserveLayer), for 429 answers of the rate limiter |
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
+/// | `tollgate_connections_open`                          | gauge     |                         | [`Metrics::connection_opened`]: client connections accepted and not closed yet, TLS handshakes included (upgraded connections leave it once their tunnel takes over) |
+/// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
+/// | `tollgate_connection_errors_total`                   | counter   | `reason`                | [`Metrics::connection_error`]: connections closed before a request, by reason (`proxy_protocol`, `tls_handshake`, `header_timeout`) |
 /// | `tollgate_tls_certificate_expiry_timestamp_seconds`  | gauge     | `certificate`           | [`Metrics::set_tls_certificates`]: each served certificate's `notAfter` as a Unix time, `certificate` being `default` or its SNI name |
 ///
 /// The [`ObserveLayer`](crate::ObserveLayer) calls
@@ -69,6 +72,45 @@ pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+/// Holds one connection in `tollgate_connections_open`; see
+/// [`Metrics::connection_opened`].
+#[derive(Debug)]
+#[must_use = "the connection counts as open only while the guard lives"]
+pub struct ConnectionGuard {
+    open: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Why a connection was closed before a request; see
+/// [`Metrics::connection_error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// No good PROXY protocol header, or a peer not allowed to send one.
+    ProxyProtocol,
+    /// The TLS handshake failed or timed out.
+    TlsHandshake,
+    /// No request head within the header read timeout.
+    HeaderTimeout,
+}
+
+impl ConnectionError {
+    /// The `reason` label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProxyProtocol => "proxy_protocol",
+            Self::TlsHandshake => "tls_handshake",
+            Self::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
 struct Inner {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -79,6 +121,9 @@ struct Inner {
     rate_limited: Family<PlanLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    connections_open: Gauge,
+    connections: Counter,
+    connection_errors: Family<ConnectionErrorLabels, Counter>,
     certificates: Family<CertificateLabels, Gauge>,
     /// The `certificate` labels set last, to remove the ones that go.
     certificate_names: std::sync::Mutex<Vec<String>>,
@@ -160,6 +205,11 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ConnectionErrorLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CertificateLabels {
     certificate: String,
 }
@@ -190,6 +240,9 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
         let certificates = Family::<CertificateLabels, Gauge>::default();
+        let connections_open = Gauge::default();
+        let connections = Counter::default();
+        let connection_errors = Family::<ConnectionErrorLabels, Counter>::default();
 
         registry.register(
             "tollgate_requests",
@@ -233,6 +286,21 @@ impl Metrics {
             "Failed upstream calls, by upstream and kind",
             upstream_errors.clone(),
         );
+        registry.register(
+            "tollgate_connections_open",
+            "Client connections accepted and not closed yet, TLS handshakes included",
+            connections_open.clone(),
+        );
+        registry.register(
+            "tollgate_connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        registry.register(
+            "tollgate_connection_errors",
+            "Client connections closed before a request, by reason",
+            connection_errors.clone(),
+        );
         registry.register_with_unit(
             "tollgate_tls_certificate_expiry_timestamp",
             "When each served TLS certificate expires (its notAfter, Unix time), by certificate",
@@ -251,6 +319,9 @@ impl Metrics {
                 rate_limited,
                 upstream_duration,
                 upstream_errors,
+                connections_open,
+                connections,
+                connection_errors,
                 certificates,
                 certificate_names: std::sync::Mutex::default(),
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
@@ -275,6 +346,30 @@ impl Metrics {
     #[must_use]
     pub fn in_flight(&self) -> i64 {
         self.inner.in_flight.get()
+    }
+
+    /// Counts a client connection accepted
+    /// (`tollgate_connections_total`) and holds it in
+    /// `tollgate_connections_open` until the guard is dropped.
+    /// `tollgate::serve` calls it for every connection when given
+    /// `Serve::metrics`.
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        self.inner.connections.inc();
+        self.inner.connections_open.inc();
+        ConnectionGuard {
+            open: self.inner.connections_open.clone(),
+        }
+    }
+
+    /// Counts a connection closed before a request
+    /// (`tollgate_connection_errors_total{reason}`): `proxy_protocol` (no
+    /// good PROXY header, or a peer not allowed), `tls_handshake` (failed
+    /// or timed out), `header_timeout` (no request head in time).
+    pub fn connection_error(&self, reason: ConnectionError) {
+        let labels = ConnectionErrorLabels {
+            reason: reason.as_str(),
+        };
+        self.inner.connection_errors.get_or_create(&labels).inc();
     }
 
     /// Sets `tollgate_tls_certificate_expiry_timestamp_seconds`: one

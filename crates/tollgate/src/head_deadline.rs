@@ -68,6 +68,12 @@ impl HeadClock {
         }
     }
 
+    /// Whether no request has come on the connection yet: none in
+    /// flight, none ended.
+    pub(crate) fn unused(&self) -> bool {
+        self.idle_since.load(Ordering::Relaxed) == 0 && self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     /// Whether the connection speaks HTTP/2 (known from its first
     /// request on).
     pub(crate) fn is_http2(&self) -> bool {
@@ -85,7 +91,10 @@ impl HeadClock {
     /// A response body ended, or was dropped unfinished, or the request
     /// was dropped before it had a response.
     pub(crate) fn response_ended(&self) {
-        let since = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Never 0, which `unused` reads as "no request yet".
+        let since = u64::try_from(self.opened.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.idle_since.store(since, Ordering::Relaxed);
         // Release: whoever sees the count drop sees the time stored above.
         self.in_flight.fetch_sub(1, Ordering::Release);

@@ -31,6 +31,7 @@ use tokio::{
 };
 use tollgate_core::{BoxError, body::ResponseBody};
 use tollgate_core::{ConnectionInfo, Drain, Identity};
+use tollgate_observe::{ConnectionError, ConnectionGuard, Metrics};
 use tower::Service;
 
 use crate::{
@@ -92,6 +93,7 @@ where
         http2: Http2Settings::default(),
         tls: None,
         proxy_protocol: None,
+        metrics: None,
     }
 }
 
@@ -137,6 +139,7 @@ pub struct Serve<S, F> {
     http2: Http2Settings,
     tls: Option<TlsConfig>,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
+    metrics: Option<Metrics>,
 }
 
 impl<S, F> std::fmt::Debug for Serve<S, F> {
@@ -299,6 +302,17 @@ impl<S, F> Serve<S, F> {
         self
     }
 
+    /// Counts the listener's connections in `metrics`:
+    /// `tollgate_connections_open`, `tollgate_connections_total`, and
+    /// `tollgate_connection_errors_total{reason}` for connections closed
+    /// before a request (a bad PROXY header, a failed TLS handshake, no
+    /// request head in time). `config::Server` passes the admin
+    /// listener's metrics.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Reads HAProxy's PROXY protocol (version 1 or 2, as the peer sends
     /// it) at the start of every connection: for a listener behind an L4
     /// load balancer that does not keep client addresses.
@@ -346,6 +360,7 @@ where
                 http2,
                 tls,
                 proxy_protocol,
+                metrics,
             } = self;
             let local = listener.local_addr().ok();
             let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -407,6 +422,8 @@ where
                     stop: stop.subscribe(),
                     drain: drain.clone(),
                     max_requests,
+                    open: metrics.as_ref().map(Metrics::connection_opened),
+                    metrics: metrics.clone(),
                 };
                 if let Some(proxy_protocol) = &proxy_protocol {
                     // The header first, in the connection's own task.
@@ -424,6 +441,7 @@ where
                             _ = stopped.changed() => None,
                         };
                         let Some(info) = accepted else {
+                            tracked.error(ConnectionError::ProxyProtocol);
                             return;
                         };
                         match tls {
@@ -526,6 +544,19 @@ pub(crate) struct Tracked {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) drain: Drain,
     pub(crate) max_requests: Option<usize>,
+    /// Holds the connection in `tollgate_connections_open` (with
+    /// [`Serve::metrics`]) until the connection's task ends.
+    pub(crate) open: Option<ConnectionGuard>,
+    pub(crate) metrics: Option<Metrics>,
+}
+
+impl Tracked {
+    /// Counts the connection as closed before a request.
+    pub(crate) fn error(&self, reason: ConnectionError) {
+        if let Some(metrics) = &self.metrics {
+            metrics.connection_error(reason);
+        }
+    }
 }
 
 /// A listener's timeouts, as each connection keeps them.
@@ -569,6 +600,8 @@ where
         mut stop,
         drain,
         max_requests,
+        open,
+        metrics,
     } = tracked;
     let budget = max_requests.map(|n| Arc::new(AtomicUsize::new(n)));
     let svc = ConnectionService {
@@ -590,6 +623,7 @@ where
         )
         .into_owned();
     async move {
+        let _open = open;
         let mut conn = std::pin::pin!(conn);
         // Completes once the server stops (its one change: the receiver
         // was made before it), or its future is gone.
@@ -651,6 +685,10 @@ where
         match result {
             None => {
                 tracing::debug!(%remote, "no request head within the header read timeout; closing");
+                // An idle keep-alive connection closed is no error.
+                if let Some(metrics) = metrics.as_ref().filter(|_| clock.unused()) {
+                    metrics.connection_error(ConnectionError::HeaderTimeout);
+                }
             }
             Some(Err(err)) => {
                 tracing::debug!(error = %err, %remote, "connection ended with an error");

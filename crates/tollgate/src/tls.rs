@@ -37,7 +37,7 @@ use rustls::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tollgate_core::{AuthMethod, BoxError, ConfigError, ConfigErrorKind, ConnectionInfo, Identity};
-use tollgate_observe::Metrics;
+use tollgate_observe::{ConnectionError, Metrics};
 use tower::Service;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -694,10 +694,12 @@ pub(crate) async fn accept<S, B>(
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
             tracing::debug!(error = %err, %remote, "tls handshake failed");
+            tracked.error(ConnectionError::TlsHandshake);
             return;
         }
         Err(_) => {
             tracing::debug!(%remote, "tls handshake timed out");
+            tracked.error(ConnectionError::TlsHandshake);
             return;
         }
     };

@@ -508,7 +508,8 @@ impl Server {
         let mut public = with_server_settings(
             serve(listener, reloader.service(), stopped(&stop)),
             &config.server,
-        );
+        )
+        .metrics(reloader.metrics().clone());
         if let Some(tls) = tls {
             tls.report_to(reloader.metrics());
             #[cfg(unix)]
