@@ -25,7 +25,7 @@ use tollgate_tests::{
 #[expect(dead_code, reason = "shared with tls_server.rs, which uses all of it")]
 #[path = "common/tls.rs"]
 mod tls;
-use tls::{Ca, Dir};
+use tls::{Ca, ClientSetup, Dir};
 
 const BOUND: Duration = Duration::from_secs(10);
 const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n";
@@ -184,4 +184,40 @@ async fn the_config_server_reports_its_connections() {
     assert!(text.contains("\ntollgate_connections_total 1\n"), "{text}");
     assert!(text.contains("\ntollgate_connections_open 1\n"), "{text}");
     server.shutdown().await.unwrap();
+}
+
+/// Completed TLS handshakes are counted by version.
+#[tokio::test]
+async fn tls_handshakes_are_counted_by_version() {
+    let dir = Dir::new();
+    let ca = Ca::new("versions CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let metrics = Metrics::new();
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, app(), std::future::pending())
+            .tls(tls)
+            .metrics(metrics.clone())
+            .into_future(),
+    );
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let stream = ClientSetup::trusting(&ca)
+            .versions(&[version])
+            .connect(addr, "localhost")
+            .await
+            .unwrap();
+        drop(stream);
+    }
+    let handshakes = |version: &str| {
+        sample(
+            &metrics,
+            "tollgate_tls_handshakes_total",
+            &[("version", version)],
+        )
+    };
+    eventually("both handshakes counted", || async {
+        handshakes("1.2") == 1.0 && handshakes("1.3") == 1.0
+    })
+    .await;
 }

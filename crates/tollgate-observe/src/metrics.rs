@@ -52,6 +52,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_connections_open`                          | gauge     |                         | [`Metrics::connection_opened`]: client connections accepted and not closed yet, TLS handshakes included (upgraded connections leave it once their tunnel takes over) |
 /// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
 /// | `tollgate_connection_errors_total`                   | counter   | `reason`                | [`Metrics::connection_error`]: connections closed before a request, by reason (`proxy_protocol`, `tls_handshake`, `header_timeout`) |
+/// | `tollgate_tls_handshakes_total`                      | counter   | `version`               | [`Metrics::tls_handshake`]: TLS handshakes completed, by protocol version (`1.2`, `1.3`) |
 /// | `tollgate_tls_certificate_expiry_timestamp_seconds`  | gauge     | `certificate`           | [`Metrics::set_tls_certificates`]: each served certificate's `notAfter` as a Unix time, `certificate` being `default` or its SNI name |
 ///
 /// The [`ObserveLayer`](crate::ObserveLayer) calls
@@ -124,6 +125,7 @@ struct Inner {
     connections_open: Gauge,
     connections: Counter,
     connection_errors: Family<ConnectionErrorLabels, Counter>,
+    tls_handshakes: Family<TlsVersionLabels, Counter>,
     certificates: Family<CertificateLabels, Gauge>,
     /// The `certificate` labels set last, to remove the ones that go.
     certificate_names: std::sync::Mutex<Vec<String>>,
@@ -210,6 +212,11 @@ struct ConnectionErrorLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TlsVersionLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CertificateLabels {
     certificate: String,
 }
@@ -243,6 +250,7 @@ impl Metrics {
         let connections_open = Gauge::default();
         let connections = Counter::default();
         let connection_errors = Family::<ConnectionErrorLabels, Counter>::default();
+        let tls_handshakes = Family::<TlsVersionLabels, Counter>::default();
 
         registry.register(
             "tollgate_requests",
@@ -301,6 +309,11 @@ impl Metrics {
             "Client connections closed before a request, by reason",
             connection_errors.clone(),
         );
+        registry.register(
+            "tollgate_tls_handshakes",
+            "TLS handshakes completed, by protocol version",
+            tls_handshakes.clone(),
+        );
         registry.register_with_unit(
             "tollgate_tls_certificate_expiry_timestamp",
             "When each served TLS certificate expires (its notAfter, Unix time), by certificate",
@@ -322,6 +335,7 @@ impl Metrics {
                 connections_open,
                 connections,
                 connection_errors,
+                tls_handshakes,
                 certificates,
                 certificate_names: std::sync::Mutex::default(),
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
@@ -370,6 +384,15 @@ impl Metrics {
             reason: reason.as_str(),
         };
         self.inner.connection_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts a completed TLS handshake of `version` (`1.2`, `1.3`) into
+    /// `tollgate_tls_handshakes_total{version}`: how many clients still
+    /// speak TLS 1.2, before requiring 1.3. `tollgate::serve` calls it
+    /// when given `Serve::metrics`.
+    pub fn tls_handshake(&self, version: &'static str) {
+        let labels = TlsVersionLabels { version };
+        self.inner.tls_handshakes.get_or_create(&labels).inc();
     }
 
     /// Sets `tollgate_tls_certificate_expiry_timestamp_seconds`: one

@@ -557,6 +557,13 @@ impl Tracked {
             metrics.connection_error(reason);
         }
     }
+
+    /// Counts a completed TLS handshake of `version`.
+    pub(crate) fn tls_handshake(&self, version: &'static str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.tls_handshake(version);
+        }
+    }
 }
 
 /// A listener's timeouts, as each connection keeps them.

@@ -704,6 +704,11 @@ pub(crate) async fn accept<S, B>(
         }
     };
     let session = stream.get_ref().1;
+    tracked.tls_handshake(match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        _ => "other",
+    });
     let identity = session
         .peer_certificates()
         .and_then(<[_]>::first)
