@@ -374,3 +374,40 @@ async fn shutdown_does_not_wait_for_a_header_still_arriving() {
         .unwrap();
     assert!(closed_unanswered(&mut silent).await);
 }
+
+/// HTTP/2 (prior knowledge) after the header: every stream of the
+/// connection carries the header's client.
+#[tokio::test]
+async fn http2_follows_the_header() {
+    let addr = spawn(whoami(), ProxyProtocol::new(), None).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    tcp.write_all(&v2(
+        true,
+        "[2001:db8::44]:50000".parse().unwrap(),
+        "[2001:db8::1]:80".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        client = client.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{addr}/who"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        let response = timeout(BOUND, response).await.unwrap().unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        let who: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            who,
+            json!({"remote": "[2001:db8::44]:50000", "proxied_by": local.to_string(), "secure": false})
+        );
+    }
+}
