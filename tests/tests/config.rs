@@ -206,6 +206,13 @@ fn bad_configs_name_the_line_and_the_key() {
         "line 3: server.tls.min_version: unknown variant `1.1`, expected `1.2` or `1.3`"
     );
 
+    // A connection age under a second would close connections before
+    // their first request.
+    assert_eq!(
+        parse_err("[server]\nmax_connection_age = \"500ms\"\n"),
+        "line 2: server.max_connection_age: 500ms is shorter than 1s"
+    );
+
     // A PROXY protocol peer that is neither a network nor an address.
     assert_eq!(
         parse_err("[server.proxy_protocol]\nallow_from = [\"10.0.0.0/8\", \"balancer\"]\n"),

@@ -2,7 +2,8 @@
 //! max_requests_per_connection`): an HTTP/1.1 connection closes after its
 //! last request, whose response says `Connection: close`; an HTTP/2
 //! connection gets `GOAWAY` after its last stream; a WebSocket upgrade on
-//! the last request still upgrades.
+//! the last request still upgrades. `Serve::max_connection_age` (`[server]
+//! max_connection_age`) does the same once a connection is that old.
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
 
@@ -92,25 +93,32 @@ async fn an_http1_connection_closes_after_its_last_request() {
     assert!(!head.contains("\r\nconnection: close"), "{head}");
 }
 
-#[tokio::test]
-async fn an_http2_connection_gets_goaway_after_its_last_stream() {
-    let addr = gateway(3, None).await;
+/// `requests` times `GET /x` on one HTTP/2 connection to `addr`, each a
+/// 200; then the connection must end (`GOAWAY`, then the close once its
+/// streams are done). Returns the client, for what follows.
+async fn http2_gets_then_goaway(
+    addr: SocketAddr,
+    requests: usize,
+) -> h2::client::SendRequest<bytes::Bytes> {
     let io = TcpStream::connect(addr).await.unwrap();
     let (mut client, conn) = h2::client::handshake(io).await.unwrap();
     let conn = tokio::spawn(conn);
-    for _ in 0..3 {
+    for _ in 0..requests {
         client = client.ready().await.unwrap();
         let req = Request::get(format!("http://{addr}/x")).body(()).unwrap();
         let (response, _) = client.send_request(req, true).unwrap();
         let response = timeout(BOUND, response).await.unwrap().unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    // GOAWAY, then the connection ends once its streams have.
-    timeout(BOUND, conn)
-        .await
-        .expect("the connection ends")
-        .unwrap()
-        .unwrap();
+    // `Err` here: the connection did not end in time.
+    timeout(BOUND, conn).await.unwrap().unwrap().unwrap();
+    client
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_goaway_after_its_last_stream() {
+    let addr = gateway(3, None).await;
+    let client = http2_gets_then_goaway(addr, 3).await;
     let refused = async {
         let mut client = client.ready().await?;
         let req = Request::get(format!("http://{addr}/x")).body(()).unwrap();
@@ -153,24 +161,100 @@ async fn a_websocket_upgrade_on_the_last_request_upgrades() {
     assert_eq!(echoed, Message::text("hi"));
 }
 
+/// A config-file gateway with these `[server]` keys, sending every path to
+/// an upstream that answers `GET /x`.
+async fn config_server(keys: &str) -> Server {
+    let up = spawn_upstream(Router::new().route("/x", get(|| async { "x" }))).await;
+    let mut text = config_head_with(keys, "u", &format!("http://{up}"));
+    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
+    Server::start(ConfigFile::parse(&text).unwrap())
+        .await
+        .unwrap()
+}
+
 /// `server.max_requests_per_connection` reaches the listener.
 #[tokio::test]
 async fn the_limit_comes_from_the_config() {
-    let up = spawn_upstream(Router::new().route("/x", get(|| async { "x" }))).await;
-    let mut text = config_head_with(
-        "max_requests_per_connection = 2\n",
-        "u",
-        &format!("http://{up}"),
-    );
-    text.push_str("[[routes]]\nprefix = \"/\"\nto = \"u\"\n");
-    let server = Server::start(ConfigFile::parse(&text).unwrap())
-        .await
-        .unwrap();
+    let server = config_server("max_requests_per_connection = 2\n").await;
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
     let head = get_x(&mut stream).await;
     assert!(!head.contains("\r\nconnection: close"), "{head}");
     let head = get_x(&mut stream).await;
     assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed(&mut stream).await);
+    server.shutdown().await.unwrap();
+}
+
+/// An upstream with `GET /x` (`x` at once) and `GET /slow` (`slow` after
+/// 1.5 s), behind a gateway whose connections live at most a second.
+async fn aged_gateway() -> SocketAddr {
+    let up = spawn_upstream(Router::new().route("/x", get(|| async { "x" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "slow"
+        }),
+    ))
+    .await;
+    let router = Gateway::builder()
+        .upstream(Upstream::builder("up").endpoint(format!("http://{up}")))
+        .route(Route::prefix("/").to("up"))
+        .build()
+        .unwrap();
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, router, std::future::pending())
+            .max_connection_age(Duration::from_secs(1))
+            .into_future(),
+    );
+    addr
+}
+
+/// An idle HTTP/1.1 connection is closed at its age (the header read
+/// timeout, 30 s, is far off).
+#[tokio::test]
+async fn an_idle_http1_connection_closes_at_its_age() {
+    let addr = aged_gateway().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = get_x(&mut stream).await;
+    assert!(!head.contains("\r\nconnection: close"), "{head}");
+    assert!(closed(&mut stream).await);
+}
+
+/// A response made after the age says `Connection: close`, and the
+/// connection closes after it.
+#[tokio::test]
+async fn a_response_made_after_the_age_closes_the_connection() {
+    let addr = aged_gateway().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = timeout(BOUND, read_head(&mut stream))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nconnection: close"),
+        "{head}"
+    );
+    assert!(closed(&mut stream).await);
+}
+
+#[tokio::test]
+async fn an_http2_connection_gets_goaway_at_its_age() {
+    let addr = aged_gateway().await;
+    http2_gets_then_goaway(addr, 1).await;
+}
+
+/// `server.max_connection_age` reaches the listener.
+#[tokio::test]
+async fn the_age_comes_from_the_config() {
+    let server = config_server("max_connection_age = \"1s\"\n").await;
+    let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+    get_x(&mut stream).await;
     assert!(closed(&mut stream).await);
     server.shutdown().await.unwrap();
 }

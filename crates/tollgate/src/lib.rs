@@ -81,8 +81,8 @@ pub use http2::Http2Settings;
 pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS, MIN_MAX_HEADER_SIZE,
-    Serve, serve, shutdown_signal,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS, MIN_CONNECTION_AGE,
+    MIN_MAX_HEADER_SIZE, Serve, serve, shutdown_signal,
 };
 pub use tls::{
     ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, TlsVersion, hsts_layer,

@@ -90,6 +90,7 @@ where
         max_connections: DEFAULT_MAX_CONNECTIONS,
         header_limits: HeaderLimits::default(),
         max_requests: None,
+        max_age: None,
         http2: Http2Settings::default(),
         tls: None,
         proxy_protocol: None,
@@ -99,6 +100,9 @@ where
 
 /// [`Serve::max_connections`]'s default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The shortest [`Serve::max_connection_age`].
+pub const MIN_CONNECTION_AGE: Duration = Duration::from_secs(1);
 
 /// [`Serve::max_header_size`]'s default: 64 KiB.
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
@@ -136,6 +140,7 @@ pub struct Serve<S, F> {
     max_connections: usize,
     header_limits: HeaderLimits,
     max_requests: Option<usize>,
+    max_age: Option<Duration>,
     http2: Http2Settings,
     tls: Option<TlsConfig>,
     proxy_protocol: Option<Arc<ProxyProtocol>>,
@@ -151,6 +156,7 @@ impl<S, F> std::fmt::Debug for Serve<S, F> {
             .field("max_connections", &self.max_connections)
             .field("header_limits", &self.header_limits)
             .field("max_requests", &self.max_requests)
+            .field("max_age", &self.max_age)
             .field("http2", &self.http2)
             .field("tls", &self.tls)
             .field("proxy_protocol", &self.proxy_protocol)
@@ -279,6 +285,23 @@ impl<S, F> Serve<S, F> {
         self
     }
 
+    /// How long a client connection may stay open before it is closed
+    /// gracefully (default: no limit; nginx's `keepalive_time`, Envoy's
+    /// `max_connection_duration`, gRPC's `MAX_CONNECTION_AGE`). Request
+    /// counts rarely recycle an HTTP/2 connection, which carries a
+    /// client's every request; this does. Once the time is up, an idle
+    /// HTTP/1.1 connection is closed, one with a request in flight closes
+    /// after its response (which says `Connection: close` when it is
+    /// written after the time), and an HTTP/2 connection gets `GOAWAY`,
+    /// its open streams running to their end. At least
+    /// [`MIN_CONNECTION_AGE`] (1 s): a shorter age would close new
+    /// connections before their first request arrives; it is taken as
+    /// that.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age.max(MIN_CONNECTION_AGE));
+        self
+    }
+
     /// The HTTP/2 settings: concurrent streams, header list size, flow
     /// control windows, send buffer and keep-alive pings (default
     /// [`Http2Settings::default`]). Each value is taken into its valid
@@ -357,6 +380,7 @@ where
                 max_connections,
                 header_limits,
                 max_requests,
+                max_age,
                 http2,
                 tls,
                 proxy_protocol,
@@ -422,6 +446,7 @@ where
                     stop: stop.subscribe(),
                     drain: drain.clone(),
                     max_requests,
+                    max_age,
                     open: metrics.as_ref().map(Metrics::connection_opened),
                     metrics: metrics.clone(),
                 };
@@ -535,7 +560,8 @@ const LIMIT_RECHECK: Duration = Duration::from_millis(50);
 /// What ties one connection to the server's life: the server's stop (the
 /// connection shuts down gracefully once it is true), the [`Drain`] for the
 /// upgraded connections its requests open, and how many requests it may
-/// carry ([`Serve::max_requests_per_connection`]).
+/// carry and for how long ([`Serve::max_requests_per_connection`],
+/// [`Serve::max_connection_age`]).
 ///
 /// hyper-util's `GracefulShutdown` would watch the stop too, but it takes
 /// the connection whole, and a connection that has used up its requests
@@ -544,6 +570,7 @@ pub(crate) struct Tracked {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) drain: Drain,
     pub(crate) max_requests: Option<usize>,
+    pub(crate) max_age: Option<Duration>,
     /// Holds the connection in `tollgate_connections_open` (with
     /// [`Serve::metrics`]) until the connection's task ends.
     pub(crate) open: Option<ConnectionGuard>,
@@ -607,10 +634,13 @@ where
         mut stop,
         drain,
         max_requests,
+        max_age,
         open,
         metrics,
     } = tracked;
-    let budget = max_requests.map(|n| Arc::new(AtomicUsize::new(n)));
+    // Requests the connection may still carry; set to 0 when its age is up.
+    let budget = (max_requests.is_some() || max_age.is_some())
+        .then(|| Arc::new(AtomicUsize::new(max_requests.unwrap_or(usize::MAX))));
     let svc = ConnectionService {
         service,
         info,
@@ -639,6 +669,7 @@ where
         });
         // Told to shut down gracefully already: `stopped` is done with.
         let mut shutting_down = false;
+        let mut age = max_age.map(|age| Box::pin(tokio::time::sleep(age)));
         // One timer for the connection's life; it looks at the clock only
         // when it fires, so a busy connection pays nothing per request
         // here.
@@ -665,7 +696,18 @@ where
                 let spent = budget
                     .as_ref()
                     .is_some_and(|left| left.load(Ordering::Relaxed) == 0 && clock.is_http2());
-                if !spent && stopped.as_mut().poll(cx).is_pending() {
+                // Past its age: what is answered from now on says
+                // `Connection: close`, and the connection shuts down.
+                let aged = age
+                    .as_mut()
+                    .is_some_and(|age| age.as_mut().poll(cx).is_ready());
+                if aged {
+                    tracing::debug!(%remote, "connection reached its maximum age; closing");
+                    if let Some(left) = &budget {
+                        left.store(0, Ordering::Relaxed);
+                    }
+                }
+                if !spent && !aged && stopped.as_mut().poll(cx).is_pending() {
                     break;
                 }
                 shutting_down = true;
@@ -734,14 +776,12 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         self.clock.head_read(req.version());
-        // The connection's last request (or past it, a pipelined one): on
-        // HTTP/1.x its response closes the connection.
-        let last = self.budget.as_ref().is_some_and(|left| {
-            let before = left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .unwrap_or(0);
-            before <= 1
-        }) && req.version() < http::Version::HTTP_2;
+        // Counts the request; on HTTP/1.x its response looks at what is
+        // left when it is ready (see `ConnectionFuture::budget`).
+        let budget = self.budget.as_ref().and_then(|left| {
+            let _ = left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            (req.version() < http::Version::HTTP_2).then(|| Arc::clone(left))
+        });
         let extensions = req.extensions_mut();
         extensions.insert(self.info);
         extensions.insert(self.drain.clone());
@@ -753,7 +793,7 @@ where
             call: CallNow::new(self.service.clone(), req),
             clock: Some(Arc::clone(&self.clock)),
             stall,
-            last,
+            budget,
         }
     }
 }
@@ -771,9 +811,10 @@ pin_project! {
         clock: Option<Arc<HeadClock>>,
         // Only for a request with a body.
         stall: Option<Stall>,
-        // The connection's last HTTP/1.x request: its answer says
-        // `Connection: close`.
-        last: bool,
+        // An HTTP/1.x connection's budget, when it has one: an answer made
+        // once it is spent (the last request, or the connection's age up)
+        // says `Connection: close`.
+        budget: Option<Arc<AtomicUsize>>,
     }
 
     impl<S> PinnedDrop for ConnectionFuture<S>
@@ -805,7 +846,11 @@ where
             Some(stall) => stall.answer(res),
             None => res.map(ResponseBody::inner),
         };
-        if *this.last && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let last = this
+            .budget
+            .as_ref()
+            .is_some_and(|left| left.load(Ordering::Relaxed) == 0);
+        if last && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             res.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -863,7 +908,7 @@ mod tests {
             call: CallNow::new(never, Request::new(Body::empty())),
             clock: Some(Arc::clone(&clock)),
             stall: None,
-            last: false,
+            budget: None,
         });
         let mut cx = Context::from_waker(Waker::noop());
         assert!(call.as_mut().poll(&mut cx).is_pending());

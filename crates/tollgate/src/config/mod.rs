@@ -174,6 +174,13 @@ pub struct ServerConfig {
     ///
     /// [`Serve::max_requests_per_connection`]: crate::Serve::max_requests_per_connection
     pub max_requests_per_connection: Option<NonZeroUsize>,
+    /// How long one client connection may stay open before it is closed
+    /// gracefully (see [`Serve::max_connection_age`]); `"none"` or unset:
+    /// no limit.
+    ///
+    /// [`Serve::max_connection_age`]: crate::Serve::max_connection_age
+    #[serde(deserialize_with = "connection_age")]
+    pub max_connection_age: Option<Duration>,
     /// `[server.http2]`: concurrent streams, header list size, windows,
     /// send buffer and keep-alive pings (see [`Http2Settings`]).
     ///
@@ -367,6 +374,20 @@ fn header_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error
         })
 }
 
+/// `server.max_connection_age`: refused at its key under a second, where
+/// [`Serve::max_connection_age`](crate::Serve::max_connection_age) would
+/// quietly raise it.
+fn connection_age<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let age = tollgate_core::serde_util::option_duration::deserialize(d)?;
+    match age {
+        Some(age) if age < crate::MIN_CONNECTION_AGE => Err(serde::de::Error::custom(format!(
+            "{age:?} is shorter than {:?}",
+            crate::MIN_CONNECTION_AGE
+        ))),
+        _ => Ok(age),
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -389,6 +410,7 @@ impl Default for ServerConfig {
             max_header_size: crate::DEFAULT_MAX_HEADER_SIZE,
             max_headers: NonZeroUsize::new(crate::DEFAULT_MAX_HEADERS).unwrap_or(NonZeroUsize::MIN),
             max_requests_per_connection: None,
+            max_connection_age: None,
             http2: crate::Http2Settings::default(),
             tls: None,
             proxy_protocol: None,

@@ -358,6 +358,10 @@ fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serv
         Some(requests) => serve.max_requests_per_connection(requests.get()),
         None => serve,
     };
+    let serve = match server.max_connection_age {
+        Some(age) => serve.max_connection_age(age),
+        None => serve,
+    };
     match &server.proxy_protocol {
         Some(proxy_protocol) => serve.proxy_protocol(proxy_protocol.clone()),
         None => serve,
