@@ -221,3 +221,30 @@ async fn tls_handshakes_are_counted_by_version() {
     })
     .await;
 }
+
+/// A PROXY header still arriving when the server stops is no error.
+#[tokio::test]
+async fn a_header_cut_short_by_shutdown_is_no_error() {
+    let metrics = Metrics::new();
+    let (listener, addr) = listener().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tollgate::serve(listener, app(), async move {
+            let _ = stopped.await;
+        })
+        .proxy_protocol(ProxyProtocol::new())
+        .metrics(metrics.clone())
+        .into_future(),
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"PROXY TCP4 ").await.unwrap();
+    eventually("the connection is open", || async {
+        sample(&metrics, "tollgate_connections_open", &[]) == 1.0
+    })
+    .await;
+    stop.send(()).unwrap();
+    timeout(BOUND, server).await.unwrap().unwrap().unwrap();
+    assert!(closed(&mut stream).await);
+    assert_eq!(errors(&metrics, "proxy_protocol"), 0.0);
+    assert_eq!(sample(&metrics, "tollgate_connections_open", &[]), 0.0);
+}

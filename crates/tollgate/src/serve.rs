@@ -289,11 +289,14 @@ impl<S, F> Serve<S, F> {
     /// gracefully (default: no limit; nginx's `keepalive_time`, Envoy's
     /// `max_connection_duration`, gRPC's `MAX_CONNECTION_AGE`). Request
     /// counts rarely recycle an HTTP/2 connection, which carries a
-    /// client's every request; this does. Once the time is up, an idle
-    /// HTTP/1.1 connection is closed, one with a request in flight closes
-    /// after its response (which says `Connection: close` when it is
-    /// written after the time), and an HTTP/2 connection gets `GOAWAY`,
-    /// its open streams running to their end. At least
+    /// client's every request; this does. Once the time is up, an
+    /// HTTP/1.1 connection closes after the next response it makes, which
+    /// says `Connection: close` (an idle one is left to its keep-alive
+    /// end, the header read timeout, rather than closed unannounced), and
+    /// an HTTP/2 connection gets `GOAWAY`, its open streams running to
+    /// their end. The time counts from when the connection starts serving
+    /// HTTP (after a PROXY header and a TLS handshake); upgraded
+    /// connections (WebSockets) are not limited by it. At least
     /// [`MIN_CONNECTION_AGE`] (1 s): a shorter age would close new
     /// connections before their first request arrives; it is taken as
     /// that.
@@ -463,7 +466,7 @@ where
                         // is not waited for.
                         let accepted = tokio::select! {
                             info = proxy_protocol.accept(&mut stream, info, timeouts.header_read) => info,
-                            _ = stopped.changed() => None,
+                            _ = stopped.changed() => return,
                         };
                         let Some(info) = accepted else {
                             tracked.error(ConnectionError::ProxyProtocol);
@@ -669,7 +672,10 @@ where
         });
         // Told to shut down gracefully already: `stopped` is done with.
         let mut shutting_down = false;
+        // `None` once it has fired; polled again only when it has (as
+        // `timer` below), since the task's waker never changes.
         let mut age = max_age.map(|age| Box::pin(tokio::time::sleep(age)));
+        let mut age_registered = false;
         // One timer for the connection's life; it looks at the clock only
         // when it fires, so a busy connection pays nothing per request
         // here.
@@ -690,24 +696,32 @@ where
                 if shutting_down {
                     break;
                 }
+                // Past its age, the connection's budget is spent: as nginx's
+                // `keepalive_time` does, HTTP/1.1 closes after the next
+                // response it makes, which says `Connection: close` (an
+                // idle one is not closed unannounced, which a request
+                // already on its way would meet); HTTP/2 says `GOAWAY`
+                // just below.
+                if let Some(timer) = age.as_mut()
+                    && (!age_registered || timer.is_elapsed())
+                {
+                    age_registered = true;
+                    if timer.as_mut().poll(cx).is_ready() {
+                        tracing::debug!(%remote, "connection reached its maximum age");
+                        if let Some(left) = &budget {
+                            left.store(0, Ordering::Relaxed);
+                        }
+                        age = None;
+                    }
+                }
                 // An HTTP/2 connection that has opened its last stream
-                // (counted in `call`, within the poll above) says `GOAWAY`;
-                // HTTP/1.1 closes through its last response's header.
+                // (counted in `call`, within the poll above) or reached its
+                // age says `GOAWAY`; HTTP/1.1 closes through its last
+                // response's header.
                 let spent = budget
                     .as_ref()
                     .is_some_and(|left| left.load(Ordering::Relaxed) == 0 && clock.is_http2());
-                // Past its age: what is answered from now on says
-                // `Connection: close`, and the connection shuts down.
-                let aged = age
-                    .as_mut()
-                    .is_some_and(|age| age.as_mut().poll(cx).is_ready());
-                if aged {
-                    tracing::debug!(%remote, "connection reached its maximum age; closing");
-                    if let Some(left) = &budget {
-                        left.store(0, Ordering::Relaxed);
-                    }
-                }
-                if !spent && !aged && stopped.as_mut().poll(cx).is_pending() {
+                if !spent && stopped.as_mut().poll(cx).is_pending() {
                     break;
                 }
                 shutting_down = true;
