@@ -252,6 +252,21 @@ where
     addr
 }
 
+/// A WebSocket upstream on 127.0.0.1:0 that echoes text messages.
+pub async fn spawn_ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    spawn_raw_upstream(|stream| async move {
+        if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Reads an HTTP/1 message head, through the blank line, off `stream`.
 ///
 /// Returns the head (lossy UTF-8) and any bytes read past it, or `None` when

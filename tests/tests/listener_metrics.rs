@@ -248,3 +248,60 @@ async fn a_header_cut_short_by_shutdown_is_no_error() {
     assert_eq!(errors(&metrics, "proxy_protocol"), 0.0);
     assert_eq!(sample(&metrics, "tollgate_connections_open", &[]), 0.0);
 }
+
+/// An upgraded connection leaves `tollgate_connections_open` when its
+/// tunnel takes over and is counted in `tollgate_tunnels_open` until the
+/// tunnel ends.
+#[tokio::test]
+async fn a_websocket_tunnel_is_counted_while_it_runs() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tollgate::{Gateway, Route, Upstream};
+
+    let ws = tollgate_tests::spawn_ws_echo().await;
+    let router = Gateway::builder()
+        .upstream(Upstream::builder("ws").endpoint(format!("http://{ws}")))
+        .route(Route::prefix("/ws").to("ws"))
+        .build()
+        .unwrap();
+    let metrics = Metrics::new();
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, router, std::future::pending())
+            .metrics(metrics.clone())
+            .into_future(),
+    );
+    assert_eq!(sample(&metrics, "tollgate_tunnels_open", &[]), 0.0);
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (mut client, _) = timeout(
+        BOUND,
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), io),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    client.send(Message::text("hi")).await.unwrap();
+    assert_eq!(
+        timeout(BOUND, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        Message::text("hi")
+    );
+    eventually(
+        "the tunnel is counted and the connection is not",
+        || async {
+            sample(&metrics, "tollgate_tunnels_open", &[]) == 1.0
+                && sample(&metrics, "tollgate_connections_open", &[]) == 0.0
+        },
+    )
+    .await;
+
+    client.close(None).await.unwrap();
+    drop(client);
+    eventually("the tunnel has ended", || async {
+        sample(&metrics, "tollgate_tunnels_open", &[]) == 0.0
+    })
+    .await;
+}

@@ -408,6 +408,7 @@ async fn metrics_are_scraped_over_http_and_parsed() {
         "tollgate_in_flight_requests",
         "tollgate_connections_open",
         "tollgate_connections_total",
+        "tollgate_tunnels_open",
     ];
     assert!(
         untouched

@@ -22,7 +22,7 @@ use tollgate::{
     Gateway, Route, Upstream,
     config::{ConfigFile, Server},
 };
-use tollgate_tests::{config_head_with, listener, read_head, spawn_raw_upstream, spawn_upstream};
+use tollgate_tests::{config_head_with, listener, read_head, spawn_upstream};
 
 /// Safety bound: a bug fails the test instead of hanging it.
 const BOUND: Duration = Duration::from_secs(10);
@@ -131,16 +131,7 @@ async fn an_http2_connection_gets_goaway_after_its_last_stream() {
 /// A `101` is never turned into a close: the last request may upgrade.
 #[tokio::test]
 async fn a_websocket_upgrade_on_the_last_request_upgrades() {
-    let ws = spawn_raw_upstream(|stream| async move {
-        if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
-            while let Some(Ok(msg)) = ws.next().await {
-                if msg.is_text() && ws.send(msg).await.is_err() {
-                    break;
-                }
-            }
-        }
-    })
-    .await;
+    let ws = tollgate_tests::spawn_ws_echo().await;
     let addr = gateway(1, Some(ws)).await;
     let io = TcpStream::connect(addr).await.unwrap();
     let (mut ws, res) = timeout(

@@ -50,6 +50,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
 /// | `tollgate_connections_open`                          | gauge     |                         | [`Metrics::connection_opened`]: client connections accepted and not closed yet, TLS handshakes included (upgraded connections leave it once their tunnel takes over) |
+/// | `tollgate_tunnels_open`                              | gauge     |                         | [`Metrics::track_tunnels`]: upgraded connections (WebSockets) whose tunnel runs, read at each scrape |
 /// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
 /// | `tollgate_connection_errors_total`                   | counter   | `reason`                | [`Metrics::connection_error`]: connections closed before a request, by reason (`proxy_protocol`, `tls_handshake`, `header_timeout`) |
 /// | `tollgate_tls_handshakes_total`                      | counter   | `version`               | [`Metrics::tls_handshake`]: TLS handshakes completed, by protocol version (`1.2`, `1.3`) |
@@ -84,6 +85,35 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.open.dec();
+    }
+}
+
+/// `tollgate_tunnels_open`, counted when scraped: the guards of the
+/// [`Drain`](tollgate_core::Drain)s given to [`Metrics::track_tunnels`].
+/// A collector, because a tunnel's end passes through nothing of this
+/// crate's that could lower a gauge.
+#[derive(Debug, Default)]
+struct Tunnels(std::sync::Mutex<Vec<tollgate_core::Drain>>);
+
+impl prometheus_client::collector::Collector for Tunnels {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::{encoding::EncodeMetric, metrics::gauge::ConstGauge};
+        let drains = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open: usize = drains.iter().map(tollgate_core::Drain::active).sum();
+        let gauge = ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "tollgate_tunnels_open",
+            "Upgraded connections (WebSockets) whose tunnel runs",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
     }
 }
 
@@ -129,6 +159,8 @@ struct Inner {
     certificates: Family<CertificateLabels, Gauge>,
     /// The `certificate` labels set last, to remove the ones that go.
     certificate_names: std::sync::Mutex<Vec<String>>,
+    /// The drains whose tunnels `tollgate_tunnels_open` counts.
+    tunnels: Arc<Tunnels>,
     unmatched: RouteLabel,
     /// Tells this registry's entries in the per-thread [`HANDLES`] apart.
     id: u64,
@@ -250,6 +282,8 @@ impl Metrics {
         let connections_open = Gauge::default();
         let connections = Counter::default();
         let connection_errors = Family::<ConnectionErrorLabels, Counter>::default();
+        let tunnels = Arc::new(Tunnels::default());
+        registry.register_collector(Box::new(Arc::clone(&tunnels)));
         let tls_handshakes = Family::<TlsVersionLabels, Counter>::default();
 
         registry.register(
@@ -338,6 +372,7 @@ impl Metrics {
                 tls_handshakes,
                 certificates,
                 certificate_names: std::sync::Mutex::default(),
+                tunnels,
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -373,6 +408,20 @@ impl Metrics {
         ConnectionGuard {
             open: self.inner.connections_open.clone(),
         }
+    }
+
+    /// Counts the tunnels of `drain` (upgraded connections, whose guards
+    /// it hands out) in `tollgate_tunnels_open`, read at each scrape.
+    /// `tollgate::serve` calls it with its drain when given
+    /// `Serve::metrics`; with the connections in
+    /// `tollgate_connections_open`, that is what `max_connections` counts.
+    pub fn track_tunnels(&self, drain: &tollgate_core::Drain) {
+        self.inner
+            .tunnels
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(drain.clone());
     }
 
     /// Counts a connection closed before a request

@@ -404,6 +404,9 @@ where
             // it is true (or the server future is dropped).
             let (stop, _) = watch::channel(false);
             let drain = Drain::new();
+            if let Some(metrics) = &metrics {
+                metrics.track_tunnels(&drain);
+            }
             let mut connections = JoinSet::new();
             let mut shutdown = std::pin::pin!(shutdown);
             let mut at_limit = false;
