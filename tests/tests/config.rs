@@ -220,7 +220,11 @@ fn bad_configs_name_the_line_and_the_key() {
     );
     assert_eq!(
         parse_err("[server.proxy_protocol]\nversion = 2\n"),
-        "line 2: server.proxy_protocol.version: unknown field `version`, expected `allow_from`"
+        "line 2: server.proxy_protocol.version: unknown field `version`, expected `allow_from` or `others`"
+    );
+    assert_eq!(
+        parse_err("[server.proxy_protocol]\nothers = \"open\"\n"),
+        "line 2: server.proxy_protocol.others: unknown variant `open`, expected `close` or `direct`"
     );
 
     // Not TOML at all.

@@ -20,7 +20,7 @@ use tokio::{
     time::timeout,
 };
 use tollgate::{
-    Gateway, ProxyProtocol, Route, TlsConfig, Upstream,
+    Gateway, ProxyProtocol, ProxyProtocolOthers, Route, TlsConfig, Upstream,
     config::{ConfigFile, Server},
     core::ConnectionInfo,
 };
@@ -102,6 +102,20 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[
 }
 
 const GET: &[u8] = b"GET /who HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
+
+/// On a new connection to `addr`, a v1 header for 203.0.113.7 and [`GET`]
+/// in one write; the head of the answer.
+async fn proxied_head(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"PROXY TCP4 203.0.113.7 192.0.2.1 52000 443\r\n".to_vec();
+    bytes.extend_from_slice(GET);
+    stream.write_all(&bytes).await.unwrap();
+    timeout(BOUND, read_head(&mut stream))
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+}
 
 /// Whether the server closed `stream` without a byte of answer.
 async fn closed_unanswered(stream: &mut TcpStream) -> bool {
@@ -249,14 +263,7 @@ async fn connections_without_a_good_header_are_closed_and_nothing_is_forwarded()
     assert_eq!(upstream.hits(), 0);
 
     // The listener still serves a good one.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = b"PROXY TCP4 203.0.113.7 192.0.2.1 52000 443\r\n".to_vec();
-    bytes.extend_from_slice(GET);
-    stream.write_all(&bytes).await.unwrap();
-    let (head, _) = timeout(BOUND, read_head(&mut stream))
-        .await
-        .unwrap()
-        .unwrap();
+    let head = proxied_head(addr).await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert_eq!(upstream.hits(), 1);
 }
@@ -410,4 +417,38 @@ async fn http2_follows_the_header() {
             json!({"remote": "[2001:db8::44]:50000", "proxied_by": local.to_string(), "secure": false})
         );
     }
+}
+
+/// With `others = direct`, a peer outside `allow_from` is served without a
+/// header, under its own address, and a header it sends is not read.
+#[tokio::test]
+async fn peers_outside_allow_from_can_be_served_directly() {
+    let proxy_protocol = ProxyProtocol::new()
+        .allow_from(["10.0.0.0/8".parse().unwrap()])
+        .others(ProxyProtocolOthers::Direct);
+    let addr = spawn(whoami(), proxy_protocol, None).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let who = exchange(&mut stream, GET).await;
+    assert_eq!(
+        who,
+        json!({"remote": local.to_string(), "proxied_by": null, "secure": false})
+    );
+
+    // A header from such a peer claims nothing: it is a bad request line.
+    let head = proxied_head(addr).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+
+    // `[server.proxy_protocol] others = "direct"` is the same.
+    let file = ConfigFile::parse(
+        "[server.proxy_protocol]\nallow_from = [\"10.0.0.0/8\"]\nothers = \"direct\"\n",
+    )
+    .unwrap();
+    let parsed = file.config().server.proxy_protocol.clone().unwrap();
+    assert_eq!(
+        parsed,
+        ProxyProtocol::new()
+            .allow_from(["10.0.0.0/8".parse().unwrap()])
+            .others(ProxyProtocolOthers::Direct)
+    );
 }

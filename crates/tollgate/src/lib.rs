@@ -78,7 +78,7 @@ mod tls;
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use http2::Http2Settings;
-pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol};
+pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol, ProxyProtocolOthers};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS, MIN_CONNECTION_AGE,

@@ -39,6 +39,13 @@ pub const MAX_PROXY_HEADER: usize = 4096;
 /// // Only the balancers' subnet may connect; they must send the header.
 /// let proxy_protocol = ProxyProtocol::new().allow_from(["10.0.0.0/16".parse().unwrap()]);
 /// # let _ = proxy_protocol;
+///
+/// // The balancers must send it; anyone else (a probe inside the
+/// // cluster) is served as a plain connection, its own address.
+/// let proxy_protocol = ProxyProtocol::new()
+///     .allow_from(["10.0.0.0/16".parse().unwrap()])
+///     .others(tollgate::ProxyProtocolOthers::Direct);
+/// # let _ = proxy_protocol;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
@@ -53,6 +60,27 @@ pub struct ProxyProtocol {
     /// nothing but the balancers reach the listener.
     #[cfg_attr(feature = "serde", serde(deserialize_with = "de::peers"))]
     pub allow_from: Vec<IpNet>,
+    /// What a connection from a peer outside a non-empty `allow_from`
+    /// gets (default [`ProxyProtocolOthers::Close`]).
+    pub others: ProxyProtocolOthers,
+}
+
+/// What [`ProxyProtocol`] does with a peer outside its `allow_from`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ProxyProtocolOthers {
+    /// Closed before anything is read from it (`"close"`).
+    #[default]
+    Close,
+    /// Served as a plain connection, without a header and under its own
+    /// address (`"direct"`): probes and clients inside the network that
+    /// reach the listener without the balancer. A header such a peer
+    /// sends is not read, so it claims nothing (it reaches HTTP as a bad
+    /// request). Envoy's `allow_requests_without_proxy_protocol`, for the
+    /// peers not trusted to send one.
+    Direct,
 }
 
 impl ProxyProtocol {
@@ -71,6 +99,14 @@ impl ProxyProtocol {
         self
     }
 
+    /// What peers outside [`allow_from`](Self#structfield.allow_from) get
+    /// (see [`ProxyProtocolOthers`]).
+    #[must_use]
+    pub fn others(mut self, others: ProxyProtocolOthers) -> Self {
+        self.others = others;
+        self
+    }
+
     fn allows(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();
         self.allow_from.is_empty() || self.allow_from.iter().any(|net| net.contains(&peer))
@@ -78,9 +114,10 @@ impl ProxyProtocol {
 
     /// Reads the header from `stream` within `timeout`, taking exactly its
     /// bytes: what follows (a TLS handshake, a request) stays in the
-    /// socket. The connection's info with the header's source address, or
-    /// `None` when the connection is to be closed (logged at debug: a peer
-    /// not allowed, no header, a bad or overlong one, the time up).
+    /// socket. The connection's info with the header's source address (or
+    /// as it was, for a peer served directly), or `None` when the
+    /// connection is to be closed (logged at debug: a peer not allowed, no
+    /// header, a bad or overlong one, the time up).
     pub(crate) async fn accept(
         &self,
         stream: &mut TcpStream,
@@ -89,6 +126,9 @@ impl ProxyProtocol {
     ) -> Option<ConnectionInfo> {
         let peer = info.remote;
         if !self.allows(peer.ip()) {
+            if self.others == ProxyProtocolOthers::Direct {
+                return Some(info);
+            }
             tracing::debug!(%peer, "peer not allowed to send a PROXY protocol header; closing");
             return None;
         }
