@@ -456,62 +456,45 @@ where
                     open: metrics.as_ref().map(Metrics::connection_opened),
                     metrics: metrics.clone(),
                 };
-                if let Some(proxy_protocol) = &proxy_protocol {
-                    // The header first, in the connection's own task.
-                    let proxy_protocol = Arc::clone(proxy_protocol);
-                    let tls = tls.as_ref().map(TlsConfig::acceptor);
-                    let builder = builder.clone();
-                    let service = service.clone();
-                    let mut stream = stream;
-                    let mut stopped = tracked.stop.clone();
-                    connections.spawn(async move {
-                        // A header still on its way when the server stops
-                        // is not waited for.
-                        let accepted = tokio::select! {
-                            info = proxy_protocol.accept(&mut stream, info, timeouts.header_read) => info,
-                            _ = stopped.changed() => return,
-                        };
-                        let Some(info) = accepted else {
-                            tracked.error(ConnectionError::ProxyProtocol);
-                            return;
-                        };
-                        match tls {
-                            Some(acceptor) => {
-                                crate::tls::accept(
-                                    acceptor, stream, info, builder, service, tracked, timeouts,
-                                )
-                                .await;
-                            }
-                            None => {
-                                serve_connection(
-                                    &builder, stream, info, None, service, tracked, timeouts,
-                                )
-                                .await;
-                            }
+                // In the connection's own task: its PROXY header when the
+                // listener reads them, then its TLS handshake when there is
+                // TLS, then HTTP.
+                let proxy_protocol = proxy_protocol.clone();
+                let tls = tls.as_ref().map(TlsConfig::acceptor);
+                let builder = builder.clone();
+                let service = service.clone();
+                let mut stream = stream;
+                let mut stopped = tracked.stop.clone();
+                connections.spawn(async move {
+                    let info = match proxy_protocol {
+                        Some(proxy_protocol) => {
+                            // A header still on its way when the server
+                            // stops is not waited for.
+                            let accepted = tokio::select! {
+                                info = proxy_protocol.accept(&mut stream, info, timeouts.header_read) => info,
+                                _ = stopped.changed() => return,
+                            };
+                            let Some(info) = accepted else {
+                                tracked.error(ConnectionError::ProxyProtocol);
+                                return;
+                            };
+                            info
                         }
-                    });
-                    continue;
-                }
-                match &tls {
-                    Some(tls) => connections.spawn(crate::tls::accept(
-                        tls.acceptor(),
-                        stream,
-                        info,
-                        builder.clone(),
-                        service.clone(),
-                        tracked,
-                        timeouts,
-                    )),
-                    None => connections.spawn(serve_connection(
-                        &builder,
-                        stream,
-                        info,
-                        None,
-                        service.clone(),
-                        tracked,
-                        timeouts,
-                    )),
-                };
+                        None => info,
+                    };
+                    match tls {
+                        Some(acceptor) => {
+                            crate::tls::accept(
+                                acceptor, stream, info, builder, service, tracked, timeouts,
+                            )
+                            .await;
+                        }
+                        None => {
+                            serve_connection(&builder, stream, info, None, service, tracked, timeouts)
+                                .await;
+                        }
+                    }
+                });
             }
 
             drop(listener);

@@ -354,18 +354,18 @@ fn with_server_settings<S, F>(serve: Serve<S, F>, server: &ServerConfig) -> Serv
         .max_header_size(server.max_header_size)
         .max_headers(server.max_headers.get())
         .http2(server.http2);
-    let serve = match server.max_requests_per_connection {
-        Some(requests) => serve.max_requests_per_connection(requests.get()),
-        None => serve,
-    };
-    let serve = match server.max_connection_age {
-        Some(age) => serve.max_connection_age(age),
-        None => serve,
-    };
-    match &server.proxy_protocol {
-        Some(proxy_protocol) => serve.proxy_protocol(proxy_protocol.clone()),
-        None => serve,
+    // The settings that are off unless set.
+    fn set<S, T>(serve: S, value: Option<T>, with: impl FnOnce(S, T) -> S) -> S {
+        match value {
+            Some(value) => with(serve, value),
+            None => serve,
+        }
     }
+    let serve = set(serve, server.max_requests_per_connection, |serve, n| {
+        serve.max_requests_per_connection(n.get())
+    });
+    let serve = set(serve, server.max_connection_age, Serve::max_connection_age);
+    set(serve, server.proxy_protocol.clone(), Serve::proxy_protocol)
 }
 
 fn restart_only(running: &GatewayConfig, next: &ConfigFile) -> Result<(), ConfigFileError> {
