@@ -1015,12 +1015,7 @@ async fn hsts_header_is_added_once() {
 #[tokio::test]
 async fn upstream_private_ca_and_sni_override_on_both_pools() {
     let dir = Dir::new();
-    let ca = Ca::new("internal CA");
-    let (cert, key) = ca
-        .server(&["internal.example"])
-        .write(&dir, "upstream", &ca);
-    let ca_file = dir.write("internal-ca.pem", &ca.0.pem());
-    let tls = TlsConfig::builder().certificate(cert, key).build().unwrap();
+    let (tls, ca_file) = tls::internal_upstream(&dir);
     let upstream = spawn_tls(tls, whoami()).await;
 
     let gateway = |pool: PoolKind, protocol: Protocol, name: Option<&str>| {

@@ -2,7 +2,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 use http::{
@@ -25,8 +25,9 @@ pub enum Balance {
     LeastRequest,
 }
 
-/// One endpoint of an upstream: where to connect, how busy it is, and
-/// whether it is cooling off after refusing a connection.
+/// One endpoint of an upstream: where to connect, how busy it is, whether
+/// it is cooling off after refusing a connection, and whether it passes its
+/// active health check.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     pub(crate) scheme: Scheme,
@@ -39,6 +40,9 @@ pub(crate) struct Endpoint {
     /// Milliseconds since `Endpoints::epoch` until which the endpoint is out;
     /// 0 when it is in.
     down_until_ms: AtomicU64,
+    /// False while the active health check has it out; always true without
+    /// one.
+    healthy: AtomicBool,
 }
 
 /// The endpoints of one upstream and the balancing state.
@@ -70,6 +74,7 @@ impl Endpoint {
             label,
             outstanding: AtomicUsize::new(0),
             down_until_ms: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
         }
     }
 }
@@ -100,10 +105,31 @@ impl Endpoints {
     }
 
     fn is_up(&self, index: usize, now_ms: u64) -> bool {
-        self.list[index].down_until_ms.load(Ordering::Relaxed) <= now_ms
+        let endpoint = &self.list[index];
+        endpoint.healthy.load(Ordering::Relaxed)
+            && endpoint.down_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
-    /// Whether at least one endpoint is not cooling off.
+    /// Whether the active health check has endpoint `index` in.
+    pub(crate) fn is_healthy(&self, index: usize) -> bool {
+        self.list[index].healthy.load(Ordering::Relaxed)
+    }
+
+    /// Puts endpoint `index` in or takes it out, for the active health
+    /// check.
+    pub(crate) fn set_healthy(&self, index: usize, healthy: bool) {
+        self.list[index].healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// How many endpoints are in: passing their health check and not
+    /// cooling off.
+    pub(crate) fn count_up(&self) -> usize {
+        let now = self.now_ms();
+        (0..self.list.len()).filter(|&i| self.is_up(i, now)).count()
+    }
+
+    /// Whether at least one endpoint is in: passing its health check and
+    /// not cooling off.
     pub(crate) fn any_up(&self) -> bool {
         let now = self.now_ms();
         (0..self.list.len()).any(|i| self.is_up(i, now))
@@ -120,8 +146,9 @@ impl Endpoints {
             .store(until, Ordering::Relaxed);
     }
 
-    /// Picks an endpoint. Endpoints cooling off are skipped unless every
-    /// endpoint is, in which case they are all tried as if up.
+    /// Picks an endpoint. Endpoints cooling off or failing their health
+    /// check are skipped unless every endpoint is, in which case they are
+    /// all tried as if up.
     pub(crate) fn pick(self: &Arc<Self>) -> InFlight {
         let index = match self.list.len() {
             1 => 0,
@@ -253,5 +280,25 @@ mod tests {
         eps.mark_down(1);
         assert!(!eps.any_up());
         let _ = eps.pick();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_failing_their_health_check_stay_out_past_the_cooloff() {
+        let eps = endpoints(3, Balance::LeastRequest);
+        eps.set_healthy(1, false);
+        assert_eq!(eps.count_up(), 2);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..50 {
+            assert_ne!(eps.pick().index, 1);
+        }
+        eps.mark_down(0);
+        assert_eq!(eps.count_up(), 1);
+        for _ in 0..20 {
+            assert_eq!(eps.pick().index, 2);
+        }
+        eps.set_healthy(1, true);
+        assert_eq!(eps.count_up(), 2);
+        let picks: Vec<usize> = (0..50).map(|_| eps.pick().index).collect();
+        assert!(picks.contains(&1), "{picks:?}");
     }
 }

@@ -46,6 +46,7 @@
 mod balance;
 mod error;
 mod headers;
+mod health_check;
 pub mod rewrite;
 mod split;
 pub mod transport;
@@ -56,6 +57,7 @@ mod worker_pool;
 pub use balance::Balance;
 pub use error::UpstreamErrorKind;
 pub use headers::ForwardedHeaders;
+pub use health_check::HealthCheck;
 pub use rewrite::{PathRewrite, RewritePath, RewritePathLayer};
 pub use split::WeightedSplit;
 pub use transport::{

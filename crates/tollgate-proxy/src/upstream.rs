@@ -36,6 +36,7 @@ use crate::{
     balance::{Balance, Endpoint, Endpoints, InFlight},
     error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
+    health_check::{self, HealthCheck},
     rewrite::OriginalPath,
     transport::{Pool, PoolKind, Transport, TransportConfig, TransportError},
 };
@@ -142,6 +143,10 @@ pub struct UpstreamConfig {
     /// host. The `Host` header is not changed.
     #[cfg_attr(feature = "serde", serde(default))]
     pub tls_server_name: Option<String>,
+    /// The active health check, when the endpoints are probed; see
+    /// [`HealthCheck`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub health_check: Option<HealthCheck>,
 }
 
 mod defaults {
@@ -255,6 +260,7 @@ impl UpstreamConfig {
             pool: PoolKind::default(),
             ca_file: None,
             tls_server_name: None,
+            health_check: None,
         }
     }
 }
@@ -370,6 +376,14 @@ impl UpstreamBuilder {
     /// the endpoint (see [`preserve_host`](Self::preserve_host)).
     pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
         self.config.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Probes every endpoint with `check`, taking the ones that fail it out
+    /// of balancing until they pass again; see [`HealthCheck`]. The upstream
+    /// must then be built inside a tokio runtime.
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.config.health_check = Some(check);
         self
     }
 
@@ -504,7 +518,7 @@ where
             })?),
             None => None,
         };
-        let transport = make_transport(&TransportConfig {
+        let transport_config = TransportConfig {
             endpoints: list
                 .iter()
                 .map(|e: &Endpoint| (e.scheme.clone(), e.authority.clone()))
@@ -515,19 +529,26 @@ where
             max_idle_per_endpoint: config.max_idle_per_endpoint,
             tls,
             tls_server_name,
-        })
-        .map_err(|e| e.context(&place))?;
+        };
+        let transport = make_transport(&transport_config).map_err(|e| e.context(&place))?;
+        let name: Arc<str> = config.name.into();
+        let endpoints = Arc::new(Endpoints::new(list, config.balance, config.cooloff));
+        let version = if config.protocol == Protocol::Http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        if let Some(check) = &config.health_check {
+            health_check::start(check, &name, &endpoints, version, &transport_config)
+                .map_err(|e| e.context(&place))?;
+        }
 
         Ok(Self {
             shared: Arc::new(Shared {
-                name: config.name.into(),
-                endpoints: Arc::new(Endpoints::new(list, config.balance, config.cooloff)),
+                name,
+                endpoints,
                 transport,
-                version: if config.protocol == Protocol::Http2 {
-                    Version::HTTP_2
-                } else {
-                    Version::HTTP_11
-                },
+                version,
                 response_timeout: config.response_timeout,
                 read_timeout: config.read_timeout,
                 forwarded: config.forwarded,
@@ -542,11 +563,18 @@ where
         &self.shared.name
     }
 
-    /// Whether at least one endpoint is not cooling off after a refused
-    /// connection (for readiness checks).
+    /// Whether at least one endpoint is in: not cooling off after a
+    /// refused connection, and passing its [`HealthCheck`] when there is
+    /// one (for readiness checks).
     #[must_use]
     pub fn is_healthy(&self) -> bool {
         self.shared.endpoints.any_up()
+    }
+
+    /// How many endpoints are in (see [`is_healthy`](Self::is_healthy)).
+    #[must_use]
+    pub fn healthy_endpoint_count(&self) -> usize {
+        self.shared.endpoints.count_up()
     }
 
     /// The number of endpoints.

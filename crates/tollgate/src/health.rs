@@ -37,7 +37,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | name                  | ready when                                         |
 /// |-----------------------|----------------------------------------------------|
 /// | `auth <route>`        | the route's [`AuthLayer::is_ready`]: keys loaded    |
-/// | `upstream <name>`     | [`Upstream::is_healthy`]: an endpoint is not cooling off |
+/// | `upstream <name>`     | [`Upstream::is_healthy`]: an endpoint passes its health check (when there is one) and is not cooling off |
 /// | `redis <layer>`       | the rate limit's store answers `PING` within its timeout (and [`PROBE_TIMEOUT`]) |
 /// | `shutdown`            | never: present (first) once [`begin_shutdown`](Self::begin_shutdown) was called |
 ///
@@ -257,7 +257,9 @@ impl Probe {
             ProbeKind::Auth(auth) => (!auth.is_ready()).then(|| "keys not loaded".to_owned()),
             ProbeKind::Upstream(upstream) => (!upstream.is_healthy()).then(|| {
                 let n = upstream.endpoint_count();
-                format!("no healthy endpoint: all {n} cooling off after refused connections")
+                format!(
+                    "no healthy endpoint: all {n} failing their health check or cooling off after a refused connection"
+                )
             }),
             ProbeKind::Store(layer) => match layer.ping() {
                 None => None,

@@ -91,7 +91,7 @@ pub use tls::{
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};
 #[doc(no_inline)]
-pub use tollgate_proxy::{Balance, PathRewrite, Protocol, Upstream, UpstreamBuilder};
+pub use tollgate_proxy::{Balance, HealthCheck, PathRewrite, Protocol, Upstream, UpstreamBuilder};
 
 /// Authentication and authorization: JWT, API keys, introspection, scope
 /// checks (`tollgate-auth`).

@@ -97,6 +97,20 @@ impl Ca {
     }
 }
 
+/// A server config for an upstream behind a private CA whose certificate
+/// names only `internal.example`, and the CA's file for the gateway to
+/// trust.
+pub(crate) fn internal_upstream(dir: &Dir) -> (tollgate::TlsConfig, PathBuf) {
+    let ca = Ca::new("internal CA");
+    let (cert, key) = ca.server(&["internal.example"]).write(dir, "upstream", &ca);
+    let ca_file = dir.write("internal-ca.pem", &ca.0.pem());
+    let tls = tollgate::TlsConfig::builder()
+        .certificate(cert, key)
+        .build()
+        .unwrap();
+    (tls, ca_file)
+}
+
 impl Leaf {
     /// Writes `{stem}.pem` (leaf + CA chain) and `{stem}.key`.
     pub(crate) fn write(&self, dir: &Dir, stem: &str, ca: &Ca) -> (PathBuf, PathBuf) {

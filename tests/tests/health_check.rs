@@ -1,0 +1,399 @@
+//! Active health checks of upstream endpoints: probes over real
+//! connections to real backends on 127.0.0.1:0, endpoints taken out and
+//! put back, readiness, the config file, a reload, and HTTPS endpoints
+//! behind a private CA.
+//!
+//! Every wait is a bounded poll, never a sleep that asserts timing.
+
+#![expect(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] fns fail the test with a message"
+)]
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU16, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Json, Router, extract::Request, http::StatusCode, routing::get};
+use serde_json::{Value, json};
+use tollgate::{
+    Gateway, Health, HealthCheck, Route, Upstream,
+    config::{ConfigFile, Server},
+};
+use tollgate_tests::{
+    auth_support::eventually, body_json, client, empty, listener, spawn_gateway, spawn_upstream,
+};
+
+#[expect(dead_code, reason = "shared with tls_server.rs, which uses all of it")]
+#[path = "common/tls.rs"]
+mod tls;
+use tls::Dir;
+
+/// A backend whose health endpoint answers what the test sets; 0 means it
+/// never answers. Every other path answers its name.
+#[derive(Clone)]
+struct Backend {
+    name: &'static str,
+    health: Arc<AtomicU16>,
+    probes: Arc<AtomicUsize>,
+    /// The head of the last probe: path and query, and the headers.
+    last_probe: Arc<Mutex<Option<(String, Value)>>>,
+    served: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            health: Arc::new(AtomicU16::new(200)),
+            probes: Arc::default(),
+            last_probe: Arc::default(),
+            served: Arc::default(),
+        }
+    }
+
+    fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    fn probes(&self) -> usize {
+        self.probes.load(Ordering::SeqCst)
+    }
+
+    fn router(&self) -> Router {
+        let health = self.clone();
+        let serve = self.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(move |req: Request| {
+                    let this = health.clone();
+                    async move {
+                        this.probes.fetch_add(1, Ordering::SeqCst);
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_owned(), json!(v.to_str().unwrap_or_default()))
+                            })
+                            .collect();
+                        let target = req.uri().path_and_query().map(ToString::to_string);
+                        *this.last_probe.lock().unwrap() =
+                            Some((target.unwrap_or_default(), Value::Object(headers)));
+                        match this.health.load(Ordering::SeqCst) {
+                            0 => std::future::pending::<StatusCode>().await,
+                            status => StatusCode::from_u16(status).unwrap(),
+                        }
+                    }
+                }),
+            )
+            .fallback(move || {
+                let this = serve.clone();
+                async move {
+                    this.served.fetch_add(1, Ordering::SeqCst);
+                    Json(json!({ "name": this.name }))
+                }
+            })
+    }
+
+    async fn spawn(&self) -> String {
+        format!("http://{}", spawn_upstream(self.router()).await)
+    }
+}
+
+/// A quick check: every 50 ms, out after 2 failures, back after 2 passes.
+fn quick(path: &str) -> HealthCheck {
+    HealthCheck::new(path)
+        .interval(Duration::from_millis(50))
+        .timeout(Duration::from_millis(500))
+        .unhealthy_threshold(2)
+        .healthy_threshold(2)
+}
+
+/// The names of the backends that answered `n` requests to `url`.
+async fn answered_by(url: &str, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = http::Request::get(url).body(empty()).unwrap();
+        let res = client().request(req).await.expect("an answer");
+        assert_eq!(res.status(), 200);
+        names.push(body_json(res).await["name"].as_str().unwrap().to_owned());
+    }
+    names
+}
+
+/// A port that was free a moment ago: connections to it are refused.
+async fn closed_port() -> std::net::SocketAddr {
+    let (listener, addr) = listener().await;
+    drop(listener);
+    addr
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_its_check_is_taken_out_and_comes_back() {
+    let (a, b) = (Backend::new("a"), Backend::new("b"));
+    let upstream = Upstream::builder("users")
+        .endpoint(a.spawn().await)
+        .endpoint(b.spawn().await)
+        .balance(tollgate::Balance::RoundRobin)
+        .health_check(quick("/healthz"))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    let gateway = Gateway::builder()
+        .upstream_service(upstream.clone())
+        .route(Route::prefix("/").to("users"))
+        .build()
+        .expect("a gateway");
+    let gateway = spawn_gateway(gateway).await;
+    let url = gateway.url("/users/1");
+
+    // Both pass: round robin alternates.
+    eventually("both endpoints are probed", || async {
+        a.probes() >= 1 && b.probes() >= 1
+    })
+    .await;
+    let names = answered_by(&url, 4).await;
+    assert!(
+        names.contains(&"a".into()) && names.contains(&"b".into()),
+        "{names:?}"
+    );
+
+    // `b` still serves requests, but its health endpoint fails: only the
+    // active check can take it out.
+    b.set_health(503);
+    eventually("b is taken out", || async {
+        upstream.healthy_endpoint_count() == 1
+    })
+    .await;
+    let served = b.served.load(Ordering::SeqCst);
+    assert_eq!(answered_by(&url, 10).await, vec!["a"; 10]);
+    assert_eq!(b.served.load(Ordering::SeqCst), served);
+    assert!(upstream.is_healthy());
+
+    // It recovers: back in after two good probes.
+    b.set_health(204);
+    eventually("b is back", || async {
+        upstream.healthy_endpoint_count() == 2
+    })
+    .await;
+    let names = answered_by(&url, 4).await;
+    assert!(names.contains(&"b".into()), "{names:?}");
+}
+
+#[tokio::test]
+async fn endpoints_that_hang_or_refuse_are_out_without_any_traffic() {
+    let hangs = Backend::new("hangs");
+    hangs.set_health(0);
+    let refuses = closed_port().await;
+    let health = Health::new();
+    let upstream = Upstream::builder("orders")
+        .endpoint(hangs.spawn().await)
+        .endpoint(format!("http://{refuses}"))
+        .health_check(quick("/healthz").timeout(Duration::from_millis(100)))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    let _gateway = Gateway::builder()
+        .upstream_service(upstream.clone())
+        .route(Route::prefix("/").to("orders"))
+        .health(health.clone())
+        .build()
+        .expect("a gateway");
+
+    eventually("both endpoints are out", || async {
+        upstream.healthy_endpoint_count() == 0
+    })
+    .await;
+    assert!(hangs.probes() >= 2);
+    let report = health.check().await;
+    assert!(!report.is_ready());
+    let check = report
+        .check("upstream orders")
+        .expect("the upstream's check");
+    assert!(!check.is_ready());
+    assert_eq!(
+        check.detail(),
+        Some(
+            "no healthy endpoint: all 2 failing their health check or cooling off after a refused connection"
+        )
+    );
+}
+
+#[tokio::test]
+async fn probes_send_the_path_host_and_expected_statuses() {
+    let backend = Backend::new("a");
+    let url = backend.spawn().await;
+    let authority = url.trim_start_matches("http://").to_owned();
+    // 200 is not among the expected statuses: the endpoint goes out.
+    let upstream = Upstream::builder("users")
+        .endpoint(url)
+        .health_check(quick("/healthz?deep=1").expected_statuses([204]))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    eventually("the endpoint is out", || async {
+        upstream.healthy_endpoint_count() == 0
+    })
+    .await;
+    let (target, headers) = backend.last_probe.lock().unwrap().clone().expect("a probe");
+    assert_eq!(target, "/healthz?deep=1");
+    assert_eq!(headers["host"], authority.as_str(), "{headers}");
+    assert_eq!(headers["user-agent"], "tollgate-health-check", "{headers}");
+    assert_eq!(headers["connection"], "close", "{headers}");
+
+    // Once 204 is what it answers, it is back.
+    backend.set_health(204);
+    eventually("the endpoint is back", || async {
+        upstream.healthy_endpoint_count() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn probing_stops_when_the_upstream_is_dropped() {
+    let backend = Backend::new("a");
+    let upstream = Upstream::builder("users")
+        .endpoint(backend.spawn().await)
+        .health_check(quick("/healthz"))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    eventually("probes arrive", || async { backend.probes() >= 2 }).await;
+    drop(upstream);
+    // A probe already sent may still land; then none.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = backend.probes();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(backend.probes(), after, "probes went on after the drop");
+}
+
+#[tokio::test]
+async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
+    let (a, b) = (Backend::new("a"), Backend::new("b"));
+    let (url_a, url_b) = (a.spawn().await, b.spawn().await);
+    let config = |check: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[upstreams]]\nname = \"users\"\nendpoints = [\"{url_a}\", \"{url_b}\"]\n{check}\n\
+             [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
+        )
+    };
+    let checked = config(
+        "[upstreams.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\
+         timeout = \"500ms\"\nunhealthy_threshold = 1\nhealthy_threshold = 1\n\
+         expected_statuses = [200]\n",
+    );
+    let parse = |text: &str| ConfigFile::parse_with(text, &|_| None).expect("parses");
+    let server = Server::start(parse(&checked)).await.expect("starts");
+    let admin = format!(
+        "http://{}/readyz",
+        server.admin_addr().expect("an admin listener")
+    );
+    let readyz = || async {
+        let req = http::Request::get(&admin).body(empty()).unwrap();
+        let res = client().request(req).await.expect("an answer");
+        (res.status(), body_json(res).await)
+    };
+
+    a.set_health(500);
+    eventually("b alone keeps the gateway ready", || async {
+        a.probes() >= 2 && readyz().await.0 == 200
+    })
+    .await;
+    b.set_health(500);
+    eventually("/readyz fails", || async { readyz().await.0 == 503 }).await;
+    let (_, report) = readyz().await;
+    assert!(
+        report.to_string().contains("failing their health check"),
+        "{report}"
+    );
+
+    // A reload that leaves the upstream as it was keeps it, with its
+    // endpoints' state: still out at once. (Were it rebuilt, its endpoints
+    // would start in, and stay in for the probes' 500 ms timeout: the
+    // health endpoints now never answer.)
+    a.set_health(0);
+    b.set_health(0);
+    let with_route = format!("{checked}\n[[routes]]\nprefix = \"/more\"\nto = \"users\"\n");
+    server
+        .reloader()
+        .reload_from(parse(&with_route))
+        .expect("reloads");
+    assert_eq!(readyz().await.0, 503);
+
+    // A reload without the check: the upstream is rebuilt, the old probes
+    // stop, and the endpoints are in again.
+    server
+        .reloader()
+        .reload_from(parse(&config("")))
+        .expect("reloads");
+    eventually("/readyz passes", || async { readyz().await.0 == 200 }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = (a.probes(), b.probes());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((a.probes(), b.probes()), after, "the old probes went on");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn bad_health_check_settings_are_refused_at_their_key() {
+    let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                [upstreams.health_check]\npath = \"healthz\"\n";
+    let err = ConfigFile::parse_with(text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        "line 1: upstreams[0]: upstream \"users\": health_check: path \"healthz\" must start with /"
+    );
+    let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                [upstreams.health_check]\npath = \"/h\"\nfall = 3\n";
+    let err = ConfigFile::parse_with(text, &|_| None)
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.starts_with("line 6: upstreams[0].health_check.fall: unknown field `fall`"),
+        "{err}"
+    );
+}
+
+/// An HTTPS endpoint behind a private CA whose certificate names only
+/// `internal.example`: probes verify it with the upstream's CA file and TLS
+/// server name; without the name they fail.
+#[tokio::test]
+async fn probes_use_the_upstreams_tls_settings() {
+    let dir = Dir::new();
+    let (tls, ca_file) = tls::internal_upstream(&dir);
+    let backend = Backend::new("secure");
+    let (tcp, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(tcp, backend.router(), std::future::pending())
+            .tls(tls)
+            .into_future(),
+    );
+    let endpoint = format!("https://localhost:{}", addr.port());
+    let build = |name: Option<&str>| {
+        let mut up = Upstream::builder("internal")
+            .endpoint(&endpoint)
+            .ca_file(&ca_file)
+            .health_check(quick("/healthz").unhealthy_threshold(1));
+        if let Some(name) = name {
+            up = up.tls_server_name(name);
+        }
+        up.build::<axum::body::Body>().expect("an upstream")
+    };
+    let good = build(Some("internal.example"));
+    eventually("probes arrive over TLS", || async { backend.probes() >= 3 }).await;
+    assert_eq!(good.healthy_endpoint_count(), 1);
+    drop(good);
+
+    let wrong_name = build(None);
+    eventually("a certificate for another name fails", || async {
+        wrong_name.healthy_endpoint_count() == 0
+    })
+    .await;
+}
