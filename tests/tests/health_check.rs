@@ -302,8 +302,26 @@ async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
         a.probes() >= 2 && readyz().await.0 == 200
     })
     .await;
+    // The endpoints' health is a metric of the admin listener.
+    let metrics_url = admin.replace("/readyz", "/metrics");
+    let metrics = || async {
+        let req = http::Request::get(&metrics_url).body(empty()).unwrap();
+        let res = client().request(req).await.expect("an answer");
+        String::from_utf8(tollgate_tests::body_bytes(res).await.to_vec()).unwrap()
+    };
+    let sample = |url: &str, value: u8| {
+        format!(
+            "tollgate_upstream_endpoint_healthy{{upstream=\"users\",endpoint=\"{url}\"}} {value}\n"
+        )
+    };
+    let text = metrics().await;
+    assert!(text.contains(&sample(&url_a, 0)), "{text}");
+    assert!(text.contains(&sample(&url_b, 1)), "{text}");
+
     b.set_health(500);
     eventually("/readyz fails", || async { readyz().await.0 == 503 }).await;
+    let text = metrics().await;
+    assert!(text.contains(&sample(&url_b, 0)), "{text}");
     let (_, report) = readyz().await;
     assert!(
         report.to_string().contains("failing their health check"),

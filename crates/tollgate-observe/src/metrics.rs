@@ -55,6 +55,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_connection_errors_total`                   | counter   | `reason`                | [`Metrics::connection_error`]: connections closed before a request, by reason (`proxy_protocol`, `tls_handshake`, `header_timeout`) |
 /// | `tollgate_tls_handshakes_total`                      | counter   | `version`               | [`Metrics::tls_handshake`]: TLS handshakes completed, by protocol version (`1.2`, `1.3`) |
 /// | `tollgate_tls_certificate_expiry_timestamp_seconds`  | gauge     | `certificate`           | [`Metrics::set_tls_certificates`]: each served certificate's `notAfter` as a Unix time, `certificate` being `default` or its SNI name |
+/// | `tollgate_upstream_endpoint_healthy`                 | gauge     | `upstream, endpoint`    | [`Metrics::track_endpoint_health`]: 1 while an endpoint is in balancing (passing its health check, not cooling off), else 0; read at each scrape |
 ///
 /// The [`ObserveLayer`](crate::ObserveLayer) calls
 /// [`Metrics::record_upstream`] and [`Metrics::record_upstream_error`] when a
@@ -117,6 +118,59 @@ impl prometheus_client::collector::Collector for Tunnels {
     }
 }
 
+/// What [`Metrics::track_endpoint_health`] reads at each scrape.
+type EndpointHealthSource = dyn Fn(&mut dyn FnMut(&str, &str, bool)) + Send + Sync;
+
+/// `tollgate_upstream_endpoint_healthy`, read from the source set last.
+#[derive(Default)]
+struct EndpointHealth(std::sync::Mutex<Option<Arc<EndpointHealthSource>>>);
+
+impl fmt::Debug for EndpointHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointHealth").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for EndpointHealth {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, gauge::ConstGauge},
+        };
+        let source = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(source) = source else { return Ok(()) };
+        let mut samples = Vec::new();
+        source(&mut |upstream, endpoint, healthy| {
+            samples.push((upstream.to_owned(), endpoint.to_owned(), healthy));
+        });
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "tollgate_upstream_endpoint_healthy",
+            "1 while an upstream endpoint is in balancing (passing its health check, not cooling off)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (upstream, endpoint, healthy) in &samples {
+            let labels = [
+                ("upstream", upstream.as_str()),
+                ("endpoint", endpoint.as_str()),
+            ];
+            let metric = family.encode_family(&labels)?;
+            ConstGauge::new(i64::from(*healthy)).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// Why a connection was closed before a request; see
 /// [`Metrics::connection_error`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +215,8 @@ struct Inner {
     certificate_names: std::sync::Mutex<Vec<String>>,
     /// The drains whose tunnels `tollgate_tunnels_open` counts.
     tunnels: Arc<Tunnels>,
+    /// What `tollgate_upstream_endpoint_healthy` reads.
+    endpoint_health: Arc<EndpointHealth>,
     unmatched: RouteLabel,
     /// Tells this registry's entries in the per-thread [`HANDLES`] apart.
     id: u64,
@@ -284,6 +340,8 @@ impl Metrics {
         let connection_errors = Family::<ConnectionErrorLabels, Counter>::default();
         let tunnels = Arc::new(Tunnels::default());
         registry.register_collector(Box::new(Arc::clone(&tunnels)));
+        let endpoint_health = Arc::new(EndpointHealth::default());
+        registry.register_collector(Box::new(Arc::clone(&endpoint_health)));
         let tls_handshakes = Family::<TlsVersionLabels, Counter>::default();
 
         registry.register(
@@ -373,6 +431,7 @@ impl Metrics {
                 certificates,
                 certificate_names: std::sync::Mutex::default(),
                 tunnels,
+                endpoint_health,
                 unmatched: RouteLabel(RouteName::new(UNMATCHED)),
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -442,6 +501,25 @@ impl Metrics {
     pub fn tls_handshake(&self, version: &'static str) {
         let labels = TlsVersionLabels { version };
         self.inner.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// Reads `tollgate_upstream_endpoint_healthy{upstream, endpoint}` from
+    /// `source` at each scrape: it calls its argument once per endpoint
+    /// with `(upstream, endpoint, healthy)`. A later call replaces the
+    /// source. `tollgate::Health::report_to` sets it to the upstreams of
+    /// the gateway last built with that `Health`, which the config server
+    /// does for its own; alert on
+    /// `sum by (upstream) (tollgate_upstream_endpoint_healthy) == 0`.
+    pub fn track_endpoint_health(
+        &self,
+        source: impl Fn(&mut dyn FnMut(&str, &str, bool)) + Send + Sync + 'static,
+    ) {
+        *self
+            .inner
+            .endpoint_health
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(source));
     }
 
     /// Sets `tollgate_tls_certificate_expiry_timestamp_seconds`: one

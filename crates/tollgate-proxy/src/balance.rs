@@ -128,6 +128,12 @@ impl Endpoints {
         (0..self.list.len()).filter(|&i| self.is_up(i, now)).count()
     }
 
+    /// Each endpoint's label and whether it is in.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        let now = self.now_ms();
+        (0..self.list.len()).map(move |i| (&*self.list[i].label, self.is_up(i, now)))
+    }
+
     /// Whether at least one endpoint is in: passing its health check and
     /// not cooling off.
     pub(crate) fn any_up(&self) -> bool {

@@ -571,6 +571,12 @@ where
         self.shared.endpoints.any_up()
     }
 
+    /// Each endpoint (`scheme://host:port`) and whether it is in (see
+    /// [`is_healthy`](Self::is_healthy)), in the configured order.
+    pub fn endpoint_health(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.shared.endpoints.states()
+    }
+
     /// How many endpoints are in (see [`is_healthy`](Self::is_healthy)).
     #[must_use]
     pub fn healthy_endpoint_count(&self) -> usize {

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use serde_json::{Value, json};
 use tollgate_auth::AuthLayer;
+use tollgate_observe::Metrics;
 use tollgate_proxy::Upstream;
 use tollgate_ratelimit::RateLimitLayer;
 
@@ -188,6 +189,26 @@ impl Health {
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+
+    /// Reports the endpoints of the upstreams this handle checks (those of
+    /// the gateway built last with it) as
+    /// `tollgate_upstream_endpoint_healthy{upstream, endpoint}` on
+    /// `metrics`, read at each scrape: 1 while an endpoint passes its
+    /// health check and is not cooling off, else 0 (see
+    /// [`Metrics::track_endpoint_health`]). The last `metrics` given
+    /// reports; `config::Server` does this with the admin listener's.
+    pub fn report_to(&self, metrics: &Metrics) {
+        let this = self.clone();
+        metrics.track_endpoint_health(move |emit| {
+            for probe in this.probes.load().iter() {
+                if let ProbeKind::Upstream(upstream) = &probe.kind {
+                    for (endpoint, healthy) in upstream.endpoint_health() {
+                        emit(upstream.name(), endpoint, healthy);
+                    }
+                }
+            }
+        });
     }
 
     /// Replaces the probes (after a successful build).

@@ -96,6 +96,7 @@ impl Reloader {
     pub fn new(file: ConfigFile) -> Result<Self, ConfigFileError> {
         let metrics = Metrics::new();
         let health = Health::new();
+        health.report_to(&metrics);
         let mut initial = BuildState::with_metrics(metrics.clone());
         let access_log = open_access_log(&file)?;
         if let Some(writer) = &access_log {
