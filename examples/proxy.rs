@@ -90,15 +90,12 @@ fn gateway(args: &Args) -> Result<tollgate::GatewayService, tollgate::ConfigErro
 }
 
 fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(4096)
+    // One listener per worker on the same address: the kernel spreads the
+    // connections.
+    tollgate::ListenOptions::new()
+        .reuse_port(true)
+        .backlog(4096)
+        .bind(addr)
 }
 
 /// One worker: a current-thread runtime with its own listener and gateway.

@@ -68,6 +68,7 @@ pub mod config;
 mod head_deadline;
 mod health;
 mod http2;
+mod listen;
 mod parse_error;
 mod proxy_protocol;
 mod routing;
@@ -78,6 +79,7 @@ mod tls;
 pub use builder::{Gateway, GatewayBuilder, Route};
 pub use health::{Health, PROBE_TIMEOUT, Readiness, ReadinessCheck};
 pub use http2::Http2Settings;
+pub use listen::{DEFAULT_BACKLOG, ListenOptions};
 pub use proxy_protocol::{MAX_PROXY_HEADER, ProxyProtocol, ProxyProtocolOthers};
 pub use routing::{GatewayService, LayeredFuture, LayeredService, ResponseFuture};
 pub use serve::{

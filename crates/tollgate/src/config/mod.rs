@@ -48,7 +48,7 @@ mod source;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    num::NonZeroUsize,
+    num::{NonZeroU32, NonZeroUsize},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -124,6 +124,14 @@ pub struct AuthConfig {
 pub struct ServerConfig {
     /// The address to listen on. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
+    /// Sets `SO_REUSEPORT` on the public listener (and the HTTPS redirect
+    /// listener), so a new gateway can start on the same address before
+    /// the old one stops (see [`ListenOptions`]). Default off.
+    ///
+    /// [`ListenOptions`]: crate::ListenOptions
+    pub reuse_port: bool,
+    /// The accept queue length of those listeners. Default 1024.
+    pub backlog: NonZeroU32,
     /// How long in-flight requests get to finish on shutdown. Default 30 s.
     #[serde(with = "tollgate_core::serde_util::duration")]
     pub drain_timeout: Duration,
@@ -396,10 +404,23 @@ fn one_year() -> Duration {
     Duration::from_secs(365 * 24 * 3600)
 }
 
+impl ServerConfig {
+    /// The socket settings of the public listener: `reuse_port` and
+    /// `backlog`.
+    #[must_use]
+    pub fn listen_options(&self) -> crate::ListenOptions {
+        crate::ListenOptions::new()
+            .reuse_port(self.reuse_port)
+            .backlog(self.backlog.get())
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            reuse_port: false,
+            backlog: crate::ListenOptions::new().backlog,
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(30),

@@ -508,7 +508,8 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut background = Vec::new();
 
-        let listener = TcpListener::bind(config.server.listen).await?;
+        let listen = config.server.listen_options();
+        let listener = listen.bind(config.server.listen)?;
         let local_addr = listener.local_addr()?;
         let mut public = with_server_settings(
             serve(listener, reloader.service(), stopped(&stop)),
@@ -532,7 +533,7 @@ impl Server {
 
         let redirect_addr = match config.server.tls.as_ref().and_then(|t| t.redirect_http) {
             Some(addr) => {
-                let listener = TcpListener::bind(addr).await?;
+                let listener = listen.bind(addr)?;
                 let addr = listener.local_addr()?;
                 let redirect = with_server_settings(
                     redirect_to_https(listener, local_addr.port(), stopped(&stop)),
