@@ -564,6 +564,21 @@ async fn build_errors_name_the_file() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("not a name"), "{err}");
+
+    // A CRL file that is missing, given in a config file: the error names
+    // the key and the file.
+    let clients = dir.write("clients.pem", &ca.0.pem());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\n\
+         certificates = [{{ cert_file = {cert:?}, key_file = {key:?} }}]\n\
+         [server.tls.client_auth]\nca_file = {clients:?}\ncrl_files = [{missing:?}]\n"
+    );
+    let file = tollgate::config::ConfigFile::parse_with(&text, &|_| None).unwrap();
+    let err = file.tls_config().unwrap_err().to_string();
+    assert!(
+        err.contains("server.tls: CRL file") && err.contains("missing.pem"),
+        "{err}"
+    );
 }
 
 /// `reload_on_sighup`: a SIGHUP sent to this very process (with the `kill`
@@ -675,6 +690,54 @@ async fn refused(setup: ClientSetup, addr: SocketAddr) -> bool {
             .is_err()
         }
     }
+}
+
+/// Client certificates revoked by a CRL are refused, others admitted; a
+/// reload reads a new CRL; a CA with no CRL among the files makes its
+/// certificates' status unknown, which is refused too.
+#[tokio::test]
+async fn mtls_refuses_revoked_client_certificates_and_reload_reads_a_new_crl() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let client_ca = dir.write("clients.pem", &clients.0.pem());
+    let crl = dir.write("clients.crl.pem", &clients.crl(1, &[2]));
+    let (addr, tls) = mtls_server(&dir, &ca, ClientAuth::required(&client_ca).crl_file(&crl)).await;
+    let alice = clients.client_numbered("alice", 1);
+    let bob = clients.client_numbered("bob", 2);
+    let as_alice = || ClientSetup::trusting(&ca).with_cert(&alice, &clients);
+    let as_bob = || ClientSetup::trusting(&ca).with_cert(&bob, &clients);
+
+    let stream = as_alice().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=alice");
+    assert!(refused(as_bob(), addr).await, "bob is revoked");
+
+    // A new CRL revokes alice too and lets bob back in.
+    std::fs::write(&crl, clients.crl(2, &[1])).unwrap();
+    tls.reload().unwrap();
+    let stream = as_bob().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=bob");
+    assert!(refused(as_alice(), addr).await, "alice is revoked now");
+
+    // A file that holds no CRL: the reload fails, naming it.
+    std::fs::write(&crl, "not a CRL").unwrap();
+    let err = tls.reload().unwrap_err().to_string();
+    assert!(
+        err.contains(&crl.display().to_string()) && err.contains("no X509 CRL"),
+        "{err}"
+    );
+
+    // A CRL of another CA: nothing says whether bob's certificate is
+    // revoked, so it is refused.
+    let other = Ca::new("other CA");
+    let unknown = dir.write("other.crl.pem", &other.crl(1, &[]));
+    let (addr, _) = mtls_server(
+        &dir,
+        &ca,
+        ClientAuth::required(&client_ca).crl_file(&unknown),
+    )
+    .await;
+    assert!(refused(as_bob(), addr).await, "unknown status");
 }
 
 /// `reload` re-reads the client CA bundle: a certificate from a CA added to

@@ -30,7 +30,9 @@ use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, DnsName, PrivateKeyDer, pem::PemObject},
+    pki_types::{
+        CertificateDer, CertificateRevocationListDer, DnsName, PrivateKeyDer, pem::PemObject,
+    },
     server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
 };
@@ -101,11 +103,20 @@ pub enum TlsVersion {
 }
 
 /// Client-certificate (mutual TLS) settings: the CA bundle that client
-/// certificates are verified against, and whether a certificate is
-/// required.
+/// certificates are verified against, whether a certificate is required,
+/// and the certificate revocation lists (CRLs) that revoked ones are
+/// refused by.
 ///
-/// The CA bundle is read when the [`TlsConfig`] is built and again on every
-/// [`TlsConfig::reload`].
+/// The CA bundle and the CRLs are read when the [`TlsConfig`] is built and
+/// again on every [`TlsConfig::reload`]: publish a new CRL by replacing its
+/// file and reloading (SIGHUP).
+///
+/// With CRLs, every certificate of a client's chain below the trust anchor
+/// is checked, and a certificate whose issuer has no CRL among them is
+/// refused, as with nginx's `ssl_crl` and Envoy's `crl`;
+/// [`crl_only_leaf`](Self::crl_only_leaf) checks the client's own
+/// certificate alone (Envoy's `only_verify_leaf_cert_crl`). A CRL past its
+/// `nextUpdate` is still used: keep the files fresh.
 ///
 /// The verified certificate becomes the connection's [`Identity`], put into
 /// every request of that connection:
@@ -123,6 +134,8 @@ pub enum TlsVersion {
 pub struct ClientAuth {
     ca_file: PathBuf,
     required: bool,
+    crl_files: Vec<PathBuf>,
+    crl_only_leaf: bool,
 }
 
 /// The plain-HTTP service that redirects every request to HTTPS; see
@@ -312,11 +325,21 @@ fn server_config(
             let roots = load_roots(&auth.ca_file)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
-            let verifier = if auth.required {
+            let mut verifier = if auth.required {
                 verifier
             } else {
                 verifier.allow_unauthenticated()
             };
+            if !auth.crl_files.is_empty() {
+                let mut crls = Vec::new();
+                for path in &auth.crl_files {
+                    crls.extend(load_crls(path)?);
+                }
+                verifier = verifier.with_crls(crls);
+                if auth.crl_only_leaf {
+                    verifier = verifier.only_check_end_entity_revocation();
+                }
+            }
             let verifier = verifier.build().map_err(|e| {
                 ConfigError::new(
                     ConfigErrorKind::Tls,
@@ -340,6 +363,8 @@ impl ClientAuth {
         Self {
             ca_file: ca_file.into(),
             required: true,
+            crl_files: Vec::new(),
+            crl_only_leaf: false,
         }
     }
 
@@ -350,7 +375,22 @@ impl ClientAuth {
         Self {
             ca_file: ca_file.into(),
             required: false,
+            ..Self::required(PathBuf::new())
         }
+    }
+
+    /// Refuses client certificates revoked by the CRLs in `path` (PEM,
+    /// one or more `X509 CRL` blocks); call it once per file.
+    pub fn crl_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.crl_files.push(path.into());
+        self
+    }
+
+    /// Checks only the client's own certificate against the CRLs, not the
+    /// intermediate CAs of its chain (default: the whole chain).
+    pub fn crl_only_leaf(mut self, only_leaf: bool) -> Self {
+        self.crl_only_leaf = only_leaf;
+        self
     }
 }
 
@@ -554,17 +594,26 @@ pub(crate) fn load_certs(
     path: &Path,
     what: &str,
 ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    load_pem_blocks(path, what, "CERTIFICATE")
+}
+
+/// Every `label` block of a PEM file, parsed as `T`; at least one.
+fn load_pem_blocks<T: PemObject>(
+    path: &Path,
+    what: &str,
+    label: &str,
+) -> Result<Vec<T>, ConfigError> {
     let pem = read_file(path, what)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    let blocks = T::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(format!("{what} {}: {e}", path.display())))?;
-    if certs.is_empty() {
+    if blocks.is_empty() {
         return Err(tls_error(format!(
-            "{what} {}: no CERTIFICATE in the file",
+            "{what} {}: no {label} in the file",
             path.display()
         )));
     }
-    Ok(certs)
+    Ok(blocks)
 }
 
 fn load_roots(path: &Path) -> Result<RootCertStore, ConfigError> {
@@ -575,6 +624,11 @@ fn load_roots(path: &Path) -> Result<RootCertStore, ConfigError> {
             .map_err(|e| tls_error(format!("client CA file {}: {e}", path.display())))?;
     }
     Ok(roots)
+}
+
+/// Every CRL in a PEM file; at least one.
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    load_pem_blocks(path, "CRL file", "X509 CRL")
 }
 
 fn load_key(files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, ConfigError> {

@@ -80,6 +80,39 @@ impl Ca {
         Leaf { cert, key }
     }
 
+    /// A client certificate for `cn` with serial number `serial`, to
+    /// revoke by.
+    pub(crate) fn client_numbered(&self, cn: &str, serial: u64) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.0).unwrap();
+        Leaf { cert, key }
+    }
+
+    /// A CRL of this CA (PEM) revoking the certificates numbered `serials`.
+    pub(crate) fn crl(&self, number: u64, serials: &[u64]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.0).unwrap().pem().unwrap()
+    }
+
     pub(crate) fn server(&self, sans: &[&str]) -> Leaf {
         self.leaf(sans, sans[0], ExtendedKeyUsagePurpose::ServerAuth)
     }

@@ -362,11 +362,15 @@ impl ConfigFile {
             }
         }
         if let Some(client) = &tls.client_auth {
-            builder = builder.client_auth(if client.required {
+            let mut auth = if client.required {
                 ClientAuth::required(&client.ca_file)
             } else {
                 ClientAuth::optional(&client.ca_file)
-            });
+            };
+            for crl in &client.crl_files {
+                auth = auth.crl_file(crl);
+            }
+            builder = builder.client_auth(auth.crl_only_leaf(client.crl_only_leaf));
         }
         builder
             .build()

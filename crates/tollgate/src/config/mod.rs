@@ -259,6 +259,16 @@ pub struct ClientAuthConfig {
     /// let in without the certificate identity.
     #[serde(default = "yes")]
     pub required: bool,
+    /// PEM files of certificate revocation lists; revoked client
+    /// certificates are refused (see [`ClientAuth`]). Re-read on reload.
+    ///
+    /// [`ClientAuth`]: crate::ClientAuth
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// Checks only the client's own certificate against the CRLs, not its
+    /// intermediate CAs. Default false.
+    #[serde(default)]
+    pub crl_only_leaf: bool,
 }
 
 /// `[server.tls.hsts]`.
