@@ -5,13 +5,17 @@
 //! cargo run --release --example gateway -- --config examples/configs/seed-routing.toml
 //! cargo run --release --example gateway -- --config FILE --check   # validate and exit
 //! kill -HUP <pid>                                                  # reload the file
+//! kill -USR1 <pid>                                                 # reopen the log files
 //! ```
 //!
 //! The file is also reloaded when its content changes (checked every two
 //! seconds; `--no-watch` turns that off). `--workers N` sets the worker
 //! threads (one: a current-thread runtime; default: one per core, or
 //! `TOKIO_WORKER_THREADS`). A config that does not build is
-//! refused and the running one kept. Ctrl-C or SIGTERM drain and stop.
+//! refused and the running one kept. After log rotation renamed the
+//! access log or the audit trail, SIGUSR1 (or `POST /reopen_logs` on the
+//! admin listener) opens them again at their paths. Ctrl-C or SIGTERM
+//! drain and stop.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -175,6 +179,10 @@ async fn run(args: Args) -> ExitCode {
     #[cfg(unix)]
     if let Err(err) = server.reloader().reload_on_sighup() {
         eprintln!("cannot listen for SIGHUP: {err}");
+    }
+    #[cfg(unix)]
+    if let Err(err) = server.reloader().reopen_logs_on_sigusr1() {
+        eprintln!("cannot listen for SIGUSR1: {err}");
     }
     if args.watch {
         server.reloader().watch_file(Duration::from_secs(2));

@@ -1,5 +1,9 @@
-//! Reloading a running config on SIGHUP and when its file changes. In a
-//! binary of its own: the test sends SIGHUP to this process.
+//! Reloading a running config on SIGHUP and when its file changes, and
+//! reopening its log files on SIGUSR1. In a binary of its own: the tests
+//! send SIGHUP and SIGUSR1 to this process. Each installs its handler
+//! before sending, and neither signal is handled by the other test, so
+//! they can run side by side; a test that sent SIGUSR1 with no handler
+//! installed would kill the whole binary.
 
 #![expect(clippy::expect_used, reason = "test helpers outside #[test] fns")]
 
@@ -7,7 +11,10 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use tollgate::config::{ConfigFile, Server};
-use tollgate_tests::{client, config_head, empty, named_echo_router, spawn_upstream};
+use tollgate_tests::{
+    auth_support::eventually, client, config_head, echo_router, empty, named_echo_router,
+    spawn_upstream,
+};
 
 async fn status(url: String) -> StatusCode {
     let req = Request::get(url).body(empty()).expect("request");
@@ -73,4 +80,62 @@ async fn sighup_and_a_changed_file_reload_the_config() {
     assert_eq!(status(format!("{base}/d")).await, 404);
     watch.abort();
     server.shutdown().await.expect("clean shutdown");
+}
+
+/// The `path` member of every line of the log `file`.
+fn logged_paths(file: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .expect("a log file")
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            line["path"].as_str().expect("a path").to_owned()
+        })
+        .collect()
+}
+
+/// Log rotation in logrotate's `create` mode: the access log is renamed,
+/// then SIGUSR1 makes the gateway open a new file at the configured path.
+#[tokio::test]
+async fn sigusr1_reopens_a_renamed_access_log() {
+    let backend = spawn_upstream(echo_router()).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-sigusr1-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (access, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
+    let text = format!(
+        "{}[observe]\naccess_log = {{ file = {access:?} }}\n\
+         [[routes]]\nprefix = \"/\"\nto = \"users\"\n",
+        config_head("users", &format!("http://{backend}"))
+    );
+    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    assert_eq!(status(format!("{base}/before")).await, 200);
+
+    std::fs::rename(&access, &rotated).expect("rename");
+    let user1 = server
+        .reloader()
+        .reopen_logs_on_sigusr1()
+        .expect("signal handler");
+    let sent = std::process::Command::new("kill")
+        .args(["-USR1", &std::process::id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    // The new file exists once the reopen holds it; writers wait for the
+    // switch, so the next line goes there.
+    eventually("SIGUSR1 reopens the access log", || {
+        std::future::ready(access.exists())
+    })
+    .await;
+    assert_eq!(status(format!("{base}/after")).await, 200);
+    server.reloader().flush_logs();
+
+    assert_eq!(logged_paths(&rotated), ["/before"]);
+    assert_eq!(logged_paths(&access), ["/after"]);
+    user1.abort();
+    server.shutdown().await.expect("clean shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
 }

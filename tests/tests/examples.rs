@@ -465,9 +465,37 @@ async fn the_demo_forwards_post_api_users_with_the_callers_context() {
     assert_eq!(json, serde_json::json!({"id": "123", "name": "Ada"}));
 }
 
+/// The first line of `file` that contains `needle`, waiting for it (the
+/// gateway flushes its log file every second).
+#[expect(clippy::panic, reason = "a helper that fails the calling test")]
+async fn line_in(file: &Path, needle: &str) -> String {
+    timeout(BOUND, async {
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{needle} in {} in time", file.display()))
+}
+
+/// Sends `signal` (`-TERM`, `-USR1`) to `pid`, a process this test started.
+async fn kill(signal: &str, pid: &str) {
+    let status = Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
 /// The config gateway binary (`examples/gateway.rs`) with an access-log
 /// file: the request's line goes to the file and never to standard output,
-/// which still gets the gateway's own log lines.
+/// which still gets the gateway's own log lines; after the file is renamed,
+/// SIGUSR1 sends the next line to a new file at the same path.
 #[tokio::test]
 async fn the_config_gateway_logs_access_to_its_file_and_not_to_stdout() {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -502,29 +530,34 @@ async fn the_config_gateway_logs_access_to_its_file_and_not_to_stdout() {
     assert_eq!(res.status(), StatusCode::OK);
 
     // The line reaches the file (flushed every second).
-    let logged = timeout(BOUND, async {
-        loop {
-            let text = std::fs::read_to_string(&access).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("/logged/once")) {
-                return line.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the access-log line in the file in time");
+    let logged = line_in(&access, "/logged/once").await;
     let logged: serde_json::Value = serde_json::from_str(&logged).expect("a JSON line");
     assert_eq!(logged["target"], "tollgate::access", "{logged}");
 
+    // Log rotation: the file is renamed, SIGUSR1 opens a new one at the
+    // configured path (it exists once the reopen holds it, and writers
+    // wait for the switch), and the next line goes there.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&access, &rotated).expect("rename the access log");
+    let pid = child.id().expect("a running child").to_string();
+    kill("-USR1", &pid).await;
+    timeout(BOUND, async {
+        while !access.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("SIGUSR1 reopened the access log in time");
+    let res = get(listen, "/logged/after-rotation").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    line_in(&access, "/logged/after-rotation").await;
+    let old = std::fs::read_to_string(&rotated).expect("the rotated file");
+    assert!(old.contains("/logged/once"), "{old}");
+    assert!(!old.contains("/logged/after-rotation"), "{old}");
+
     // Stopped with SIGTERM, its standard output read to the end: the
     // gateway's own lines, and no access-log line.
-    let pid = child.id().expect("a running child").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
+    kill("-TERM", &pid).await;
     let lines = timeout(BOUND, async {
         let mut lines = BufReader::new(stdout).lines();
         let mut all = Vec::new();

@@ -54,7 +54,10 @@ use crate::{ACCESS_TARGET, JsonLines, Metrics, ObserveBuilder, ObserveLayer};
 /// // 3. On a configuration reload, the same writer switches destination
 /// //    (the old file is flushed and closed); the layer keeps writing to it.
 /// access_log.reopen(&config.access_log)?;
-/// // 4. At shutdown, flush what is buffered (dropping the last clone does too).
+/// // 4. After log rotation renamed the file, open the same path again
+/// //    (standard output has nothing to reopen).
+/// assert!(!access_log.reopen_file()?);
+/// // 5. At shutdown, flush what is buffered (dropping the last clone does too).
 /// access_log.flush()?;
 /// # let _ = observe;
 /// # Ok(())
@@ -216,28 +219,43 @@ impl AccessLogWriter {
             AccessLogConfig::Stdout => Destination::Stdout,
             AccessLogConfig::Stderr => Destination::Stderr,
             AccessLogConfig::Off => Destination::Off,
-            AccessLogConfig::File(path) => {
-                let file = open_append(path)?;
-                let flusher = tokio::runtime::Handle::try_current().ok();
-                let nth = self.shared.files.fetch_add(1, Ordering::Relaxed) + 1;
-                if let Some(runtime) = &flusher {
-                    runtime.spawn(flush_periodically(Arc::downgrade(&self.shared), nth));
-                }
-                Destination::File {
-                    path: path.clone(),
-                    out: BufWriter::with_capacity(BUFFER, file),
-                    flush_each_line: flusher.is_none(),
-                }
-            }
+            AccessLogConfig::File(path) => self.open_file(path)?,
         };
         let mut destination = self.shared.lock();
-        let flushed = destination.flush();
-        *destination = next;
         if !matches!(config, AccessLogConfig::File(_)) {
             // No file now: the flusher of the previous one stops.
             self.shared.files.fetch_add(1, Ordering::Relaxed);
         }
-        flushed
+        destination.replace(next)
+    }
+
+    /// Opens the file again at the same path, for log rotation: after
+    /// `logrotate` (or an operator) renames the file, lines keep going to
+    /// the renamed one until this is called; from then on they go to a
+    /// new file at the configured path (created if missing and appended
+    /// to, as [`open`](Self::open) does). What is buffered is flushed into
+    /// the old file first. Standard output, standard error and `off` have
+    /// nothing to reopen.
+    ///
+    /// Returns whether a file was reopened. Writers wait while the file is
+    /// opened, so no line goes to the old file after this returns.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened again (its directory is gone, the
+    /// permissions changed): the old file stays and is written to, so no
+    /// line is lost. Or the old file's write error when flushing it; the
+    /// new file is written to from then on.
+    pub fn reopen_file(&self) -> io::Result<bool> {
+        let mut destination = self.shared.lock();
+        let Destination::File { path, .. } = &*destination else {
+            return Ok(false);
+        };
+        // Under the lock: a concurrent `reopen` to another destination
+        // cannot be undone by reopening the path it left.
+        let next = self.open_file(&path.clone())?;
+        destination.replace(next)?;
+        Ok(true)
     }
 
     /// Writes out what is buffered.
@@ -263,6 +281,22 @@ impl AccessLogWriter {
     pub fn target_layer<S: Subscriber>(&self, target: &'static str) -> AccessLogLayer<S> {
         JsonLines::new(self.clone())
             .with_filter(Targets::new().with_target(target, tracing::Level::TRACE))
+    }
+
+    /// `path` opened for appending, with a flusher when inside a tokio
+    /// runtime; the flusher of the file opened before it stops.
+    fn open_file(&self, path: &Path) -> io::Result<Destination> {
+        let file = open_append(path)?;
+        let flusher = tokio::runtime::Handle::try_current().ok();
+        let nth = self.shared.files.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(runtime) = &flusher {
+            runtime.spawn(flush_periodically(Arc::downgrade(&self.shared), nth));
+        }
+        Ok(Destination::File {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(BUFFER, file),
+            flush_each_line: flusher.is_none(),
+        })
     }
 }
 
@@ -326,6 +360,14 @@ impl Shared {
 }
 
 impl Destination {
+    /// Flushes this destination, then switches to `next` (even when the
+    /// flush failed: dropping the old writer tries once more).
+    fn replace(&mut self, next: Self) -> io::Result<()> {
+        let flushed = self.flush();
+        *self = next;
+        flushed
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Off => Ok(()),
@@ -468,6 +510,39 @@ mod tests {
             format!("{writer:?}").contains("stderr"),
             "the old destination stays"
         );
+    }
+
+    #[test]
+    fn reopen_file_follows_a_rename_and_keeps_the_old_file_on_error() {
+        let dir = temp_path("rotate");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
+        let writer = AccessLogWriter::open(&AccessLogConfig::File(path.clone())).unwrap();
+        emit(&writer, "/before");
+        std::fs::rename(&path, &rotated).unwrap();
+        emit(&writer, "/renamed");
+        assert!(writer.reopen_file().unwrap(), "a file was reopened");
+        emit(&writer, "/after");
+        let lines = |file: &Path| std::fs::read_to_string(file).unwrap().lines().count();
+        assert_eq!(lines(&rotated), 2, "the lines before the reopen");
+        assert_eq!(lines(&path), 1, "the new file");
+
+        // The directory is gone: the open fails, the old file stays.
+        let moved = temp_path("rotate-moved");
+        let _ = std::fs::remove_dir_all(&moved);
+        std::fs::rename(&dir, &moved).unwrap();
+        let err = writer.reopen_file().unwrap_err();
+        assert!(err.to_string().starts_with("access log "), "{err}");
+        emit(&writer, "/kept");
+        assert_eq!(lines(&moved.join("access.log")), 2, "still the old file");
+        assert!(format!("{writer:?}").contains("access.log"));
+        std::fs::remove_dir_all(&moved).unwrap();
+
+        let stdout = AccessLogWriter::open(&AccessLogConfig::Stdout).unwrap();
+        assert!(!stdout.reopen_file().unwrap(), "nothing to reopen");
+        let off = AccessLogWriter::open(&AccessLogConfig::Off).unwrap();
+        assert!(!off.reopen_file().unwrap(), "nothing to reopen");
     }
 
     #[cfg(feature = "serde")]

@@ -1,5 +1,5 @@
-//! The admin listener's router: liveness, readiness, metrics and the
-//! effective configuration.
+//! The admin listener's router: liveness, readiness, metrics, the
+//! effective configuration and reopening the log files.
 //!
 //! [`Admin`] builds an `axum::Router` with:
 //!
@@ -9,10 +9,12 @@
 //! | `GET /readyz`  | `200` when every [`Health`] check is ready, else `503`; JSON `{"ready": bool, "checks": [{"name", "ready", "detail"}]}` |
 //! | `GET /metrics` | the [`Metrics`] exposition (OpenMetrics text), when set        |
 //! | `GET /config`  | the [`ConfigSnapshot`] as `application/json`, when set         |
+//! | `POST /reopen_logs` | reopens the log files after rotation, when set: `200` JSON `{"reopened": n}`, or a 500 problem+json (see [`Admin::reopen_logs`]) |
 //!
 //! Anything else is a 404 problem+json. A part that was not given
-//! (`metrics`, `config`) is not routed, so it is a 404 too; without
-//! [`health`](Admin::health), `/readyz` has no checks and answers 200.
+//! (`metrics`, `config`, `reopen_logs`) is not routed, so it is a 404 too;
+//! without [`health`](Admin::health), `/readyz` has no checks and answers
+//! 200. A route asked with another method answers 405.
 //!
 //! The admin router belongs on a listener of its own that only operators
 //! reach, bound to `127.0.0.1` (the loopback) unless a private network
@@ -49,17 +51,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::{fmt, sync::Arc};
+use std::{fmt, io, sync::Arc};
 
 use arc_swap::ArcSwap;
 use axum::{
     Router,
     extract::{Request, State},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use http::{HeaderValue, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tollgate_core::Problem;
 use tollgate_observe::{Metrics, healthz, metrics_router};
 
@@ -73,7 +75,12 @@ pub struct Admin {
     metrics: Option<Metrics>,
     health: Health,
     config: Option<ConfigSnapshot>,
+    reopen_logs: Option<ReopenLogs>,
 }
+
+/// What `POST /reopen_logs` calls: the number of files reopened.
+#[derive(Clone)]
+struct ReopenLogs(Arc<dyn Fn() -> io::Result<usize> + Send + Sync>);
 
 /// The effective configuration that `GET /config` serves: a cheap handle
 /// (clones share it) on a JSON value that can be replaced at any time,
@@ -123,6 +130,37 @@ impl Admin {
         self
     }
 
+    /// Reopens the log files on `POST /reopen_logs` (Envoy's name for
+    /// it), for log rotation: after `logrotate` renames the files, an
+    /// operator or its `postrotate` script asks here, as it would send
+    /// SIGUSR1 to nginx.
+    ///
+    /// `reopen` runs on tokio's blocking pool and returns how many files
+    /// it reopened: the answer is `200` with `{"reopened": n}`. Its error
+    /// is a 500 problem+json whose `detail` carries the error. The config
+    /// server (`config::Server`) passes `Reloader::reopen_logs`; an
+    /// application with its own writers passes them:
+    ///
+    /// ```
+    /// use tollgate::{admin::Admin, observe::{AccessLogConfig, AccessLogWriter}};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let access_log = AccessLogWriter::open(&AccessLogConfig::Stdout)?;
+    /// let admin = Admin::new()
+    ///     .reopen_logs(move || access_log.reopen_file().map(usize::from))
+    ///     .router();
+    /// # let _ = admin;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reopen_logs<F>(mut self, reopen: F) -> Self
+    where
+        F: Fn() -> io::Result<usize> + Send + Sync + 'static,
+    {
+        self.reopen_logs = Some(ReopenLogs(Arc::new(reopen)));
+        self
+    }
+
     /// The router: serve it on its own listener on `127.0.0.1`.
     pub fn router(self) -> Router {
         let mut router = Router::new()
@@ -130,6 +168,9 @@ impl Admin {
             .route("/readyz", get(readyz).with_state(self.health));
         if let Some(config) = self.config {
             router = router.route("/config", get(config_json).with_state(config));
+        }
+        if let Some(reopen) = self.reopen_logs {
+            router = router.route("/reopen_logs", post(reopen_logs).with_state(reopen));
         }
         if let Some(metrics) = self.metrics {
             router = router.merge(metrics_router(metrics));
@@ -150,6 +191,17 @@ async fn readyz(State(health): State<Health>) -> Response {
 
 async fn config_json(State(config): State<ConfigSnapshot>) -> Response {
     json_response(StatusCode::OK, &config.get())
+}
+
+async fn reopen_logs(State(reopen): State<ReopenLogs>, req: Request) -> Result<Response, Problem> {
+    // Opening files blocks.
+    let reopened = tokio::task::spawn_blocking(move || (reopen.0)()).await;
+    let detail = match reopened {
+        Ok(Ok(n)) => return Ok(json_response(StatusCode::OK, &json!({ "reopened": n }))),
+        Ok(Err(err)) => format!("a log file could not be reopened: {err}"),
+        Err(_) => "the log reopening task failed".to_owned(),
+    };
+    Err(Problem::internal().detail(detail).for_request(&req))
 }
 
 /// `value` as `application/json`, never cached.
@@ -198,6 +250,12 @@ impl Default for ConfigSnapshot {
     /// `{}`.
     fn default() -> Self {
         Self::new(Value::Object(serde_json::Map::new()))
+    }
+}
+
+impl fmt::Debug for ReopenLogs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReopenLogs").finish_non_exhaustive()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Running a gateway from a config file: listeners, the admin listener,
-//! hot reload on SIGHUP or a file change, and shutdown.
+//! hot reload on SIGHUP or a file change, reopening the log files on
+//! SIGUSR1 (log rotation), and shutdown.
 
 use std::{
     convert::Infallible,
@@ -141,13 +142,22 @@ impl Reloader {
 
     /// The admin router of this gateway: `/healthz`, `/readyz` (the
     /// running build's probes), `/metrics` and `/config` (redacted), each
-    /// following every reload.
+    /// following every reload; and `POST /reopen_logs`
+    /// ([`reopen_logs`](Self::reopen_logs)) when a log writer is set by
+    /// then, which [`Server::start`] finds when the config it starts with
+    /// has an `[observe]` table.
     pub fn admin_router(&self) -> Router {
-        Admin::new()
+        let admin = Admin::new()
             .metrics(self.shared.metrics.clone())
             .health(self.shared.health.clone())
-            .config(self.shared.snapshot.clone())
-            .router()
+            .config(self.shared.snapshot.clone());
+        let admin = if self.logs().iter().any(Option::is_some) {
+            let this = self.clone();
+            admin.reopen_logs(move || this.reopen_logs())
+        } else {
+            admin
+        };
+        admin.router()
     }
 
     /// The config now running.
@@ -244,6 +254,47 @@ impl Reloader {
         }
     }
 
+    /// Opens the access log's and the audit trail's files again at the
+    /// same paths, for log rotation: after `logrotate` renames them, lines
+    /// go to the renamed files until this runs (see
+    /// [`AccessLogWriter::reopen_file`]). What each holds buffered is
+    /// flushed into its old file first. Called by
+    /// [`reopen_logs_on_sigusr1`](Self::reopen_logs_on_sigusr1) and by the
+    /// admin listener's `POST /reopen_logs`.
+    ///
+    /// Returns how many files were reopened: a log written to standard
+    /// output or error, or off, has none, and a log that was not set is
+    /// skipped.
+    ///
+    /// # Errors
+    ///
+    /// The first log that could not be reopened (each failure is also
+    /// logged as a warning). Both logs are tried; one whose new file
+    /// cannot be opened keeps writing to its old file.
+    pub fn reopen_logs(&self) -> io::Result<usize> {
+        let logs = self.logs().clone();
+        let mut reopened = 0;
+        let mut failed = None;
+        for (writer, log) in logs.iter().zip(["access", "audit"]) {
+            let Some(writer) = writer else { continue };
+            match writer.reopen_file() {
+                Ok(true) => reopened += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, log, "cannot reopen a log file");
+                    failed.get_or_insert(err);
+                }
+            }
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => {
+                tracing::info!(reopened, "log files reopened");
+                Ok(reopened)
+            }
+        }
+    }
+
     fn move_logs(&self, running: &GatewayConfig, next: &GatewayConfig) {
         let destinations = |c: &GatewayConfig| {
             c.observe
@@ -295,12 +346,41 @@ impl Reloader {
     /// When the signal handler cannot be installed.
     #[cfg(unix)]
     pub fn reload_on_sighup(&self) -> io::Result<tokio::task::JoinHandle<()>> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())?;
+        // Logged and audited by `reload`.
+        self.on_signal(tokio::signal::unix::SignalKind::hangup(), |this| {
+            let _ = this.reload();
+        })
+    }
+
+    /// Reopens the log files ([`reopen_logs`](Self::reopen_logs)) on every
+    /// SIGUSR1 until the runtime stops (abort the handle to stop earlier),
+    /// as nginx and Traefik do: logrotate's `postrotate` sends it after
+    /// renaming the files. Failures are logged as warnings.
+    ///
+    /// # Errors
+    ///
+    /// When the signal handler cannot be installed.
+    #[cfg(unix)]
+    pub fn reopen_logs_on_sigusr1(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        // Logged by `reopen_logs`.
+        self.on_signal(tokio::signal::unix::SignalKind::user_defined1(), |this| {
+            let _ = this.reopen_logs();
+        })
+    }
+
+    /// Runs `work` on the blocking pool (it reads or opens files) on every
+    /// `kind` of signal, one at a time.
+    #[cfg(unix)]
+    fn on_signal(
+        &self,
+        kind: tokio::signal::unix::SignalKind,
+        work: fn(&Self),
+    ) -> io::Result<tokio::task::JoinHandle<()>> {
+        let mut signals = tokio::signal::unix::signal(kind)?;
         let this = self.clone();
         Ok(tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                this.reload_blocking().await;
+            while signals.recv().await.is_some() {
+                this.blocking(work).await;
             }
         }))
     }
@@ -334,10 +414,18 @@ impl Reloader {
     }
 
     async fn reload_blocking(&self) {
-        let this = self.clone();
         // Logged and audited by `reload`; building reads files.
-        if let Err(err) = tokio::task::spawn_blocking(move || this.reload()).await {
-            tracing::warn!(error = %err, "config reload task failed");
+        self.blocking(|this| {
+            let _ = this.reload();
+        })
+        .await;
+    }
+
+    /// Runs `work` on this reloader on tokio's blocking pool.
+    async fn blocking(&self, work: impl FnOnce(&Self) + Send + 'static) {
+        let this = self.clone();
+        if let Err(err) = tokio::task::spawn_blocking(move || work(&this)).await {
+            tracing::warn!(error = %err, "config server task failed");
         }
     }
 }
@@ -478,6 +566,7 @@ impl ConfigFile {
 /// let file = tollgate::config::ConfigFile::load("gateway.toml")?;
 /// let server = tollgate::config::Server::start(file).await?;
 /// server.reloader().reload_on_sighup()?;
+/// server.reloader().reopen_logs_on_sigusr1()?;
 /// server.run_until(tollgate::shutdown_signal()).await?;
 /// # Ok(()) }
 /// ```
