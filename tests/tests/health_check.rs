@@ -22,11 +22,12 @@ use std::{
 use axum::{Json, Router, extract::Request, http::StatusCode, routing::get};
 use serde_json::{Value, json};
 use tollgate::{
-    Gateway, Health, HealthCheck, Route, Upstream,
+    Gateway, Health, HealthCheck, PassiveHealthCheck, Route, Upstream,
     config::{ConfigFile, Server},
 };
 use tollgate_tests::{
-    auth_support::eventually, body_json, client, empty, listener, spawn_gateway, spawn_upstream,
+    RunningGateway, auth_support::eventually, body_json, client, empty, listener, spawn_gateway,
+    spawn_upstream,
 };
 
 #[expect(dead_code, reason = "shared with tls_server.rs, which uses all of it")]
@@ -127,6 +128,17 @@ async fn answered_by(url: &str, n: usize) -> Vec<String> {
     names
 }
 
+/// A gateway sending every path to `upstream`, which must be called
+/// `users`.
+async fn serve_upstream(upstream: &Upstream<axum::body::Body>) -> RunningGateway {
+    let gateway = Gateway::builder()
+        .upstream_service(upstream.clone())
+        .route(Route::prefix("/").to("users"))
+        .build()
+        .expect("a gateway");
+    spawn_gateway(gateway).await
+}
+
 /// A port that was free a moment ago: connections to it are refused.
 async fn closed_port() -> std::net::SocketAddr {
     let (listener, addr) = listener().await;
@@ -144,12 +156,7 @@ async fn an_endpoint_failing_its_check_is_taken_out_and_comes_back() {
         .health_check(quick("/healthz"))
         .build::<axum::body::Body>()
         .expect("an upstream");
-    let gateway = Gateway::builder()
-        .upstream_service(upstream.clone())
-        .route(Route::prefix("/").to("users"))
-        .build()
-        .expect("a gateway");
-    let gateway = spawn_gateway(gateway).await;
+    let gateway = serve_upstream(&upstream).await;
     let url = gateway.url("/users/1");
 
     // Both pass: round robin alternates.
@@ -414,4 +421,124 @@ async fn probes_use_the_upstreams_tls_settings() {
         wrong_name.healthy_endpoint_count() == 0
     })
     .await;
+}
+
+/// A backend answering every request with `status`, counting them; 0
+/// never answers.
+async fn answering(status: Arc<AtomicU16>, count: Arc<AtomicUsize>) -> String {
+    let router = Router::new().fallback(move || {
+        let (status, count) = (status.clone(), count.clone());
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            match status.load(Ordering::SeqCst) {
+                0 => std::future::pending::<StatusCode>().await,
+                s => StatusCode::from_u16(s).unwrap(),
+            }
+        }
+    });
+    format!("http://{}", spawn_upstream(router).await)
+}
+
+/// Statuses of `n` requests to `url`.
+async fn statuses(url: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = http::Request::get(url).body(empty()).unwrap();
+        out.push(
+            client()
+                .request(req)
+                .await
+                .expect("an answer")
+                .status()
+                .as_u16(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn failed_responses_in_a_row_take_an_endpoint_out_until_the_ejection_ends() {
+    let (good_status, good_count) = (Arc::new(AtomicU16::new(200)), Arc::default());
+    let (bad_status, bad_count) = (Arc::new(AtomicU16::new(503)), Arc::<AtomicUsize>::default());
+    let upstream = Upstream::builder("users")
+        .endpoint(answering(good_status, Arc::clone(&good_count)).await)
+        .endpoint(answering(Arc::clone(&bad_status), Arc::clone(&bad_count)).await)
+        .balance(tollgate::Balance::RoundRobin)
+        .passive_health_check(
+            PassiveHealthCheck::new()
+                .consecutive_failures(3)
+                .ejection_time(Duration::from_secs(1)),
+        )
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    let gateway = serve_upstream(&upstream).await;
+    let url = gateway.url("/x");
+
+    // Round robin sends every other request to the failing endpoint until
+    // its third 503; then it is out.
+    let got = statuses(&url, 20).await;
+    assert_eq!(got.iter().filter(|&&s| s == 503).count(), 3, "{got:?}");
+    assert_eq!(bad_count.load(Ordering::SeqCst), 3);
+    assert_eq!(upstream.healthy_endpoint_count(), 1);
+
+    // The ejection ends; the endpoint, recovered, is back.
+    bad_status.store(200, Ordering::SeqCst);
+    eventually("the endpoint is back", || async {
+        upstream.healthy_endpoint_count() == 2
+    })
+    .await;
+    statuses(&url, 4).await;
+    assert!(bad_count.load(Ordering::SeqCst) > 3);
+}
+
+#[tokio::test]
+async fn response_timeouts_count_as_failures() {
+    let (ok, ok_count) = (Arc::new(AtomicU16::new(200)), Arc::default());
+    let (hangs, hang_count) = (Arc::new(AtomicU16::new(0)), Arc::<AtomicUsize>::default());
+    let upstream = Upstream::builder("users")
+        .endpoint(answering(ok, ok_count).await)
+        .endpoint(answering(hangs, Arc::clone(&hang_count)).await)
+        .balance(tollgate::Balance::RoundRobin)
+        .response_timeout(Some(Duration::from_millis(100)))
+        .passive_health_check(PassiveHealthCheck::new().consecutive_failures(2))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    let gateway = serve_upstream(&upstream).await;
+    let got = statuses(&gateway.url("/x"), 12).await;
+    assert_eq!(got.iter().filter(|&&s| s == 504).count(), 2, "{got:?}");
+    assert_eq!(hang_count.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.healthy_endpoint_count(), 1);
+}
+
+#[tokio::test]
+async fn the_passive_check_comes_from_the_config() {
+    let (bad, bad_count) = (Arc::new(AtomicU16::new(500)), Arc::<AtomicUsize>::default());
+    let endpoint = answering(bad, Arc::clone(&bad_count)).await;
+    let (good, good_count) = (Arc::new(AtomicU16::new(200)), Arc::default());
+    let other = answering(good, good_count).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\n\
+         [[upstreams]]\nname = \"users\"\nendpoints = [\"{endpoint}\", \"{other}\"]\n\
+         balance = \"round_robin\"\n\
+         passive_health_check = {{ consecutive_failures = 2, ejection_time = \"10m\", failure_statuses = [500] }}\n\n\
+         [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
+    );
+    let server = Server::start(ConfigFile::parse_with(&text, &|_| None).expect("parses"))
+        .await
+        .expect("starts");
+    let got = statuses(&format!("http://{}/x", server.local_addr()), 10).await;
+    assert_eq!(got.iter().filter(|&&s| s == 500).count(), 2, "{got:?}");
+    assert_eq!(bad_count.load(Ordering::SeqCst), 2);
+
+    let bad = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+               passive_health_check = { consecutive_failures = 0 }\n";
+    let err = ConfigFile::parse_with(bad, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        "line 1: upstreams[0]: upstream \"users\": passive_health_check: consecutive_failures must be at least 1"
+    );
+    server.shutdown().await.expect("clean shutdown");
 }

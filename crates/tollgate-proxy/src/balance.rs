@@ -2,7 +2,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
 };
 
 use http::{
@@ -10,6 +10,8 @@ use http::{
     uri::{Authority, Scheme},
 };
 use tokio::time::{Duration, Instant};
+
+use crate::health_check::PassiveHealthCheck;
 
 /// How an [`Upstream`](crate::Upstream) picks an endpoint for a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,6 +45,8 @@ pub(crate) struct Endpoint {
     /// False while the active health check has it out; always true without
     /// one.
     healthy: AtomicBool,
+    /// Failed responses in a row, for the passive health check.
+    failures: AtomicU32,
 }
 
 /// The endpoints of one upstream and the balancing state.
@@ -53,6 +57,10 @@ pub(crate) struct Endpoints {
     next: AtomicUsize,
     cooloff: Duration,
     epoch: Instant,
+    /// The passive health check, when there is one.
+    passive: Option<PassiveHealthCheck>,
+    /// The upstream's name, for the log line of an ejection.
+    upstream: Arc<str>,
 }
 
 /// Counts a request as outstanding on an endpoint until dropped.
@@ -75,6 +83,7 @@ impl Endpoint {
             outstanding: AtomicUsize::new(0),
             down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
         }
     }
 }
@@ -89,7 +98,16 @@ impl Endpoints {
             next: AtomicUsize::new(0),
             cooloff,
             epoch: Instant::now(),
+            passive: None,
+            upstream: Arc::from(""),
         }
+    }
+
+    /// Counts the responses of upstream `upstream` for `check`.
+    pub(crate) fn with_passive(mut self, upstream: Arc<str>, check: PassiveHealthCheck) -> Self {
+        self.passive = Some(check);
+        self.upstream = upstream;
+        self
     }
 
     pub(crate) fn get(&self, index: usize) -> &Endpoint {
@@ -143,13 +161,45 @@ impl Endpoints {
 
     /// Takes an endpoint out for the cool-off period.
     pub(crate) fn mark_down(&self, index: usize) {
+        self.take_out(index, self.cooloff);
+    }
+
+    fn take_out(&self, index: usize, time: Duration) {
         let until = self
             .now_ms()
-            .saturating_add(u64::try_from(self.cooloff.as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX))
             .max(1);
         self.list[index]
             .down_until_ms
             .store(until, Ordering::Relaxed);
+    }
+
+    /// Counts a response of endpoint `index` for the passive health check:
+    /// `None` is a failure without a response (a reset, a protocol error, a
+    /// response timeout).
+    pub(crate) fn record(&self, index: usize, status: Option<u16>) {
+        let Some(check) = &self.passive else { return };
+        let endpoint = &self.list[index];
+        let failed = status.is_none_or(|s| check.failure_statuses.contains(&s));
+        if !failed {
+            // Most responses: a read, and no write unless a run ends.
+            if endpoint.failures.load(Ordering::Relaxed) != 0 {
+                endpoint.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let run = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= check.consecutive_failures {
+            endpoint.failures.store(0, Ordering::Relaxed);
+            self.take_out(index, check.ejection_time);
+            tracing::warn!(
+                upstream = %self.upstream,
+                endpoint = %endpoint.label,
+                failures = run,
+                ejection_time = ?check.ejection_time,
+                "endpoint failed responses in a row; taken out"
+            );
+        }
     }
 
     /// Picks an endpoint. Endpoints cooling off or failing their health
@@ -215,6 +265,11 @@ impl InFlight {
 
     pub(crate) fn mark_down(&self) {
         self.endpoints.mark_down(self.index);
+    }
+
+    /// See [`Endpoints::record`].
+    pub(crate) fn record(&self, status: Option<u16>) {
+        self.endpoints.record(self.index, status);
     }
 
     pub(crate) fn index(&self) -> usize {
@@ -306,5 +361,44 @@ mod tests {
         assert_eq!(eps.count_up(), 2);
         let picks: Vec<usize> = (0..50).map(|_| eps.pick().index).collect();
         assert!(picks.contains(&1), "{picks:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_responses_in_a_row_take_an_endpoint_out_for_the_ejection_time() {
+        let list = Arc::try_unwrap(endpoints(2, Balance::RoundRobin)).unwrap();
+        let check = PassiveHealthCheck::new()
+            .consecutive_failures(3)
+            .ejection_time(Duration::from_secs(30));
+        let eps = list.with_passive(Arc::from("users"), check);
+        // A success ends a run.
+        for status in [Some(503), None, Some(200), Some(500), Some(502)] {
+            eps.record(1, status);
+        }
+        assert_eq!(eps.count_up(), 2);
+        // A status that is not a failure status is a success (404 here).
+        eps.record(1, Some(404));
+        for _ in 0..2 {
+            eps.record(1, Some(504));
+        }
+        assert_eq!(eps.count_up(), 2);
+        eps.record(1, None);
+        assert_eq!(eps.count_up(), 1, "the third failure in a row");
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(eps.count_up(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(eps.count_up(), 2, "back after the ejection time");
+        // The run starts over.
+        eps.record(1, Some(503));
+        assert_eq!(eps.count_up(), 2);
+    }
+
+    #[test]
+    fn without_a_passive_check_responses_are_not_counted() {
+        let eps = endpoints(2, Balance::RoundRobin);
+        for _ in 0..100 {
+            eps.record(0, Some(503));
+        }
+        assert_eq!(eps.count_up(), 2);
+        assert_eq!(eps.list[0].failures.load(Ordering::Relaxed), 0);
     }
 }

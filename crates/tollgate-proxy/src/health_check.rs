@@ -99,6 +99,118 @@ pub struct HealthCheck {
     pub expected_statuses: Vec<u16>,
 }
 
+/// The passive health check of an [`Upstream`](crate::Upstream): an
+/// endpoint whose responses fail `consecutive_failures` times in a row is
+/// left out of balancing for `ejection_time`, with no probe sent.
+///
+/// A failure is a response whose status is in `failure_statuses` (500, 502,
+/// 503 and 504 by default), a connection reset or protocol error after the
+/// request went out, or no response head within the upstream's
+/// `response_timeout`; any other response ends the run. (An endpoint that
+/// refuses a connection is left out at once, for the upstream's `cooloff`,
+/// with or without this.) This is Envoy's outlier detection
+/// (`consecutive_5xx`) and Kong's `healthchecks.passive`; unlike an
+/// [active check](HealthCheck) it needs traffic, and it puts the endpoint
+/// back when the time is up whether or not it recovered, so the two work
+/// well together.
+///
+/// When every endpoint is out, all are tried as if in: an application bug
+/// that makes every endpoint answer 500 does not take the whole upstream
+/// away.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use tollgate_proxy::{PassiveHealthCheck, Upstream};
+/// # fn main() -> Result<(), tollgate_core::ConfigError> {
+/// let users = Upstream::builder("users")
+///     .endpoint("http://127.0.0.1:9001")
+///     .endpoint("http://127.0.0.1:9002")
+///     .passive_health_check(
+///         PassiveHealthCheck::new()
+///             .consecutive_failures(5)
+///             .ejection_time(Duration::from_secs(30)),
+///     )
+///     .build::<tollgate_core::body::BoxBody>()?;
+/// # drop(users); Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct PassiveHealthCheck {
+    /// Failed responses in a row that take an endpoint out. Default 5.
+    pub consecutive_failures: u32,
+    /// How long an endpoint is left out. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "tollgate_core::serde_util::duration"))]
+    pub ejection_time: Duration,
+    /// The statuses that count as failures. Default 500, 502, 503, 504.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for PassiveHealthCheck {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+            failure_statuses: vec![500, 502, 503, 504],
+        }
+    }
+}
+
+impl PassiveHealthCheck {
+    /// Out after 5 failures in a row, for 30 s; 500, 502, 503 and 504 are
+    /// failures.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how many failed responses in a row take an endpoint out.
+    #[must_use]
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Sets how long an endpoint is left out.
+    #[must_use]
+    pub fn ejection_time(mut self, time: Duration) -> Self {
+        self.ejection_time = time;
+        self
+    }
+
+    /// Sets the statuses that count as failures.
+    #[must_use]
+    pub fn failure_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.failure_statuses = statuses.into_iter().collect();
+        self
+    }
+
+    /// Checks the settings; the error names the key.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| {
+            ConfigError::new(ConfigErrorKind::InvalidValue, why).context("passive_health_check")
+        };
+        if self.consecutive_failures == 0 {
+            return Err(invalid(
+                "consecutive_failures must be at least 1".to_owned(),
+            ));
+        }
+        if self.ejection_time.is_zero() {
+            return Err(invalid("ejection_time must be above 0".to_owned()));
+        }
+        check_statuses("failure_statuses", &self.failure_statuses).map_err(invalid)
+    }
+}
+
+/// Every status of `list` is one HTTP has.
+fn check_statuses(key: &str, list: &[u16]) -> Result<(), String> {
+    match list.iter().find(|&&s| !(100..=599).contains(&s)) {
+        Some(bad) => Err(format!("{key}: {bad} is not an HTTP status")),
+        None => Ok(()),
+    }
+}
+
 mod defaults {
     use tokio::time::Duration;
 
@@ -217,16 +329,7 @@ impl HealthCheck {
                 return Err(invalid(format!("{key} must be at least 1")));
             }
         }
-        if let Some(bad) = self
-            .expected_statuses
-            .iter()
-            .find(|&&s| !(100..=599).contains(&s))
-        {
-            return Err(invalid(format!(
-                "expected_statuses: {bad} is not an HTTP status"
-            )));
-        }
-        Ok(())
+        check_statuses("expected_statuses", &self.expected_statuses).map_err(invalid)
     }
 
     fn passes(&self, status: StatusCode) -> bool {
@@ -423,6 +526,28 @@ mod tests {
             "health_check: expected_statuses: 1000 is not an HTTP status"
         );
         assert_eq!(err(HealthCheck::new("/h?full=1")), "");
+    }
+
+    #[test]
+    fn bad_passive_settings_name_their_key() {
+        let err = |c: PassiveHealthCheck| {
+            c.validate()
+                .map(|()| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        assert_eq!(
+            err(PassiveHealthCheck::new().consecutive_failures(0)),
+            "passive_health_check: consecutive_failures must be at least 1"
+        );
+        assert_eq!(
+            err(PassiveHealthCheck::new().ejection_time(Duration::ZERO)),
+            "passive_health_check: ejection_time must be above 0"
+        );
+        assert_eq!(
+            err(PassiveHealthCheck::new().failure_statuses([503, 99])),
+            "passive_health_check: failure_statuses: 99 is not an HTTP status"
+        );
+        assert_eq!(err(PassiveHealthCheck::new()), "");
     }
 
     #[test]

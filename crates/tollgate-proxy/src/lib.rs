@@ -57,7 +57,7 @@ mod worker_pool;
 pub use balance::Balance;
 pub use error::UpstreamErrorKind;
 pub use headers::ForwardedHeaders;
-pub use health_check::HealthCheck;
+pub use health_check::{HealthCheck, PassiveHealthCheck};
 pub use rewrite::{PathRewrite, RewritePath, RewritePathLayer};
 pub use split::WeightedSplit;
 pub use transport::{

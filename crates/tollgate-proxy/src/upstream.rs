@@ -36,7 +36,7 @@ use crate::{
     balance::{Balance, Endpoint, Endpoints, InFlight},
     error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
-    health_check::{self, HealthCheck},
+    health_check::{self, HealthCheck, PassiveHealthCheck},
     rewrite::OriginalPath,
     transport::{Pool, PoolKind, Transport, TransportConfig, TransportError},
 };
@@ -147,6 +147,10 @@ pub struct UpstreamConfig {
     /// [`HealthCheck`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub health_check: Option<HealthCheck>,
+    /// The passive health check, when failed responses take endpoints out;
+    /// see [`PassiveHealthCheck`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub passive_health_check: Option<PassiveHealthCheck>,
 }
 
 mod defaults {
@@ -261,6 +265,7 @@ impl UpstreamConfig {
             ca_file: None,
             tls_server_name: None,
             health_check: None,
+            passive_health_check: None,
         }
     }
 }
@@ -384,6 +389,13 @@ impl UpstreamBuilder {
     /// must then be built inside a tokio runtime.
     pub fn health_check(mut self, check: HealthCheck) -> Self {
         self.config.health_check = Some(check);
+        self
+    }
+
+    /// Leaves an endpoint out for a while after failed responses in a row;
+    /// see [`PassiveHealthCheck`].
+    pub fn passive_health_check(mut self, check: PassiveHealthCheck) -> Self {
+        self.config.passive_health_check = Some(check);
         self
     }
 
@@ -532,7 +544,12 @@ where
         };
         let transport = make_transport(&transport_config).map_err(|e| e.context(&place))?;
         let name: Arc<str> = config.name.into();
-        let endpoints = Arc::new(Endpoints::new(list, config.balance, config.cooloff));
+        let mut endpoints = Endpoints::new(list, config.balance, config.cooloff);
+        if let Some(check) = config.passive_health_check {
+            check.validate().map_err(|e| e.context(&place))?;
+            endpoints = endpoints.with_passive(Arc::clone(&name), check);
+        }
+        let endpoints = Arc::new(endpoints);
         let version = if config.protocol == Protocol::Http2 {
             Version::HTTP_2
         } else {
@@ -697,6 +714,7 @@ impl Pending {
         }
         let error = match result {
             Some(Ok(mut res)) => {
+                self.in_flight.record(Some(res.status().as_u16()));
                 drop(self.in_flight);
                 let upgrade = self.client_upgrade.is_some();
                 let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -719,11 +737,14 @@ impl Pending {
                     UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
                 ) {
                     self.in_flight.mark_down();
+                } else {
+                    self.in_flight.record(None);
                 }
                 kind
             }
             None => {
                 tracing::debug!(upstream = %self.name, %endpoint, "upstream response timed out");
+                self.in_flight.record(None);
                 UpstreamErrorKind::Timeout
             }
         };

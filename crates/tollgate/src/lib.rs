@@ -93,7 +93,9 @@ pub use tls::{
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};
 #[doc(no_inline)]
-pub use tollgate_proxy::{Balance, HealthCheck, PathRewrite, Protocol, Upstream, UpstreamBuilder};
+pub use tollgate_proxy::{
+    Balance, HealthCheck, PassiveHealthCheck, PathRewrite, Protocol, Upstream, UpstreamBuilder,
+};
 
 /// Authentication and authorization: JWT, API keys, introspection, scope
 /// checks (`tollgate-auth`).
