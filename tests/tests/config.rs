@@ -783,3 +783,32 @@ headers = [{{ set = {{ name = "x-internal-token", value = "${{INTERNAL_TOKEN}}" 
     assert_eq!(users, Some(2.0), "{text}");
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn upstream_retries_come_from_the_config() {
+    let ok = spawn_upstream(named_echo_router("ok")).await;
+    let closed = {
+        let (listener, addr) = tollgate_tests::listener().await;
+        drop(listener);
+        addr
+    };
+    let config = |retries: u32| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\n\
+             [[upstreams]]\nname = \"users\"\nendpoints = [\"http://{closed}\", \"http://{ok}\"]\n\
+             balance = \"round_robin\"\nretries = {retries}\n\n\
+             [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
+        )
+    };
+    for (retries, want) in [(0, StatusCode::BAD_GATEWAY), (1, StatusCode::OK)] {
+        let file = ConfigFile::parse_with(&config(retries), &|_| None).expect("parses");
+        let server = Server::start(file).await.expect("starts");
+        // The first request picks the endpoint that refuses.
+        let req = Request::get(format!("http://{}/x", server.local_addr()))
+            .body(empty())
+            .expect("a request");
+        let res = client().request(req).await.expect("an answer");
+        assert_eq!(res.status(), want, "retries = {retries}");
+        server.shutdown().await.expect("clean shutdown");
+    }
+}

@@ -151,6 +151,12 @@ pub struct UpstreamConfig {
     /// see [`PassiveHealthCheck`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub passive_health_check: Option<PassiveHealthCheck>,
+    /// How many times a request whose connection failed (refused,
+    /// unreachable, TLS handshake, connect timeout) is sent again to another
+    /// endpoint. Only requests without a body are: the request never left,
+    /// so any method is safe. Default 0.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub retries: u32,
 }
 
 mod defaults {
@@ -202,14 +208,31 @@ pub struct UpstreamBuilder {
 /// See the [crate docs](crate) for an example.
 pub struct Upstream<B, T = Pool<B>> {
     shared: Arc<Shared<T>>,
-    _body: std::marker::PhantomData<fn(B)>,
+    /// How a request without a body is made again for a retry; `None` when
+    /// the body type has no `Default` (or retries are off).
+    replay: Option<Replay<B>>,
 }
+
+/// Makes a request without a body again, for a retry.
+struct Replay<B> {
+    is_empty: fn(&B) -> bool,
+    empty: fn() -> B,
+}
+
+impl<B> Clone for Replay<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for Replay<B> {}
 
 struct Shared<T> {
     name: Arc<str>,
     endpoints: Arc<Endpoints>,
     transport: T,
     version: Version,
+    retries: u32,
     response_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
     forwarded: ForwardedHeaders,
@@ -224,12 +247,17 @@ pin_project! {
         sent: F,
         #[pin]
         deadline: Option<Sleep>,
-        state: Option<Pending>,
+        state: Option<Pending<F>>,
     }
 }
 
+/// Sends a request without a body again, to another endpoint than the one
+/// given (whose connection failed): `None` when no attempt is left or every
+/// endpoint is out.
+type Retry<F> = Box<dyn FnMut(usize) -> Option<(F, InFlight)> + Send>;
+
 /// What the future needs once the transport answers.
-struct Pending {
+struct Pending<F> {
     name: Arc<str>,
     /// The observing layer's slot and when the request went out, when a
     /// layer outside observes the request.
@@ -241,6 +269,8 @@ struct Pending {
     request_id: Option<RequestId>,
     client_path: PathAndQuery,
     read_timeout: Option<Duration>,
+    /// Set for a request without a body to an upstream with retries.
+    retry: Option<Retry<F>>,
 }
 
 // === impl UpstreamConfig ===
@@ -266,6 +296,7 @@ impl UpstreamConfig {
             tls_server_name: None,
             health_check: None,
             passive_health_check: None,
+            retries: 0,
         }
     }
 }
@@ -399,6 +430,16 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Sends a request whose connection failed (refused, unreachable, TLS
+    /// handshake, connect timeout) to another endpoint, up to `retries`
+    /// more times (default 0); see [`UpstreamConfig::retries`]. Only
+    /// requests without a body are retried, and only by upstreams made
+    /// with [`build`](Self::build) or [`Upstream::try_from`].
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.config.retries = retries;
+        self
+    }
+
     /// Checks the configuration and builds the upstream.
     ///
     /// # Errors
@@ -407,13 +448,16 @@ impl UpstreamBuilder {
     /// `http`/`https` URL without path and query, or the name is empty;
     /// when the CA file cannot be read or holds no certificate, or the TLS
     /// server name is not a DNS name or IP address.
+    ///
+    /// `B` must have a `Default` (an empty body) for [`retries`](Self::retries).
     pub fn build<B>(self) -> Result<Upstream<B>, ConfigError>
     where
-        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B: Body<Data = Bytes> + Default + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let kind = self.config.pool;
-        self.build_with(|config| Pool::new(kind, config))
+        Upstream::from_parts(self.config, self.tls, |c| Pool::new(kind, c))
+            .map(Upstream::with_replay)
     }
 
     /// Like [`build`](Self::build), with another [`Transport`] (connection
@@ -566,12 +610,28 @@ where
                 endpoints,
                 transport,
                 version,
+                retries: config.retries,
                 response_timeout: config.response_timeout,
                 read_timeout: config.read_timeout,
                 forwarded: config.forwarded,
             }),
-            _body: std::marker::PhantomData,
+            replay: None,
         })
+    }
+
+    /// Lets requests without a body be retried (see
+    /// [`UpstreamConfig::retries`]).
+    fn with_replay(mut self) -> Self
+    where
+        B: Body + Default,
+    {
+        if self.shared.retries > 0 && self.shared.endpoints.len() > 1 {
+            self.replay = Some(Replay {
+                is_empty: Body::is_end_stream,
+                empty: B::default,
+            });
+        }
+        self
     }
 
     /// The upstream's name.
@@ -609,14 +669,14 @@ where
 
 impl<B> TryFrom<UpstreamConfig> for Upstream<B>
 where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B: Body<Data = Bytes> + Default + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Error = ConfigError;
 
     fn try_from(config: UpstreamConfig) -> Result<Self, Self::Error> {
         let kind = config.pool;
-        Self::from_parts(config, None, |c| Pool::new(kind, c))
+        Self::from_parts(config, None, |c| Pool::new(kind, c)).map(Self::with_replay)
     }
 }
 
@@ -624,7 +684,7 @@ impl<B, T> Clone for Upstream<B, T> {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
-            _body: std::marker::PhantomData,
+            replay: self.replay,
         }
     }
 }
@@ -657,7 +717,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.shared.forward(req)
+        Shared::forward(&self.shared, req, self.replay)
     }
 }
 
@@ -670,13 +730,35 @@ where
     type Output = Result<Response<ResponseBody<IdleTimeout<RB>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match this.sent.poll(cx) {
-            Poll::Ready(result) => Some(result),
-            Poll::Pending => match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
-                Some(Poll::Ready(())) => None,
-                _ => return Poll::Pending,
-            },
+        let mut this = self.project();
+        let result = loop {
+            let result = match this.sent.as_mut().poll(cx) {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => match this.deadline.as_mut().as_pin_mut().map(|d| d.poll(cx)) {
+                    Some(Poll::Ready(())) => None,
+                    _ => return Poll::Pending,
+                },
+            };
+            // A failed connection: the request never left, so it can go to
+            // another endpoint.
+            if let (Some(Err(err)), Some(pending)) = (&result, this.state.as_mut())
+                && is_connect_failure(err.kind())
+                && let Some(retry) = pending.retry.as_mut()
+            {
+                pending.in_flight.mark_down();
+                if let Some((sent, in_flight)) = retry(pending.in_flight.index()) {
+                    tracing::debug!(
+                        upstream = %pending.name,
+                        failed = %pending.in_flight.endpoint().label,
+                        error = %err,
+                        "connection failed; retrying on another endpoint"
+                    );
+                    pending.in_flight = in_flight;
+                    this.sent.set(sent);
+                    continue;
+                }
+            }
+            break result;
         };
         let Some(pending) = this.state.take() else {
             // Polled after completion.
@@ -692,7 +774,17 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl Pending {
+/// A transport error of these kinds happened while connecting (the
+/// response timeout is applied here, not by the transport): the request
+/// never left.
+fn is_connect_failure(kind: UpstreamErrorKind) -> bool {
+    matches!(
+        kind,
+        UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
+    )
+}
+
+impl<F> Pending<F> {
     /// The response to the client: the upstream's, cleaned, or a problem.
     /// `None` means the response timeout fired.
     fn finish<RB>(
@@ -729,13 +821,8 @@ impl Pending {
             Some(Err(err)) => {
                 let kind = err.kind();
                 tracing::debug!(upstream = %self.name, %endpoint, error = %err, "upstream request failed");
-                // A transport error of these kinds happened while
-                // connecting (the response timeout is applied here, not by
-                // the transport): the endpoint is taken out.
-                if matches!(
-                    kind,
-                    UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout
-                ) {
+                // A failed connection takes the endpoint out.
+                if is_connect_failure(kind) {
                     self.in_flight.mark_down();
                 } else {
                     self.in_flight.record(None);
@@ -758,9 +845,14 @@ impl Pending {
 }
 
 impl<T> Shared<T> {
-    fn forward<B>(&self, mut req: Request<B>) -> ResponseFuture<T::Future>
+    fn forward<B>(
+        this: &Arc<Self>,
+        mut req: Request<B>,
+        replay: Option<Replay<B>>,
+    ) -> ResponseFuture<T::Future>
     where
         T: Transport<B>,
+        B: 'static,
     {
         let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -786,27 +878,71 @@ impl<T> Shared<T> {
             .get::<Observed>()
             .cloned()
             .map(|o| (o, tokio::time::Instant::now()));
-        let in_flight = self.endpoints.pick();
-        self.prepare(&mut req, in_flight.endpoint(), upgrade);
-        let sent = self.transport.send(in_flight.index(), req);
+        let in_flight = this.endpoints.pick();
+        let host_is_endpoint = this.prepare(&mut req, in_flight.endpoint(), upgrade);
+        let retry = replay
+            .filter(|replay| (replay.is_empty)(req.body()))
+            .map(|replay| this.retry(&req, replay, host_is_endpoint));
+        let sent = this.transport.send(in_flight.index(), req);
         ResponseFuture {
             sent,
-            deadline: self.response_timeout.map(tokio::time::sleep),
+            deadline: this.response_timeout.map(tokio::time::sleep),
             state: Some(Pending {
-                name: Arc::clone(&self.name),
+                name: Arc::clone(&this.name),
                 observed,
                 in_flight,
                 client_upgrade,
                 drain,
                 request_id,
                 client_path,
-                read_timeout: self.read_timeout,
+                read_timeout: this.read_timeout,
+                retry,
             }),
         }
     }
 
-    /// Points the request at `endpoint` and rewrites its headers.
-    fn prepare<B>(&self, req: &mut Request<B>, endpoint: &Endpoint, upgrade: bool) {
+    /// Keeps what is needed to send `req` (prepared, without a body) again
+    /// to other endpoints, at most `retries` times.
+    fn retry<B>(
+        self: &Arc<Self>,
+        req: &Request<B>,
+        replay: Replay<B>,
+        host_is_endpoint: bool,
+    ) -> Retry<T::Future>
+    where
+        T: Transport<B>,
+        B: 'static,
+    {
+        let shared = Arc::clone(self);
+        let (method, version, headers) =
+            (req.method().clone(), req.version(), req.headers().clone());
+        let path = path_of(req.uri());
+        let mut left = self.retries;
+        Box::new(move |failed| {
+            left = left.checked_sub(1)?;
+            let in_flight = shared.endpoints.pick();
+            if in_flight.index() == failed {
+                // Every endpoint is out.
+                return None;
+            }
+            let endpoint = in_flight.endpoint();
+            let mut req = Request::new((replay.empty)());
+            *req.method_mut() = method.clone();
+            *req.version_mut() = version;
+            *req.headers_mut() = headers.clone();
+            if let Some(uri) = endpoint_uri(endpoint, path.clone()) {
+                *req.uri_mut() = uri;
+            }
+            if host_is_endpoint {
+                req.headers_mut().insert(HOST, endpoint.host.clone());
+            }
+            Some((shared.transport.send(in_flight.index(), req), in_flight))
+        })
+    }
+
+    /// Points the request at `endpoint` and rewrites its headers. Returns
+    /// whether `Host` is the endpoint's.
+    fn prepare<B>(&self, req: &mut Request<B>, endpoint: &Endpoint, upgrade: bool) -> bool {
         // RFC 9112 §3.2.2: an absolute-form target's authority wins over
         // Host (and HTTP/2 carries it there).
         let client_host = req
@@ -831,16 +967,7 @@ impl<T> Shared<T> {
             "http"
         };
 
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(endpoint.scheme.clone());
-        parts.authority = Some(endpoint.authority.clone());
-        parts.path_and_query = Some(path);
-        if let Ok(uri) = Uri::from_parts(parts) {
+        if let Some(uri) = endpoint_uri(endpoint, path_of(req.uri())) {
             *req.uri_mut() = uri;
         }
         *req.version_mut() = self.version;
@@ -868,13 +995,16 @@ impl<T> Shared<T> {
         match (fwd.preserve_host, &client_host) {
             (true, Some(h)) => {
                 headers.insert(HOST, h.clone());
+                false
             }
             _ if self.version == Version::HTTP_2 => {
                 // HTTP/2 carries the authority in the URI (`:authority`).
                 headers.remove(HOST);
+                false
             }
             _ => {
                 headers.insert(HOST, endpoint.host.clone());
+                true
             }
         }
     }
@@ -934,6 +1064,22 @@ fn spawn_tunnel(
         // The guard goes last, once both sides are closed.
         drop(guard);
     });
+}
+
+/// The path and query of `uri`, `/` when it has none.
+fn path_of(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}
+
+/// `path` on `endpoint`: `scheme://authority/path?query`.
+fn endpoint_uri(endpoint: &Endpoint, path: PathAndQuery) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(endpoint.scheme.clone());
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).ok()
 }
 
 fn parse_endpoint(url: &str) -> Result<(Scheme, Authority), ConfigError> {

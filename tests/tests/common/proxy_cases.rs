@@ -740,6 +740,69 @@ async fn refused_upstream_is_502_upstream_unavailable() {
     assert_ok_route_works(&gw).await;
 }
 
+/// An upstream "up" whose first endpoint refuses connections and whose
+/// second answers (at the address returned), picked in turn, with
+/// `retries`; the refusing one cools off for a millisecond only, so that
+/// most requests pick it first.
+async fn refused_then_echo(retries: u32) -> (UpstreamBuilder, SocketAddr) {
+    let ok = spawn_upstream(named_echo_router("second")).await;
+    let builder = pooled("up")
+        .endpoint(format!("http://{}", closed_port().await))
+        .endpoint(format!("http://{ok}"))
+        .balance(Balance::RoundRobin)
+        .cooloff(Duration::from_millis(1))
+        .retries(retries);
+    (builder, ok)
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_endpoint() {
+    // Without retries the request that picked the dead endpoint fails.
+    let gw = gateway_to(refused_then_echo(0).await.0).await;
+    assert_problem(get(&gw, "/x").await, 502, UPSTREAM_UNAVAILABLE).await;
+
+    // With one, it goes to the other endpoint: every request is answered,
+    // with the same path, query and headers, and `Host` the endpoint's.
+    let (builder, ok) = refused_then_echo(1).await;
+    let gw = gateway_to(builder).await;
+    for i in 0..8 {
+        let req = http::Request::get(gw.url(&format!("/x/{i}?q=1")))
+            .header("x-trace", "kept")
+            .body(empty())
+            .unwrap();
+        let res = within("a retried GET", client().request(req))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let echo = body_json(res).await;
+        assert_eq!(echo["upstream"], "second", "{echo}");
+        assert_eq!(echo["uri"], format!("/x/{i}?q=1"), "{echo}");
+        assert_eq!(echo["headers"]["x-trace"][0], "kept", "{echo}");
+        assert_eq!(echo["headers"]["host"][0], ok.to_string(), "{echo}");
+        assert_eq!(echo["headers"]["x-forwarded-for"][0], "127.0.0.1", "{echo}");
+    }
+}
+
+#[tokio::test]
+async fn requests_with_a_body_and_exhausted_retries_are_not_retried() {
+    // A body may already be on its way: a POST that picked the dead
+    // endpoint is not sent again.
+    let gw = gateway_to(refused_then_echo(3).await.0).await;
+    let req = http::Request::post(gw.url("/x"))
+        .body(full("a body"))
+        .unwrap();
+    let res = within("a POST", client().request(req)).await.unwrap();
+    assert_problem(res, 502, UPSTREAM_UNAVAILABLE).await;
+
+    // Every endpoint refuses: the retries end and the answer is a 502.
+    let all_dead = pooled("up")
+        .endpoint(format!("http://{}", closed_port().await))
+        .endpoint(format!("http://{}", closed_port().await))
+        .retries(5);
+    let gw = gateway_to(all_dead).await;
+    assert_problem(get(&gw, "/x").await, 502, UPSTREAM_UNAVAILABLE).await;
+}
+
 #[tokio::test]
 async fn silent_upstream_is_504_gateway_timeout() {
     let up = spawn_raw_upstream(|mut stream| async move {
