@@ -542,3 +542,17 @@ async fn the_passive_check_comes_from_the_config() {
     );
     server.shutdown().await.expect("clean shutdown");
 }
+
+#[test]
+fn an_active_check_needs_a_runtime_and_says_so() {
+    let err = Upstream::builder("users")
+        .endpoint("http://127.0.0.1:1")
+        .health_check(HealthCheck::new("/healthz"))
+        .build::<axum::body::Body>()
+        .expect_err("no runtime")
+        .to_string();
+    assert_eq!(
+        err,
+        "upstream \"users\": health_check: endpoints are probed in the background: build inside a tokio runtime"
+    );
+}

@@ -148,6 +148,14 @@ async fn listen_options_bind_with_and_without_reuse_port() {
 }
 
 #[test]
+fn binding_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = ListenOptions::new()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect_err("no runtime");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[test]
 fn the_listener_settings_come_from_the_config() {
     let text = "[server]\nlisten = \"127.0.0.1:0\"\nreuse_port = true\nbacklog = 4096\n";
     let file = ConfigFile::parse_with(text, &|_| None).expect("parses");

@@ -86,9 +86,17 @@ impl ListenOptions {
     /// # Errors
     ///
     /// When the socket cannot be made, bound (the address is in use by a
-    /// socket without `SO_REUSEPORT`, say) or listened on, or when
-    /// `reuse_port` is asked for where there is no `SO_REUSEPORT`.
+    /// socket without `SO_REUSEPORT`, say) or listened on, when
+    /// `reuse_port` is asked for where there is no `SO_REUSEPORT`, or when
+    /// called outside a tokio runtime.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        // tokio registers the listener with the runtime's reactor, and
+        // panics without one: an error is kinder.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "ListenOptions::bind: call it inside a tokio runtime",
+            ));
+        }
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
