@@ -329,6 +329,22 @@ async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
     eventually("/readyz fails", || async { readyz().await.0 == 503 }).await;
     let text = metrics().await;
     assert!(text.contains(&sample(&url_b, 0)), "{text}");
+
+    // And `/upstreams` lists each endpoint's state.
+    let upstreams_url = admin.replace("/readyz", "/upstreams");
+    let req = http::Request::get(&upstreams_url).body(empty()).unwrap();
+    let upstreams = body_json(client().request(req).await.expect("an answer")).await;
+    assert_eq!(
+        upstreams,
+        json!({ "upstreams": [{
+            "name": "users",
+            "healthy_endpoints": 0,
+            "endpoints": [
+                { "endpoint": url_a, "healthy": false, "passing_health_check": false, "in_flight": 0 },
+                { "endpoint": url_b, "healthy": false, "passing_health_check": false, "in_flight": 0 },
+            ],
+        }]}),
+    );
     let (_, report) = readyz().await;
     assert!(
         report.to_string().contains("failing their health check"),
@@ -480,6 +496,21 @@ async fn failed_responses_in_a_row_take_an_endpoint_out_until_the_ejection_ends(
     assert_eq!(got.iter().filter(|&&s| s == 503).count(), 3, "{got:?}");
     assert_eq!(bad_count.load(Ordering::SeqCst), 3);
     assert_eq!(upstream.healthy_endpoint_count(), 1);
+    let status = upstream.endpoint_status();
+    assert!(
+        status[0].healthy && status[0].out_for.is_none(),
+        "{status:?}"
+    );
+    assert!(
+        !status[1].healthy && status[1].passing_health_check,
+        "{status:?}"
+    );
+    assert!(
+        status[1]
+            .out_for
+            .is_some_and(|d| d <= Duration::from_secs(1)),
+        "{status:?}"
+    );
 
     // The ejection ends; the endpoint, recovered, is back.
     bad_status.store(200, Ordering::SeqCst);

@@ -49,6 +49,26 @@ pub(crate) struct Endpoint {
     failures: AtomicU32,
 }
 
+/// The state of one endpoint of an upstream, as
+/// [`Upstream::endpoint_status`](crate::Upstream::endpoint_status) reports
+/// it (and the admin listener's `GET /upstreams`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStatus {
+    /// `scheme://host:port`.
+    pub endpoint: Arc<str>,
+    /// Whether requests may pick it: it passes its active health check
+    /// (when there is one) and is not out for a while.
+    pub healthy: bool,
+    /// Whether it passes its active health check; true without one.
+    pub passing_health_check: bool,
+    /// How much longer it is out, after a refused connection (`cooloff`)
+    /// or failed responses (the passive check's `ejection_time`).
+    pub out_for: Option<Duration>,
+    /// Requests sent to it whose response head has not arrived yet.
+    pub in_flight: usize,
+}
+
 /// The endpoints of one upstream and the balancing state.
 #[derive(Debug)]
 pub(crate) struct Endpoints {
@@ -150,6 +170,25 @@ impl Endpoints {
     pub(crate) fn states(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
         let now = self.now_ms();
         (0..self.list.len()).map(move |i| (&*self.list[i].label, self.is_up(i, now)))
+    }
+
+    /// Each endpoint's state, for operators.
+    pub(crate) fn status(&self) -> Vec<EndpointStatus> {
+        let now = self.now_ms();
+        self.list
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| {
+                let until = endpoint.down_until_ms.load(Ordering::Relaxed);
+                EndpointStatus {
+                    endpoint: Arc::clone(&endpoint.label),
+                    healthy: self.is_up(i, now),
+                    passing_health_check: endpoint.healthy.load(Ordering::Relaxed),
+                    out_for: (until > now).then(|| Duration::from_millis(until - now)),
+                    in_flight: endpoint.outstanding.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// Whether at least one endpoint is in: passing its health check and

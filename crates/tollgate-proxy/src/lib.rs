@@ -54,7 +54,7 @@ mod upstream;
 mod validate;
 mod worker_pool;
 
-pub use balance::Balance;
+pub use balance::{Balance, EndpointStatus};
 pub use error::UpstreamErrorKind;
 pub use headers::ForwardedHeaders;
 pub use health_check::{HealthCheck, PassiveHealthCheck};

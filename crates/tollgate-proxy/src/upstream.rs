@@ -33,7 +33,7 @@ use tollgate_core::{
 use tower::Service;
 
 use crate::{
-    balance::{Balance, Endpoint, Endpoints, InFlight},
+    balance::{Balance, Endpoint, EndpointStatus, Endpoints, InFlight},
     error::UpstreamErrorKind,
     headers::{self, ForwardedHeaders},
     health_check::{self, HealthCheck, PassiveHealthCheck},
@@ -652,6 +652,14 @@ where
     /// [`is_healthy`](Self::is_healthy)), in the configured order.
     pub fn endpoint_health(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
         self.shared.endpoints.states()
+    }
+
+    /// Each endpoint's state, in the configured order: whether it is in,
+    /// its active health check, how long it is still out, its requests in
+    /// flight.
+    #[must_use]
+    pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        self.shared.endpoints.status()
     }
 
     /// How many endpoints are in (see [`is_healthy`](Self::is_healthy)).

@@ -9,6 +9,7 @@
 //! | `GET /readyz`  | `200` when every [`Health`] check is ready, else `503`; JSON `{"ready": bool, "checks": [{"name", "ready", "detail"}]}` |
 //! | `GET /metrics` | the [`Metrics`] exposition (OpenMetrics text), when set        |
 //! | `GET /config`  | the [`ConfigSnapshot`] as `application/json`, when set         |
+//! | `GET /upstreams` | every upstream's endpoints: in or out, active health check, time left out, requests in flight (see [`Health::upstreams_json`]) |
 //! | `POST /reopen_logs` | reopens the log files after rotation, when set: `200` JSON `{"reopened": n}`, or a 500 problem+json (see [`Admin::reopen_logs`]) |
 //!
 //! Anything else is a 404 problem+json. A part that was not given
@@ -107,7 +108,8 @@ pub struct ConfigSnapshot {
 // === impl Admin ===
 
 impl Admin {
-    /// An admin router with `/healthz` and a `/readyz` without checks.
+    /// An admin router with `/healthz`, a `/readyz` without checks and an
+    /// empty `/upstreams`.
     pub fn new() -> Self {
         Self::default()
     }
@@ -118,7 +120,8 @@ impl Admin {
         self
     }
 
-    /// Serves the checks of `health` on `GET /readyz`.
+    /// Serves the checks of `health` on `GET /readyz`, and the endpoints
+    /// of its upstreams on `GET /upstreams`.
     pub fn health(mut self, health: Health) -> Self {
         self.health = health;
         self
@@ -165,7 +168,8 @@ impl Admin {
     pub fn router(self) -> Router {
         let mut router = Router::new()
             .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz).with_state(self.health));
+            .route("/readyz", get(readyz).with_state(self.health.clone()))
+            .route("/upstreams", get(upstreams).with_state(self.health));
         if let Some(config) = self.config {
             router = router.route("/config", get(config_json).with_state(config));
         }
@@ -187,6 +191,10 @@ async fn readyz(State(health): State<Health>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &report.to_json())
+}
+
+async fn upstreams(State(health): State<Health>) -> Response {
+    json_response(StatusCode::OK, &health.upstreams_json())
 }
 
 async fn config_json(State(config): State<ConfigSnapshot>) -> Response {

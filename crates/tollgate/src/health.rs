@@ -211,6 +211,51 @@ impl Health {
         });
     }
 
+    /// The endpoints of the upstreams this handle checks (those of the
+    /// gateway built last with it), for the admin listener's
+    /// `GET /upstreams`: `{"upstreams": [{"name", "healthy_endpoints",
+    /// "endpoints": [{"endpoint", "healthy", "passing_health_check",
+    /// "out_for_ms", "in_flight"}]}]}`, with `out_for_ms` present only while
+    /// the endpoint is out for a while (see
+    /// [`Upstream::endpoint_status`]).
+    #[must_use]
+    pub fn upstreams_json(&self) -> Value {
+        let upstreams: Vec<Value> = self
+            .probes
+            .load()
+            .iter()
+            .filter_map(|probe| match &probe.kind {
+                ProbeKind::Upstream(upstream) => Some(upstream),
+                _ => None,
+            })
+            .map(|upstream| {
+                let endpoints: Vec<Value> = upstream
+                    .endpoint_status()
+                    .into_iter()
+                    .map(|e| {
+                        let mut json = json!({
+                            "endpoint": &*e.endpoint,
+                            "healthy": e.healthy,
+                            "passing_health_check": e.passing_health_check,
+                            "in_flight": e.in_flight,
+                        });
+                        if let (Some(out_for), Some(map)) = (e.out_for, json.as_object_mut()) {
+                            let ms = u64::try_from(out_for.as_millis()).unwrap_or(u64::MAX);
+                            map.insert("out_for_ms".into(), Value::from(ms));
+                        }
+                        json
+                    })
+                    .collect();
+                json!({
+                    "name": upstream.name(),
+                    "healthy_endpoints": upstream.healthy_endpoint_count(),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json!({ "upstreams": upstreams })
+    }
+
     /// Replaces the probes (after a successful build).
     pub(crate) fn set(&self, probes: Probes) {
         self.probes.store(Arc::new(probes.0));
