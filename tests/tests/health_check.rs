@@ -587,3 +587,45 @@ fn an_active_check_needs_a_runtime_and_says_so() {
         "upstream \"users\": health_check: endpoints are probed in the background: build inside a tokio runtime"
     );
 }
+
+/// Application errors that make every endpoint answer 500 eject them all,
+/// and requests still go to them (all out means all tried); readiness does
+/// not fail for it: every gateway instance sees the same 500s, and failing
+/// them all would take the whole fleet away.
+#[tokio::test]
+async fn passive_ejections_do_not_fail_readiness() {
+    let (status, count) = (Arc::new(AtomicU16::new(500)), Arc::<AtomicUsize>::default());
+    let endpoint = answering(status, Arc::clone(&count)).await;
+    let health = Health::new();
+    let upstream = Upstream::builder("users")
+        .endpoint(endpoint)
+        .passive_health_check(PassiveHealthCheck::new().consecutive_failures(2))
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    let gateway = Gateway::builder()
+        .upstream_service(upstream.clone())
+        .route(Route::prefix("/").to("users"))
+        .health(health.clone())
+        .build()
+        .expect("a gateway");
+    let gateway = spawn_gateway(gateway).await;
+    assert_eq!(statuses(&gateway.url("/x"), 4).await, [500; 4]);
+    assert_eq!(count.load(Ordering::SeqCst), 4, "all out: all tried");
+    assert_eq!(upstream.healthy_endpoint_count(), 0, "ejected");
+    let report = health.check().await;
+    assert!(report.is_ready(), "{:?}", report.to_json());
+}
+
+#[tokio::test]
+async fn an_endpoint_listed_twice_is_refused() {
+    let err = Upstream::builder("users")
+        .endpoint("http://127.0.0.1:9001")
+        .endpoint("http://127.0.0.1:9001/")
+        .build::<axum::body::Body>()
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        "upstream \"users\": endpoint \"http://127.0.0.1:9001/\" is listed twice"
+    );
+}

@@ -48,6 +48,35 @@ async fn who_answers(addr: SocketAddr) -> String {
         .to_owned()
 }
 
+/// The documented hand-over with the same config file on both sides: the
+/// admin listener's address is shared too.
+#[tokio::test]
+async fn the_hand_over_works_with_the_admin_listener_on() {
+    let upstream = spawn_upstream(named_echo_router("up")).await;
+    let config = |listen: &str, admin: &str| {
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\nreuse_port = true\n\
+             [admin]\nlisten = \"{admin}\"\n\n\
+             [[upstreams]]\nname = \"up\"\nendpoints = [\"http://{upstream}\"]\n\n\
+             [[routes]]\nprefix = \"/\"\nto = \"up\"\n"
+        );
+        ConfigFile::parse_with(&text, &|_| None).expect("parses")
+    };
+    let old = Server::start(config("127.0.0.1:0", "127.0.0.1:0"))
+        .await
+        .expect("the old gateway starts");
+    let (listen, admin) = (
+        old.local_addr().to_string(),
+        old.admin_addr().expect("an admin listener").to_string(),
+    );
+    let new = Server::start(config(&listen, &admin))
+        .await
+        .expect("the new gateway starts on the same addresses");
+    old.shutdown().await.expect("clean shutdown");
+    assert_eq!(who_answers(new.local_addr()).await, "up");
+    new.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn with_reuse_port_a_second_gateway_shares_the_address_and_takes_over() {
     let reuse = "reuse_port = true\n";

@@ -726,6 +726,10 @@ async fn mtls_refuses_revoked_client_certificates_and_reload_reads_a_new_crl() {
         err.contains(&crl.display().to_string()) && err.contains("no X509 CRL"),
         "{err}"
     );
+    // ... and the CRL in use stays: bob in, alice out.
+    let stream = as_bob().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=bob");
+    assert!(refused(as_alice(), addr).await, "alice is still revoked");
 
     // A CRL of another CA: nothing says whether bob's certificate is
     // revoked, so it is refused.
@@ -738,6 +742,46 @@ async fn mtls_refuses_revoked_client_certificates_and_reload_reads_a_new_crl() {
     )
     .await;
     assert!(refused(as_bob(), addr).await, "unknown status");
+}
+
+/// A client chain root → intermediate → leaf, with the intermediate's CRL
+/// only: checking the whole chain refuses it (nothing tells whether the
+/// intermediate is revoked), checking the leaf alone admits it; with the
+/// root's CRL too, the whole chain passes, and a leaf the intermediate
+/// revoked is refused either way.
+#[tokio::test]
+async fn crl_only_leaf_checks_the_clients_own_certificate_alone() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let root = Ca::new("client root");
+    let issuing = root.intermediate("client issuing CA");
+    let roots = dir.write("client-root.pem", &root.0.pem());
+    let issuing_crl = dir.write("issuing.crl.pem", &issuing.crl(1, &[7]));
+    let root_crl = dir.write("root.crl.pem", &root.crl(1, &[]));
+    let alice = issuing.client_numbered("alice", 1);
+    let mallory = issuing.client_numbered("mallory", 7);
+    let as_alice = || ClientSetup::trusting(&ca).with_cert(&alice, &issuing);
+    let as_mallory = || ClientSetup::trusting(&ca).with_cert(&mallory, &issuing);
+
+    let whole_chain = ClientAuth::required(&roots).crl_file(&issuing_crl);
+    let (addr, _) = mtls_server(&dir, &ca, whole_chain.clone()).await;
+    assert!(
+        refused(as_alice(), addr).await,
+        "the intermediate's status is unknown"
+    );
+
+    let (addr, _) = mtls_server(&dir, &ca, whole_chain.crl_only_leaf(true)).await;
+    let stream = as_alice().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=alice");
+    assert!(refused(as_mallory(), addr).await, "mallory is revoked");
+
+    let both = ClientAuth::required(&roots)
+        .crl_file(&issuing_crl)
+        .crl_file(&root_crl);
+    let (addr, _) = mtls_server(&dir, &ca, both).await;
+    let stream = as_alice().connect(addr, "localhost").await.unwrap();
+    assert_eq!(get_json(stream).await["subject"], "CN=alice");
+    assert!(refused(as_mallory(), addr).await, "mallory is revoked");
 }
 
 /// `reload` re-reads the client CA bundle: a certificate from a CA added to

@@ -47,6 +47,10 @@ pub(crate) struct Endpoint {
     healthy: AtomicBool,
     /// Failed responses in a row, for the passive health check.
     failures: AtomicU32,
+    /// Milliseconds since `Endpoints::epoch` until which the passive health
+    /// check has it out; 0 when it does not. Apart from `down_until_ms`:
+    /// readiness ignores it (see [`Endpoints::any_ready`]).
+    ejected_until_ms: AtomicU64,
 }
 
 /// The state of one endpoint of an upstream, as
@@ -104,6 +108,7 @@ impl Endpoint {
             down_until_ms: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
         }
     }
 }
@@ -143,9 +148,25 @@ impl Endpoints {
     }
 
     fn is_up(&self, index: usize, now_ms: u64) -> bool {
+        self.is_ready(index, now_ms)
+            && self.list[index].ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// In for readiness: passing the active check and not cooling off after
+    /// a refused connection. A passive ejection does not count: when an
+    /// application error makes every endpoint answer 500, every gateway
+    /// instance sees it, and failing readiness would take them all away.
+    fn is_ready(&self, index: usize, now_ms: u64) -> bool {
         let endpoint = &self.list[index];
         endpoint.healthy.load(Ordering::Relaxed)
             && endpoint.down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Whether at least one endpoint is in for readiness (see
+    /// `is_ready`).
+    pub(crate) fn any_ready(&self) -> bool {
+        let now = self.now_ms();
+        (0..self.list.len()).any(|i| self.is_ready(i, now))
     }
 
     /// Whether the active health check has endpoint `index` in.
@@ -179,7 +200,10 @@ impl Endpoints {
             .iter()
             .enumerate()
             .map(|(i, endpoint)| {
-                let until = endpoint.down_until_ms.load(Ordering::Relaxed);
+                let until = endpoint
+                    .down_until_ms
+                    .load(Ordering::Relaxed)
+                    .max(endpoint.ejected_until_ms.load(Ordering::Relaxed));
                 EndpointStatus {
                     endpoint: Arc::clone(&endpoint.label),
                     healthy: self.is_up(i, now),
@@ -200,17 +224,16 @@ impl Endpoints {
 
     /// Takes an endpoint out for the cool-off period.
     pub(crate) fn mark_down(&self, index: usize) {
-        self.take_out(index, self.cooloff);
+        self.out_until(&self.list[index].down_until_ms, self.cooloff);
     }
 
-    fn take_out(&self, index: usize, time: Duration) {
-        let until = self
+    /// Stores in `until` the time `time` from now.
+    fn out_until(&self, until: &AtomicU64, time: Duration) {
+        let at = self
             .now_ms()
             .saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX))
             .max(1);
-        self.list[index]
-            .down_until_ms
-            .store(until, Ordering::Relaxed);
+        until.store(at, Ordering::Relaxed);
     }
 
     /// Counts a response of endpoint `index` for the passive health check:
@@ -230,7 +253,7 @@ impl Endpoints {
         let run = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if run >= check.consecutive_failures {
             endpoint.failures.store(0, Ordering::Relaxed);
-            self.take_out(index, check.ejection_time);
+            self.out_until(&endpoint.ejected_until_ms, check.ejection_time);
             tracing::warn!(
                 upstream = %self.upstream,
                 endpoint = %endpoint.label,

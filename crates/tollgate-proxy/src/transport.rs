@@ -79,6 +79,7 @@ pub struct TransportConfig {
 pub struct TransportError {
     kind: UpstreamErrorKind,
     source: BoxError,
+    unsent: bool,
 }
 
 /// The default transport: hyper-util's pooled keep-alive client behind
@@ -114,7 +115,25 @@ impl TransportError {
         Self {
             kind,
             source: source.into(),
+            unsent: false,
         }
+    }
+
+    /// An error of `kind` caused by `source` while connecting: the request
+    /// was not written, so the upstream may send it to another endpoint
+    /// (see [`UpstreamBuilder::retries`](crate::UpstreamBuilder::retries)).
+    pub fn unsent(kind: UpstreamErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            unsent: true,
+            ..Self::new(kind, source)
+        }
+    }
+
+    /// Whether the request was not written: the error happened while
+    /// connecting.
+    #[must_use]
+    pub fn is_unsent(&self) -> bool {
+        self.unsent
     }
 
     /// The kind of failure.
@@ -224,7 +243,11 @@ impl Future for HyperUtilFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx).map_err(|err| {
             let kind = classify(&err);
-            TransportError::new(kind, err)
+            if err.is_connect() {
+                TransportError::unsent(kind, err)
+            } else {
+                TransportError::new(kind, err)
+            }
         })
     }
 }

@@ -466,6 +466,9 @@ impl UpstreamBuilder {
     /// # Errors
     ///
     /// As [`build`](Self::build), and whatever `make_transport` returns.
+    ///
+    /// It cannot [retry](Self::retries): a retry sends an empty body of
+    /// `B`'s `Default`, which `build` asks for and this does not.
     pub fn build_with<B, T>(
         self,
         make_transport: impl FnOnce(&TransportConfig) -> Result<T, ConfigError>,
@@ -473,6 +476,13 @@ impl UpstreamBuilder {
     where
         T: Transport<B>,
     {
+        if self.config.retries > 0 {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                "retries need an upstream made by build() or try_from (build_with cannot retry)",
+            )
+            .context(format!("upstream \"{}\"", self.config.name)));
+        }
         Upstream::from_parts(self.config, self.tls, make_transport)
     }
 }
@@ -544,6 +554,18 @@ where
         let mut list = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             let (scheme, authority) = parse_endpoint(url).map_err(|e| e.context(&place))?;
+            // Health, balancing state and metrics are per endpoint: one
+            // listed twice would share none of them, and report twice.
+            if list
+                .iter()
+                .any(|e: &Endpoint| e.scheme == scheme && e.authority == authority)
+            {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::Duplicate,
+                    format!("endpoint {url:?} is listed twice"),
+                )
+                .context(&place));
+            }
             let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
                 ConfigError::new(ConfigErrorKind::InvalidUrl, format!("bad host in {url:?}"))
                     .context(&place)
@@ -640,16 +662,20 @@ where
         &self.shared.name
     }
 
-    /// Whether at least one endpoint is in: not cooling off after a
-    /// refused connection, and passing its [`HealthCheck`] when there is
-    /// one (for readiness checks).
+    /// Whether at least one endpoint is fit for readiness checks: not
+    /// cooling off after a refused connection, and passing its
+    /// [`HealthCheck`] when there is one. An endpoint out after failed
+    /// responses ([`PassiveHealthCheck`]) still counts: an application
+    /// error that makes every endpoint answer 500 is seen by every gateway
+    /// instance, and failing them all would take the whole fleet away.
     #[must_use]
     pub fn is_healthy(&self) -> bool {
-        self.shared.endpoints.any_up()
+        self.shared.endpoints.any_ready()
     }
 
-    /// Each endpoint (`scheme://host:port`) and whether it is in (see
-    /// [`is_healthy`](Self::is_healthy)), in the configured order.
+    /// Each endpoint (`scheme://host:port`) and whether requests may pick
+    /// it (it passes its active check, is not cooling off and is not out
+    /// after failed responses), in the configured order.
     pub fn endpoint_health(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
         self.shared.endpoints.states()
     }
@@ -662,7 +688,8 @@ where
         self.shared.endpoints.status()
     }
 
-    /// How many endpoints are in (see [`is_healthy`](Self::is_healthy)).
+    /// How many endpoints requests may pick (see
+    /// [`endpoint_health`](Self::endpoint_health)).
     #[must_use]
     pub fn healthy_endpoint_count(&self) -> usize {
         self.shared.endpoints.count_up()
@@ -750,7 +777,7 @@ where
             // A failed connection: the request never left, so it can go to
             // another endpoint.
             if let (Some(Err(err)), Some(pending)) = (&result, this.state.as_mut())
-                && is_connect_failure(err.kind())
+                && err.is_unsent()
                 && let Some(retry) = pending.retry.as_mut()
             {
                 pending.in_flight.mark_down();
@@ -928,9 +955,13 @@ impl<T> Shared<T> {
         let mut left = self.retries;
         Box::new(move |failed| {
             left = left.checked_sub(1)?;
+            if !shared.endpoints.any_up() {
+                // Every endpoint is out (the failed one was just taken
+                // out): `pick` would fall back to one of them.
+                return None;
+            }
             let in_flight = shared.endpoints.pick();
             if in_flight.index() == failed {
-                // Every endpoint is out.
                 return None;
             }
             let endpoint = in_flight.endpoint();

@@ -354,7 +354,7 @@ where
     async fn connect(&self, endpoint: usize) -> Result<Conn<B>, TransportError> {
         match tokio::time::timeout(self.connect_timeout, self.connect_now(endpoint)).await {
             Ok(result) => result,
-            Err(_) => Err(TransportError::new(
+            Err(_) => Err(TransportError::unsent(
                 UpstreamErrorKind::Timeout,
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
             )),
@@ -363,7 +363,7 @@ where
 
     async fn connect_now(&self, endpoint: usize) -> Result<Conn<B>, TransportError> {
         let target = &self.targets[endpoint];
-        let connect_err = |e: std::io::Error| TransportError::new(UpstreamErrorKind::Connect, e);
+        let connect_err = |e: std::io::Error| TransportError::unsent(UpstreamErrorKind::Connect, e);
         let tcp = TcpStream::connect(&*target.addr)
             .await
             .map_err(connect_err)?;
@@ -398,7 +398,7 @@ where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
-        let handshake_err = |e: hyper::Error| TransportError::new(UpstreamErrorKind::Connect, e);
+        let handshake_err = |e: hyper::Error| TransportError::unsent(UpstreamErrorKind::Connect, e);
         if h2 {
             let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await

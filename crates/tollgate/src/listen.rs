@@ -12,8 +12,8 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 
 /// How a listening socket is made: `SO_REUSEPORT` and the accept queue
 /// length (nginx's `listen … reuseport backlog=`, Envoy's
-/// `enable_reuse_port` and `tcp_backlog_size`). `SO_REUSEADDR` is always
-/// set, as `tokio::net::TcpListener::bind` does.
+/// `enable_reuse_port` and `tcp_backlog_size`). `SO_REUSEADDR` is set on
+/// Unix, as `tokio::net::TcpListener::bind` does.
 ///
 /// With `reuse_port`, several processes (or threads) can listen on one
 /// address and the kernel spreads new connections across them. That allows
@@ -101,6 +101,10 @@ impl ListenOptions {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
         };
+        // As tokio's `TcpListener::bind`: on Unix only, where it lets a
+        // restarted server bind past connections in TIME_WAIT (on Windows
+        // it would let another socket take the port).
+        #[cfg(unix)]
         socket.set_reuseaddr(true)?;
         if self.reuse_port {
             #[cfg(unix)]

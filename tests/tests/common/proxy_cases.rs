@@ -803,6 +803,65 @@ async fn requests_with_a_body_and_exhausted_retries_are_not_retried() {
     assert_problem(get(&gw, "/x").await, 502, UPSTREAM_UNAVAILABLE).await;
 }
 
+/// An `https://` endpoint whose listener accepts and at once closes every
+/// connection, counting them: each attempt is a failed TLS handshake, a
+/// connection failure.
+async fn counting_handshake_failures() -> (String, Arc<AtomicU64>) {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&accepted);
+    let addr = spawn_raw_upstream(move |stream| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move { drop(stream) }
+    })
+    .await;
+    (format!("https://{addr}"), accepted)
+}
+
+#[tokio::test]
+async fn retries_stop_once_every_endpoint_is_out() {
+    let (a, a_count) = counting_handshake_failures().await;
+    let (b, b_count) = counting_handshake_failures().await;
+    let gw = gateway_to(
+        pooled("up")
+            .endpoint(a)
+            .endpoint(b)
+            .balance(Balance::RoundRobin)
+            .retries(5),
+    )
+    .await;
+    assert_problem(get(&gw, "/x").await, 502, UPSTREAM_UNAVAILABLE).await;
+    // One attempt per endpoint; then both cool off and retrying stops.
+    let attempts = (
+        a_count.load(Ordering::SeqCst),
+        b_count.load(Ordering::SeqCst),
+    );
+    assert_eq!(attempts, (1, 1));
+}
+
+#[tokio::test]
+async fn an_upgrade_whose_connection_failed_is_retried_and_tunnelled() {
+    let ws = spawn_ws_echo().await;
+    let gw = gateway_to(
+        pooled("up")
+            .endpoint(format!("http://{}", closed_port().await))
+            .endpoint(format!("http://{ws}"))
+            .balance(Balance::RoundRobin)
+            .retries(1),
+    )
+    .await;
+    // Round robin starts at the refusing endpoint.
+    let (mut socket, res) = within(
+        "a WebSocket handshake",
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket.send(Message::text("retried")).await.unwrap();
+    let echoed = within("echo", socket.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("retried"));
+}
+
 #[tokio::test]
 async fn silent_upstream_is_504_gateway_timeout() {
     let up = spawn_raw_upstream(|mut stream| async move {

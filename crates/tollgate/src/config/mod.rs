@@ -124,9 +124,10 @@ pub struct AuthConfig {
 pub struct ServerConfig {
     /// The address to listen on. Default `0.0.0.0:8080`.
     pub listen: SocketAddr,
-    /// Sets `SO_REUSEPORT` on the public listener (and the HTTPS redirect
-    /// listener), so a new gateway can start on the same address before
-    /// the old one stops (see [`ListenOptions`]). Default off.
+    /// Sets `SO_REUSEPORT` on the public listener, the HTTPS redirect
+    /// listener and the admin listener, so a new gateway can start on the
+    /// same addresses before the old one stops (see [`ListenOptions`]).
+    /// Default off.
     ///
     /// [`ListenOptions`]: crate::ListenOptions
     pub reuse_port: bool,

@@ -15,7 +15,7 @@ use std::{
 use arc_swap::ArcSwap;
 use axum::{Router, body::Body};
 use http::{Request, Response};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{sync::watch, task::JoinSet};
 use tollgate_observe::{AccessLogWriter, Metrics};
 
 /// The slots of [`Shared::logs`].
@@ -635,7 +635,9 @@ impl Server {
         };
 
         let admin_addr = if config.admin.enabled {
-            let listener = TcpListener::bind(config.admin.listen).await?;
+            // With `reuse_port`, the admin listener's too: a new gateway
+            // started beside the old one for a hand-over needs its address.
+            let listener = listen.bind(config.admin.listen)?;
             let addr = listener.local_addr()?;
             let admin = reloader.admin_router();
             tasks.spawn(serve(listener, admin, stopped(&stop)).into_future());
