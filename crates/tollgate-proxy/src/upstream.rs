@@ -20,7 +20,7 @@ use http_body::Body;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::{
     io::AsyncWriteExt,
     time::{Duration, Sleep},
@@ -143,6 +143,13 @@ pub struct UpstreamConfig {
     /// host. The `Host` header is not changed.
     #[cfg_attr(feature = "serde", serde(default))]
     pub tls_server_name: Option<String>,
+    /// A PEM certificate chain presented to `https://` endpoints that ask
+    /// for one (mutual TLS); with [`client_key_file`](Self::client_key_file).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub client_cert_file: Option<PathBuf>,
+    /// The PEM private key of [`client_cert_file`](Self::client_cert_file).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub client_key_file: Option<PathBuf>,
     /// The active health check, when the endpoints are probed; see
     /// [`HealthCheck`].
     #[cfg_attr(feature = "serde", serde(default))]
@@ -294,6 +301,8 @@ impl UpstreamConfig {
             pool: PoolKind::default(),
             ca_file: None,
             tls_server_name: None,
+            client_cert_file: None,
+            client_key_file: None,
             health_check: None,
             passive_health_check: None,
             retries: 0,
@@ -412,6 +421,17 @@ impl UpstreamBuilder {
     /// the endpoint (see [`preserve_host`](Self::preserve_host)).
     pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
         self.config.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Presents the certificate chain in `cert` (PEM) with its key in `key`
+    /// to `https://` endpoints that ask for a client certificate (mutual
+    /// TLS, nginx's `proxy_ssl_certificate`). The files are read by
+    /// [`build`](Self::build); it cannot be combined with
+    /// [`tls_config`](Self::tls_config).
+    pub fn client_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.config.client_cert_file = Some(cert.into());
+        self.config.client_key_file = Some(key.into());
         self
     }
 
@@ -572,19 +592,31 @@ where
             })?;
             list.push(Endpoint::new(scheme, authority, host));
         }
-        let tls = match (tls, &config.ca_file) {
-            (Some(_), Some(_)) => {
+        let client_cert = match (&config.client_cert_file, &config.client_key_file) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
                 return Err(ConfigError::new(
-                    ConfigErrorKind::InvalidValue,
-                    "ca_file and tls_config cannot be combined; add the CA to the tls_config",
+                    ConfigErrorKind::Missing,
+                    "client_cert_file and client_key_file go together",
                 )
                 .context(&place));
             }
-            (Some(tls), None) => tls,
-            (None, Some(path)) => {
-                Arc::new(ca_file_tls_config(path).map_err(|e| e.context(&place))?)
+        };
+        let tls = match tls {
+            Some(_) if config.ca_file.is_some() || client_cert.is_some() => {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidValue,
+                    "ca_file and client certificates cannot be combined with tls_config; \
+                     put them in the tls_config",
+                )
+                .context(&place));
             }
-            (None, None) => Arc::new(default_tls_config().map_err(|e| e.context(&place))?),
+            Some(tls) => tls,
+            None => Arc::new(
+                client_tls_config(config.ca_file.as_deref(), client_cert)
+                    .map_err(|e| e.context(&place))?,
+            ),
         };
         let tls_server_name = match &config.tls_server_name {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
@@ -1154,44 +1186,60 @@ fn parse_endpoint(url: &str) -> Result<(Scheme, Authority), ConfigError> {
     Ok((scheme, authority))
 }
 
-/// The Mozilla roots, with aws-lc-rs named explicitly so that an
-/// application that also enables rustls's ring feature cannot make the
-/// default provider ambiguous.
-fn default_tls_config() -> Result<rustls::ClientConfig, ConfigError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// The TLS settings for `https://` endpoints, with aws-lc-rs: the CA
+/// certificates of the PEM file `ca_file`, or the Mozilla roots
+/// (webpki-roots); and the client certificate chain and key of the PEM
+/// files `client`, when given.
+fn client_tls_config(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, ConfigError> {
+    let tls = |message: String| ConfigError::new(ConfigErrorKind::Tls, message);
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| tls(format!("{key} {}: {e}", path.display())))
+    };
+    let certs = |key: &str, path: &Path| -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let certs = CertificateDer::pem_slice_iter(&read(key, path)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls(format!("{key} {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(tls(format!(
+                "{key} {}: no CERTIFICATE in the file",
+                path.display()
+            )));
+        }
+        Ok(certs)
+    };
+    let roots = match ca_file {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs("ca_file", path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
+            }
+            roots
+        }
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// Only the CA certificates of the PEM file at `path`, with aws-lc-rs.
-fn ca_file_tls_config(path: &Path) -> Result<rustls::ClientConfig, ConfigError> {
-    let tls = |message: String| ConfigError::new(ConfigErrorKind::Tls, message);
-    let pem = std::fs::read(path).map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
-        roots
-            .add(cert)
-            .map_err(|e| tls(format!("ca_file {}: {e}", path.display())))?;
-    }
-    if roots.is_empty() {
-        return Err(tls(format!(
-            "ca_file {}: no CERTIFICATE in the file",
-            path.display()
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = certs("client_cert_file", cert)?;
+            let key_der = PrivateKeyDer::from_pem_slice(&read("client_key_file", key)?)
+                .map_err(|e| tls(format!("client_key_file {}: {e}", key.display())))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| tls(format!("client_cert_file {}: {e}", cert.display())))
+        }
+    }
 }
 
 #[cfg(test)]
