@@ -1,7 +1,8 @@
 //! The tollgate demo: a gateway on 127.0.0.1:8080 (or `TOLLGATE_ADDR`) in
 //! front of three in-process services (users, orders, products), with an
 //! admin listener on 127.0.0.1:9901 (or `TOLLGATE_ADMIN_ADDR`) serving
-//! `/metrics`, `/healthz` and `/readyz`. Every request gets an id, a trace and one
+//! `/metrics`, `/healthz`, `/readyz` and `/upstreams` (the services are
+//! health-checked every five seconds). Every request gets an id, a trace and one
 //! JSON access-log line on stdout. `/api/orders` needs the scope
 //! `orders:read`: the demo prints a JWT and an API key that have it.
 //!
@@ -70,6 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("  {}", demo_app::curl_loop_line(addr, &auth));
     eprintln!("\n  curl -s http://{admin_addr}/metrics");
     eprintln!("  curl -s http://{admin_addr}/readyz");
+    eprintln!("  curl -s http://{admin_addr}/upstreams   # each endpoint's health check");
     eprintln!("\nCtrl-C to stop.\n");
 
     tollgate::serve(listener, router, tollgate::shutdown_signal()).await?;

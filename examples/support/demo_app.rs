@@ -26,7 +26,7 @@ use axum::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tollgate::{
-    ConfigError, Gateway, GatewayBuilder, Route, Upstream,
+    ConfigError, Gateway, GatewayBuilder, HealthCheck, Route, Upstream, UpstreamBuilder,
     auth::{
         ApiKeyAuth, AuthLayer, Consumer, IdentityHeaders, Issuer, JwtAuth, JwtKey,
         MemoryApiKeyStore, Requirement,
@@ -190,10 +190,12 @@ pub(crate) async fn start_services() -> std::io::Result<Services> {
             get(|| async { Json(json!([{"sku": "tea"}, {"sku": "cup"}])) }),
         )
         .route("/products/{sku}", get(product));
+    // Each service answers the gateway's health checks.
+    let healthz = || get(|| async { "ok" });
     Ok(Services {
-        users: spawn(users).await?,
-        orders: spawn(orders).await?,
-        products: spawn(products).await?,
+        users: spawn(users.route("/healthz", healthz())).await?,
+        orders: spawn(orders.route("/healthz", healthz())).await?,
+        products: spawn(products.route("/healthz", healthz())).await?,
     })
 }
 
@@ -265,6 +267,14 @@ async fn product(Path(sku): Path<String>, uri: OriginalUri, headers: HeaderMap) 
     Json(json!({"sku": sku, "price_cents": 450, "seen": seen("products", &uri, &headers)}))
 }
 
+/// The upstream `name` at `addr`, whose `/healthz` is probed every five
+/// seconds (`GET /upstreams` on the admin listener shows the result).
+fn upstream(name: &str, addr: SocketAddr) -> UpstreamBuilder {
+    Upstream::builder(name)
+        .endpoint(format!("http://{addr}"))
+        .health_check(HealthCheck::new("/healthz").interval(Duration::from_secs(5)))
+}
+
 /// The demo gateway in front of `services`: request ids, trace context,
 /// client IPs, an access-log line and metrics (into `metrics`) for every
 /// request, then the routes; `/api/orders` checks `auth`'s credentials.
@@ -278,9 +288,9 @@ pub(crate) fn gateway(
         .trace_context(true)
         .client_ip(ClientIpLayer::peer_only())
         .observe(ObserveLayer::with_metrics(metrics.clone()))
-        .upstream(Upstream::builder("users").endpoint(format!("http://{}", services.users)))
-        .upstream(Upstream::builder("orders").endpoint(format!("http://{}", services.orders)))
-        .upstream(Upstream::builder("products").endpoint(format!("http://{}", services.products)))
+        .upstream(upstream("users", services.users))
+        .upstream(upstream("orders", services.orders))
+        .upstream(upstream("products", services.products))
         .route(
             Route::prefix("/api/users")
                 .name("users")

@@ -266,6 +266,19 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
     let text = String::from_utf8(tollgate_tests::body_bytes(res).await.to_vec()).expect("utf-8");
     let served = tollgate_tests::observe_support::requests_total(&text, "products", "GET", "200");
     assert_eq!(served, Some(1.0), "{text}");
+
+    // `curl 127.0.0.1:9901/upstreams`: the three services, each with one
+    // endpoint passing its health check.
+    let res = get(admin, "/upstreams").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let json = tollgate_tests::body_json(res).await;
+    let upstreams = json["upstreams"].as_array().expect("a list");
+    let names: Vec<&str> = upstreams.iter().filter_map(|u| u["name"].as_str()).collect();
+    assert_eq!(names, ["users", "orders", "products"], "{json}");
+    for upstream in upstreams {
+        assert_eq!(upstream["healthy_endpoints"], 1, "{json}");
+        assert_eq!(upstream["endpoints"][0]["passing_health_check"], true, "{json}");
+    }
 }
 
 /// Waits until `url` answers 200, while `child` (`what`, run through
