@@ -273,11 +273,17 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
     assert_eq!(res.status(), StatusCode::OK);
     let json = tollgate_tests::body_json(res).await;
     let upstreams = json["upstreams"].as_array().expect("a list");
-    let names: Vec<&str> = upstreams.iter().filter_map(|u| u["name"].as_str()).collect();
+    let names: Vec<&str> = upstreams
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
     assert_eq!(names, ["users", "orders", "products"], "{json}");
     for upstream in upstreams {
         assert_eq!(upstream["healthy_endpoints"], 1, "{json}");
-        assert_eq!(upstream["endpoints"][0]["passing_health_check"], true, "{json}");
+        assert_eq!(
+            upstream["endpoints"][0]["passing_health_check"], true,
+            "{json}"
+        );
     }
 }
 

@@ -1202,7 +1202,8 @@ fn upstream_tls_settings_are_checked_at_build() {
 
 /// Mutual TLS to an upstream that requires client certificates: the
 /// gateway presents its own, on both pools and from a config file; without
-/// one the upstream refuses the handshake and the client gets a 502.
+/// one the upstream refuses the handshake and the client gets a 502; new
+/// files and a reload rotate it.
 #[tokio::test]
 async fn the_gateway_presents_a_client_certificate_to_an_upstream() {
     let dir = Dir::new();
@@ -1273,5 +1274,22 @@ async fn the_gateway_presents_a_client_certificate_to_an_upstream() {
     let (status, json) = ask(format!("http://{}/x", server.local_addr())).await;
     assert_eq!(status, 200);
     assert_eq!(json["subject"], "CN=gateway", "{json}");
+
+    // Rotation: new files under the same names, then a reload (SIGHUP)
+    // of the unchanged config builds the upstream again with them.
+    clients
+        .leaf(
+            &["gateway.test"],
+            "gateway-rotated",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+        .write(&dir, "gateway-client", &clients);
+    server
+        .reloader()
+        .reload_from(tollgate::config::ConfigFile::parse_with(&text, &|_| None).unwrap())
+        .unwrap();
+    let (status, json) = ask(format!("http://{}/x", server.local_addr())).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["subject"], "CN=gateway-rotated", "{json}");
     server.shutdown().await.unwrap();
 }

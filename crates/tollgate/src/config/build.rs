@@ -29,7 +29,7 @@ use crate::{Gateway, GatewayBuilder, Route, TlsConfig, tls::ClientAuth};
 /// or that is gone, starts afresh.
 #[derive(Debug, Default)]
 pub struct BuildState {
-    upstreams: HashMap<String, (UpstreamConfig, Upstream<Body>)>,
+    upstreams: HashMap<String, (UpstreamKey, Upstream<Body>)>,
     providers: HashMap<String, (ProviderConfig, Provider)>,
     rate_limits: HashMap<String, (RateLimitConfig, RateLimitLayer)>,
     metrics: Option<Metrics>,
@@ -91,8 +91,8 @@ impl BuildState {
             &self.upstreams,
             &mut next.upstreams,
             &config.name,
-            config,
-            |c| Upstream::try_from(c.clone()),
+            &UpstreamKey::new(config),
+            |key| Upstream::try_from(key.config.clone()),
         )
     }
 
@@ -132,6 +132,38 @@ where
     };
     next.insert(key.to_owned(), (config.clone(), built.clone()));
     Ok(built)
+}
+
+/// What decides whether a reload keeps an upstream: its config, and the
+/// content of the TLS files it reads (CA bundle, client certificate and
+/// key), so that replacing those files and reloading (SIGHUP) rotates
+/// them: the upstream is built again, with a new pool.
+#[derive(Clone, Debug, PartialEq)]
+struct UpstreamKey {
+    config: UpstreamConfig,
+    /// A hash of each file's content (`None`: unreadable, which the build
+    /// reports). Hashes, not contents: a key must not sit in the state,
+    /// which is `Debug`.
+    files: [Option<u64>; 3],
+}
+
+impl UpstreamKey {
+    fn new(config: &UpstreamConfig) -> Self {
+        let fingerprint = |path: &Option<std::path::PathBuf>| {
+            let bytes = std::fs::read(path.as_ref()?).ok()?;
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&bytes, &mut hasher);
+            Some(std::hash::Hasher::finish(&hasher))
+        };
+        Self {
+            config: config.clone(),
+            files: [
+                fingerprint(&config.ca_file),
+                fingerprint(&config.client_cert_file),
+                fingerprint(&config.client_key_file),
+            ],
+        }
+    }
 }
 
 /// A route's request or response rules: one set, or one per client class.
