@@ -744,3 +744,52 @@ async fn a_gateway_logs_and_counts_routes_and_upstreams() {
     );
     assert_eq!(lines[3].get("route"), Some("unmatched"));
 }
+
+/// A request whose first endpoint refused the connection and that went to
+/// the second: the access line says so (`upstream_retries`, the endpoint
+/// that answered) and `tollgate_upstream_retries_total` counts it.
+#[tokio::test]
+async fn a_retried_request_is_logged_and_counted() {
+    let (capture, _guard) = Capture::install();
+    let metrics = Metrics::new();
+    let closed = {
+        let (listener, addr) = tollgate_tests::listener().await;
+        drop(listener);
+        addr
+    };
+    let ok = tollgate_tests::spawn_upstream(tollgate_tests::echo_router()).await;
+    let gateway = tollgate::Gateway::builder()
+        .observe(ObserveLayer::with_metrics(metrics.clone()))
+        .upstream(
+            tollgate::Upstream::builder("users")
+                .endpoint(format!("http://{closed}"))
+                .endpoint(format!("http://{ok}"))
+                .balance(tollgate::Balance::RoundRobin)
+                .retries(2),
+        )
+        .route(tollgate::Route::prefix("/").name("all").to("users"))
+        .build()
+        .unwrap();
+    let gateway = tollgate_tests::spawn_gateway(gateway).await;
+    let req = Request::get(gateway.url("/x"))
+        .body(tollgate_tests::empty())
+        .unwrap();
+    let res = tollgate_tests::client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+
+    tollgate_tests::auth_support::eventually("the access line", || async {
+        !capture.events(ACCESS_TARGET).is_empty()
+    })
+    .await;
+    let events = capture.events(ACCESS_TARGET);
+    let line = &events[0];
+    assert_eq!(line.get("upstream_retries"), Some("1"), "{line:?}");
+    let endpoint = format!("http://{ok}");
+    assert_eq!(line.get("endpoint"), Some(endpoint.as_str()), "{line:?}");
+    let text = metrics.render();
+    assert!(
+        text.contains("tollgate_upstream_retries_total{upstream=\"users\"} 1\n"),
+        "{text}"
+    );
+}

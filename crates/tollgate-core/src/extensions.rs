@@ -151,6 +151,10 @@ pub struct UpstreamCall {
     pub latency: Duration,
     /// Why it failed, when it did.
     pub error: Option<UpstreamErrorKind>,
+    /// How many times the request was sent again to another endpoint after
+    /// its connection failed (the upstream's `retries`); `endpoint` is the
+    /// last one tried.
+    pub retries: u32,
 }
 
 /// The client's path and query before a path rewrite changed them, put
@@ -419,7 +423,15 @@ impl UpstreamCall {
             endpoint,
             latency,
             error,
+            retries: 0,
         }
+    }
+
+    /// The same call, sent again `retries` times before.
+    #[must_use]
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 }
 

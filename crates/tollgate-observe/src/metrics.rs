@@ -49,6 +49,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_rate_limited_total`                        | counter   | `plan`                  | [`ObserveLayer`](crate::ObserveLayer), for 429 answers of the rate limiter |
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
+/// | `tollgate_upstream_retries_total`                    | counter   | `upstream`              | [`Metrics::record_upstream_retries`]: requests sent again to another endpoint after a failed connection |
 /// | `tollgate_connections_open`                          | gauge     |                         | [`Metrics::connection_opened`]: client connections accepted and not closed yet, TLS handshakes included (upgraded connections leave it once their tunnel takes over) |
 /// | `tollgate_tunnels_open`                              | gauge     |                         | [`Metrics::track_tunnels`]: upgraded connections (WebSockets) whose tunnel runs, read at each scrape |
 /// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
@@ -206,6 +207,7 @@ struct Inner {
     rate_limited: Family<PlanLabels, Counter>,
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    upstream_retries: Family<UpstreamLabels, Counter>,
     connections_open: Gauge,
     connections: Counter,
     connection_errors: Family<ConnectionErrorLabels, Counter>,
@@ -334,6 +336,7 @@ impl Metrics {
         let upstream_duration =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        let upstream_retries = Family::<UpstreamLabels, Counter>::default();
         let certificates = Family::<CertificateLabels, Gauge>::default();
         let connections_open = Gauge::default();
         let connections = Counter::default();
@@ -387,6 +390,11 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register(
+            "tollgate_upstream_retries",
+            "Requests sent again to another endpoint after a failed connection, by upstream",
+            upstream_retries.clone(),
+        );
+        registry.register(
             "tollgate_connections_open",
             "Client connections accepted and not closed yet, TLS handshakes included",
             connections_open.clone(),
@@ -424,6 +432,7 @@ impl Metrics {
                 rate_limited,
                 upstream_duration,
                 upstream_errors,
+                upstream_retries,
                 connections_open,
                 connections,
                 connection_errors,
@@ -580,6 +589,20 @@ impl Metrics {
             kind: kind.as_str(),
         };
         self.inner.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    /// Counts `retries` more sends of one request into
+    /// `tollgate_upstream_retries_total{upstream}` (the
+    /// [`ObserveLayer`](crate::ObserveLayer) does, from the proxy's
+    /// record).
+    pub fn record_upstream_retries(&self, upstream: impl Into<Arc<str>>, retries: u32) {
+        let labels = UpstreamLabels {
+            upstream: upstream.into(),
+        };
+        self.inner
+            .upstream_retries
+            .get_or_create(&labels)
+            .inc_by(u64::from(retries));
     }
 
     pub(crate) fn request_started(&self) {

@@ -173,6 +173,9 @@ impl Drop for Record {
             if let Some(kind) = call.error {
                 metrics.record_upstream_error(Arc::clone(&call.upstream), kind);
             }
+            if call.retries > 0 {
+                metrics.record_upstream_retries(Arc::clone(&call.upstream), call.retries);
+            }
         }
         if let Some(metrics) = &self.config.metrics {
             metrics.request_finished(&Finished {
@@ -218,6 +221,7 @@ impl Drop for Record {
             endpoint = upstream.map(|c| &*c.endpoint),
             upstream_latency_ms = upstream.map(|c| c.latency.as_secs_f64() * 1000.0),
             upstream_error = upstream.and_then(|c| c.error).map(UpstreamErrorKind::as_str),
+            upstream_retries = upstream.map(|c| u64::from(c.retries)).filter(|&n| n > 0),
             client_ip = client_ip.as_ref().map(IpText::as_str),
             subject = self.subject.as_deref(),
             consumer = self.consumer.as_deref(),

@@ -278,6 +278,8 @@ struct Pending<F> {
     read_timeout: Option<Duration>,
     /// Set for a request without a body to an upstream with retries.
     retry: Option<Retry<F>>,
+    /// How many times it was sent again.
+    retried: u32,
 }
 
 // === impl UpstreamConfig ===
@@ -821,6 +823,7 @@ where
                         "connection failed; retrying on another endpoint"
                     );
                     pending.in_flight = in_flight;
+                    pending.retried += 1;
                     this.sent.set(sent);
                     continue;
                 }
@@ -860,16 +863,19 @@ impl<F> Pending<F> {
     ) -> Response<ResponseBody<IdleTimeout<RB>>> {
         let endpoint = &self.in_flight.endpoint().label;
         if let Some((observed, sent_at)) = &self.observed {
-            observed.set_upstream(UpstreamCall::new(
-                Arc::clone(&self.name),
-                Arc::clone(endpoint),
-                sent_at.elapsed(),
-                match &result {
-                    Some(Ok(_)) => None,
-                    Some(Err(err)) => Some(err.kind()),
-                    None => Some(UpstreamErrorKind::Timeout),
-                },
-            ));
+            observed.set_upstream(
+                UpstreamCall::new(
+                    Arc::clone(&self.name),
+                    Arc::clone(endpoint),
+                    sent_at.elapsed(),
+                    match &result {
+                        Some(Ok(_)) => None,
+                        Some(Err(err)) => Some(err.kind()),
+                        None => Some(UpstreamErrorKind::Timeout),
+                    },
+                )
+                .with_retries(self.retried),
+            );
         }
         let error = match result {
             Some(Ok(mut res)) => {
@@ -964,6 +970,7 @@ impl<T> Shared<T> {
                 client_path,
                 read_timeout: this.read_timeout,
                 retry,
+                retried: 0,
             }),
         }
     }
