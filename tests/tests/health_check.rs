@@ -257,6 +257,27 @@ async fn probes_send_the_path_host_and_expected_statuses() {
         upstream.healthy_endpoint_count() == 1
     })
     .await;
+    drop(upstream);
+
+    // Another `Host`, and headers of one's own.
+    let before = backend.probes();
+    let _other = Upstream::builder("users")
+        .endpoint(format!("http://{authority}"))
+        .health_check(
+            quick("/healthz")
+                .host("health.internal")
+                .header("x-probe", "deep"),
+        )
+        .build::<axum::body::Body>()
+        .expect("an upstream");
+    eventually("a probe with the new head", || async {
+        backend.probes() > before + 2
+    })
+    .await;
+    let (_, headers) = backend.last_probe.lock().unwrap().clone().expect("a probe");
+    assert_eq!(headers["host"], "health.internal", "{headers}");
+    assert_eq!(headers["x-probe"], "deep", "{headers}");
+    assert_eq!(headers["user-agent"], "tollgate-health-check", "{headers}");
 }
 
 #[tokio::test]
@@ -389,6 +410,16 @@ async fn bad_health_check_settings_are_refused_at_their_key() {
     assert_eq!(
         err,
         "line 1: upstreams[0]: upstream \"users\": health_check: path \"healthz\" must start with /"
+    );
+    let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                [upstreams.health_check]\npath = \"/h\"\nheaders = { \"bad name\" = \"1\" }\n";
+    let err = ConfigFile::parse_with(text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        "line 1: upstreams[0]: upstream \"users\": health_check: headers: \"bad name\" is not a header name"
     );
     let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
                 [upstreams.health_check]\npath = \"/h\"\nfall = 3\n";

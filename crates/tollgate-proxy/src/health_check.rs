@@ -97,6 +97,13 @@ pub struct HealthCheck {
     /// 2xx.
     #[cfg_attr(feature = "serde", serde(default))]
     pub expected_statuses: Vec<u16>,
+    /// The `Host` sent, instead of the endpoint's `host:port` (for an
+    /// endpoint that serves several virtual hosts).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub host: Option<String>,
+    /// Headers added to every probe, name to value.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// The passive health check of an [`Upstream`](crate::Upstream): an
@@ -248,6 +255,8 @@ struct Prober {
     endpoints: Weak<Endpoints>,
     /// Per endpoint: the probe's URI and `Host`.
     targets: Vec<(Uri, HeaderValue, Arc<str>)>,
+    /// The headers of every probe, `User-Agent` included.
+    headers: http::HeaderMap,
     version: Version,
     check: HealthCheck,
     client: HyperUtilPool<Empty<Bytes>>,
@@ -267,6 +276,8 @@ impl HealthCheck {
             healthy_threshold: defaults::healthy_threshold(),
             unhealthy_threshold: defaults::unhealthy_threshold(),
             expected_statuses: Vec::new(),
+            host: None,
+            headers: std::collections::BTreeMap::new(),
         }
     }
 
@@ -295,6 +306,20 @@ impl HealthCheck {
     #[must_use]
     pub fn unhealthy_threshold(mut self, n: u32) -> Self {
         self.unhealthy_threshold = n;
+        self
+    }
+
+    /// Sends `host` as the probes' `Host` instead of the endpoint's.
+    #[must_use]
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// Adds a header to every probe.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
         self
     }
 
@@ -329,7 +354,28 @@ impl HealthCheck {
                 return Err(invalid(format!("{key} must be at least 1")));
             }
         }
-        check_statuses("expected_statuses", &self.expected_statuses).map_err(invalid)
+        check_statuses("expected_statuses", &self.expected_statuses).map_err(invalid)?;
+        self.probe_headers().map(|_| ())
+    }
+
+    /// The headers every probe carries: `User-Agent`, then `headers`.
+    fn probe_headers(&self) -> Result<http::HeaderMap, ConfigError> {
+        let invalid = |why: String| {
+            ConfigError::new(ConfigErrorKind::InvalidValue, why).context("health_check")
+        };
+        let mut map = http::HeaderMap::new();
+        map.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("tollgate-health-check"),
+        );
+        for (name, value) in &self.headers {
+            let name = http::HeaderName::try_from(name.as_str())
+                .map_err(|_| invalid(format!("headers: {name:?} is not a header name")))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| invalid(format!("headers.{name}: not a header value")))?;
+            map.insert(name, value);
+        }
+        Ok(map)
     }
 
     fn passes(&self, status: StatusCode) -> bool {
@@ -358,6 +404,16 @@ pub(crate) fn start(
         )
         .context("health_check")
     })?;
+    let host = match &check.host {
+        Some(host) => Some(HeaderValue::try_from(host.as_str()).map_err(|_| {
+            ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                format!("host {host:?} is not a header value"),
+            )
+            .context("health_check")
+        })?),
+        None => None,
+    };
     let mut targets = Vec::with_capacity(endpoints.len());
     for index in 0..endpoints.len() {
         let endpoint = endpoints.get(index);
@@ -370,7 +426,8 @@ pub(crate) fn start(
                 ConfigError::new(ConfigErrorKind::InvalidValue, e.to_string())
                     .context("health_check.path")
             })?;
-        targets.push((uri, endpoint.host.clone(), Arc::clone(&endpoint.label)));
+        let host = host.clone().unwrap_or_else(|| endpoint.host.clone());
+        targets.push((uri, host, Arc::clone(&endpoint.label)));
     }
     // Idle connections are never kept: every probe connects afresh.
     let mut probe_transport = transport.clone();
@@ -380,6 +437,7 @@ pub(crate) fn start(
         upstream: Arc::clone(upstream),
         endpoints: Arc::downgrade(endpoints),
         targets,
+        headers: check.probe_headers()?,
         version,
         check: check.clone(),
         client: HyperUtilPool::new(&probe_transport),
@@ -418,11 +476,8 @@ impl Prober {
         *req.uri_mut() = uri.clone();
         *req.version_mut() = self.version;
         let headers = req.headers_mut();
+        headers.clone_from(&self.headers);
         headers.insert(header::HOST, host.clone());
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static("tollgate-health-check"),
-        );
         if self.version != Version::HTTP_2 {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
