@@ -399,26 +399,27 @@ async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
     server.shutdown().await.expect("clean shutdown");
 }
 
+/// The build error of an upstream `users` whose `[upstreams.health_check]`
+/// table holds `check` (after a `path` line when `check` has none).
+fn health_check_error(check: &str) -> String {
+    let text = format!(
+        "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+         [upstreams.health_check]\n{check}\n"
+    );
+    ConfigFile::parse_with(&text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("refused")
+        .to_string()
+}
+
 #[tokio::test]
 async fn bad_health_check_settings_are_refused_at_their_key() {
-    let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
-                [upstreams.health_check]\npath = \"healthz\"\n";
-    let err = ConfigFile::parse_with(text, &|_| None)
-        .and_then(|f| f.build().map(|_| ()))
-        .expect_err("refused")
-        .to_string();
     assert_eq!(
-        err,
+        health_check_error("path = \"healthz\""),
         "line 1: upstreams[0]: upstream \"users\": health_check: path \"healthz\" must start with /"
     );
-    let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
-                [upstreams.health_check]\npath = \"/h\"\nheaders = { \"bad name\" = \"1\" }\n";
-    let err = ConfigFile::parse_with(text, &|_| None)
-        .and_then(|f| f.build().map(|_| ()))
-        .expect_err("refused")
-        .to_string();
     assert_eq!(
-        err,
+        health_check_error("path = \"/h\"\nheaders = { \"bad name\" = \"1\" }"),
         "line 1: upstreams[0]: upstream \"users\": health_check: headers: \"bad name\" is not a header name"
     );
     let text = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
