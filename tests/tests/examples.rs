@@ -242,12 +242,17 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
         .expect("id")
         .to_owned();
 
-    // Its access-log line, as JSON, on standard output.
+    // Its access-log line, as JSON, on standard output; before it, the
+    // line that names the services' addresses.
+    let mut services = None;
     let line = timeout(BOUND, async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
+            if json["message"] == "tollgate demo listening" {
+                services = Some(json.clone());
+            }
             if json["target"] == "tollgate::access" && json["request_id"] == request_id.as_str() {
                 return json;
             }
@@ -267,8 +272,20 @@ async fn the_demo_binary_logs_json_lines_and_serves_metrics() {
     let served = tollgate_tests::observe_support::requests_total(&text, "products", "GET", "200");
     assert_eq!(served, Some(1.0), "{text}");
 
+    // Each service answers the health check's `GET /healthz` (the probing
+    // itself is tested in health_check.rs).
+    let services = services.expect("the line naming the services");
+    for name in ["users", "orders", "products"] {
+        let addr: SocketAddr = services[name]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{name}'s address in {services}"));
+        let res = get(addr, "/healthz").await;
+        assert_eq!(res.status(), StatusCode::OK, "{name}");
+    }
+
     // `curl 127.0.0.1:9901/upstreams`: the three services, each with one
-    // endpoint passing its health check.
+    // endpoint, in balancing.
     let res = get(admin, "/upstreams").await;
     assert_eq!(res.status(), StatusCode::OK);
     let json = tollgate_tests::body_json(res).await;

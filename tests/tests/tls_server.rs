@@ -1198,6 +1198,34 @@ fn upstream_tls_settings_are_checked_at_build() {
         .endpoint("https://localhost:1")
         .client_certificate(missing, missing));
     assert!(err.contains("nope.pem"), "{err}");
+    // A key that is not the certificate's.
+    let ca = Ca::new("client CA");
+    let (cert, _) = ca
+        .leaf(&["a.test"], "a", ExtendedKeyUsagePurpose::ClientAuth)
+        .write(&dir, "a", &ca);
+    let (_, other_key) = ca
+        .leaf(&["b.test"], "b", ExtendedKeyUsagePurpose::ClientAuth)
+        .write(&dir, "b", &ca);
+    let err = bad(Upstream::builder("u")
+        .endpoint("https://localhost:1")
+        .client_certificate(&cert, &other_key));
+    assert!(
+        err.contains("client_cert_file") && err.contains("a.pem"),
+        "{err}"
+    );
+    // In a config file, the certificate without its key.
+    let text = format!(
+        "[[upstreams]]\nname = \"u\"\nendpoints = [\"https://localhost:1\"]\n\
+         client_cert_file = {cert:?}\n"
+    );
+    let err = tollgate::config::ConfigFile::parse_with(&text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "line 1: upstreams[0]: upstream \"u\": client_cert_file and client_key_file go together"
+    );
 }
 
 /// Mutual TLS to an upstream that requires client certificates: the
@@ -1258,6 +1286,32 @@ async fn the_gateway_presents_a_client_certificate_to_an_upstream() {
         let gw = spawn_gateway(gateway(false)).await;
         assert_eq!(ask(gw.url("/x")).await.0, 502, "{pool:?}");
     }
+
+    // The active health check's probes present it too: without it, the
+    // endpoint fails its probes.
+    let probed = |with_cert: bool| {
+        let mut up = Upstream::builder("internal")
+            .endpoint(&endpoint)
+            .ca_file(&server_ca_file)
+            .health_check(
+                tollgate::HealthCheck::new("/healthz")
+                    .interval(Duration::from_millis(50))
+                    .unhealthy_threshold(1),
+            );
+        if with_cert {
+            up = up.client_certificate(&cert, &key);
+        }
+        up.build::<axum::body::Body>().unwrap()
+    };
+    let (with, without) = (probed(true), probed(false));
+    tollgate_tests::auth_support::eventually("the probe without a certificate fails", || async {
+        without.healthy_endpoint_count() == 0
+    })
+    .await;
+    // Several rounds later, the one with the certificate still passes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(with.healthy_endpoint_count(), 1);
+    assert!(with.endpoint_status()[0].passing_health_check);
 
     // The same from a config file.
     let text = format!(

@@ -49,7 +49,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_rate_limited_total`                        | counter   | `plan`                  | [`ObserveLayer`](crate::ObserveLayer), for 429 answers of the rate limiter |
 /// | `tollgate_upstream_duration_seconds`                 | histogram | `upstream`              | [`Metrics::record_upstream`] |
 /// | `tollgate_upstream_errors_total`                     | counter   | `upstream, kind`        | [`Metrics::record_upstream_error`] |
-/// | `tollgate_upstream_retries_total`                    | counter   | `upstream`              | [`Metrics::record_upstream_retries`]: requests sent again to another endpoint after a failed connection |
+/// | `tollgate_upstream_retries_total`                    | counter   | `upstream`              | [`Metrics::record_upstream_retries`]: retries, each a send to another endpoint after a failed connection (a request retried twice counts 2) |
 /// | `tollgate_connections_open`                          | gauge     |                         | [`Metrics::connection_opened`]: client connections accepted and not closed yet, TLS handshakes included (upgraded connections leave it once their tunnel takes over) |
 /// | `tollgate_tunnels_open`                              | gauge     |                         | [`Metrics::track_tunnels`]: upgraded connections (WebSockets) whose tunnel runs, read at each scrape |
 /// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
@@ -391,7 +391,7 @@ impl Metrics {
         );
         registry.register(
             "tollgate_upstream_retries",
-            "Requests sent again to another endpoint after a failed connection, by upstream",
+            "Retries (sends to another endpoint after a failed connection), by upstream",
             upstream_retries.clone(),
         );
         registry.register(
@@ -591,7 +591,8 @@ impl Metrics {
         self.inner.upstream_errors.get_or_create(&labels).inc();
     }
 
-    /// Counts `retries` more sends of one request into
+    /// Adds `retries`, the sends of one request to other endpoints after
+    /// failed connections, to
     /// `tollgate_upstream_retries_total{upstream}` (the
     /// [`ObserveLayer`](crate::ObserveLayer) does, from the proxy's
     /// record).
