@@ -342,3 +342,25 @@ pub async fn get_ok_json(url: String, headers: &[(&str, &str)]) -> (HeaderMap, V
     assert_eq!(status, http::StatusCode::OK, "{body}");
     (headers, body)
 }
+
+/// The error of a config file that must be refused, by the parser or by the
+/// build: `line N: key: message`.
+///
+/// # Panics
+///
+/// When the config parses and builds: a test failure.
+#[expect(clippy::expect_used, reason = "a test helper: failing is the point")]
+pub fn config_error(text: &str) -> String {
+    tollgate::config::ConfigFile::parse_with(text, &|_| None)
+        .and_then(|f| f.build().map(|_| ()))
+        .expect_err("the config must be refused")
+        .to_string()
+}
+
+/// [`config_error`] of a file with one upstream `users` (endpoint
+/// `http://127.0.0.1:1`) and the lines `keys` in its table.
+pub fn upstream_config_error(keys: &str) -> String {
+    config_error(&format!(
+        "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n{keys}\n"
+    ))
+}

@@ -796,7 +796,7 @@ async fn upstream_retries_come_from_the_config() {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nenabled = false\n\n\
              [[upstreams]]\nname = \"users\"\nendpoints = [\"http://{closed}\", \"http://{ok}\"]\n\
-             balance = \"round_robin\"\nretries = {retries}\n\n\
+             balance = \"round_robin\"\nretries = {retries}\nretry_on_statuses = [502, 503]\n\n\
              [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
         )
     };
@@ -811,4 +811,8 @@ async fn upstream_retries_come_from_the_config() {
         assert_eq!(res.status(), want, "retries = {retries}");
         server.shutdown().await.expect("clean shutdown");
     }
+    assert_eq!(
+        tollgate_tests::upstream_config_error("retry_on_statuses = [600]"),
+        "line 1: upstreams[0]: upstream \"users\": retry_on_statuses: 600 is not an HTTP status"
+    );
 }

@@ -400,16 +400,9 @@ async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
 }
 
 /// The build error of an upstream `users` whose `[upstreams.health_check]`
-/// table holds `check` (after a `path` line when `check` has none).
+/// table holds `check`.
 fn health_check_error(check: &str) -> String {
-    let text = format!(
-        "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
-         [upstreams.health_check]\n{check}\n"
-    );
-    ConfigFile::parse_with(&text, &|_| None)
-        .and_then(|f| f.build().map(|_| ()))
-        .expect_err("refused")
-        .to_string()
+    tollgate_tests::upstream_config_error(&format!("[upstreams.health_check]\n{check}"))
 }
 
 #[tokio::test]
@@ -593,14 +586,10 @@ async fn the_passive_check_comes_from_the_config() {
     assert_eq!(got.iter().filter(|&&s| s == 500).count(), 2, "{got:?}");
     assert_eq!(bad_count.load(Ordering::SeqCst), 2);
 
-    let bad = "[[upstreams]]\nname = \"users\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
-               passive_health_check = { consecutive_failures = 0 }\n";
-    let err = ConfigFile::parse_with(bad, &|_| None)
-        .and_then(|f| f.build().map(|_| ()))
-        .expect_err("refused")
-        .to_string();
     assert_eq!(
-        err,
+        tollgate_tests::upstream_config_error(
+            "passive_health_check = { consecutive_failures = 0 }"
+        ),
         "line 1: upstreams[0]: upstream \"users\": passive_health_check: consecutive_failures must be at least 1"
     );
     server.shutdown().await.expect("clean shutdown");

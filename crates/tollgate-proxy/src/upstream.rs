@@ -164,6 +164,13 @@ pub struct UpstreamConfig {
     /// so any method is safe. Default 0.
     #[cfg_attr(feature = "serde", serde(default))]
     pub retries: u32,
+    /// Response statuses on which an idempotent request without a body
+    /// (`GET`, `HEAD`, `PUT`, `DELETE`, `OPTIONS`, `TRACE`) is also sent to
+    /// another endpoint, within [`retries`](Self::retries): nginx's
+    /// `proxy_next_upstream http_503`, Envoy's `retriable-status-codes`.
+    /// Default none.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub retry_on_statuses: Vec<u16>,
 }
 
 mod defaults {
@@ -240,6 +247,8 @@ struct Shared<T> {
     transport: T,
     version: Version,
     retries: u32,
+    /// Sorted; empty when no status is retried.
+    retry_on_statuses: Arc<[u16]>,
     response_timeout: Option<Duration>,
     read_timeout: Option<Duration>,
     forwarded: ForwardedHeaders,
@@ -278,6 +287,8 @@ struct Pending<F> {
     read_timeout: Option<Duration>,
     /// Set for a request without a body to an upstream with retries.
     retry: Option<Retry<F>>,
+    /// The statuses that send it again too, when it is idempotent.
+    retry_on_statuses: Option<Arc<[u16]>>,
     /// How many times it was sent again.
     retried: u32,
 }
@@ -308,6 +319,7 @@ impl UpstreamConfig {
             health_check: None,
             passive_health_check: None,
             retries: 0,
+            retry_on_statuses: Vec::new(),
         }
     }
 }
@@ -462,6 +474,14 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Also retries an idempotent request without a body that got one of
+    /// `statuses`, within [`retries`](Self::retries); see
+    /// [`UpstreamConfig::retry_on_statuses`].
+    pub fn retry_on_statuses(mut self, statuses: impl IntoIterator<Item = u16>) -> Self {
+        self.config.retry_on_statuses = statuses.into_iter().collect();
+        self
+    }
+
     /// Checks the configuration and builds the upstream.
     ///
     /// # Errors
@@ -573,6 +593,17 @@ where
         if config.idle_timeout.is_zero() {
             return Err(zero("idle_timeout"));
         }
+        if let Some(bad) = config
+            .retry_on_statuses
+            .iter()
+            .find(|&&s| !(100..=599).contains(&s))
+        {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                format!("retry_on_statuses: {bad} is not an HTTP status"),
+            )
+            .context(&place));
+        }
         let mut list = Vec::with_capacity(config.endpoints.len());
         for url in &config.endpoints {
             let (scheme, authority) = parse_endpoint(url).map_err(|e| e.context(&place))?;
@@ -667,6 +698,12 @@ where
                 transport,
                 version,
                 retries: config.retries,
+                retry_on_statuses: {
+                    let mut statuses = config.retry_on_statuses.clone();
+                    statuses.sort_unstable();
+                    statuses.dedup();
+                    statuses.into()
+                },
                 response_timeout: config.response_timeout,
                 read_timeout: config.read_timeout,
                 forwarded: config.forwarded,
@@ -808,25 +845,24 @@ where
                     _ => return Poll::Pending,
                 },
             };
-            // A failed connection: the request never left, so it can go to
-            // another endpoint.
-            if let (Some(Err(err)), Some(pending)) = (&result, this.state.as_mut())
-                && err.is_unsent()
-                && let Some(retry) = pending.retry.as_mut()
-            {
-                pending.in_flight.mark_down();
-                if let Some((sent, in_flight)) = retry(pending.in_flight.index()) {
-                    tracing::debug!(
-                        upstream = %pending.name,
-                        failed = %pending.in_flight.endpoint().label,
-                        error = %err,
-                        "connection failed; retrying on another endpoint"
-                    );
-                    pending.in_flight = in_flight;
-                    pending.retried += 1;
-                    this.sent.set(sent);
-                    continue;
+            let sent = match (&result, this.state.as_mut()) {
+                // A failed connection: the request never left, so it can go
+                // to another endpoint.
+                (Some(Err(err)), Some(pending)) if err.is_unsent() && pending.retry.is_some() => {
+                    pending.in_flight.mark_down();
+                    pending.retry(err, None)
                 }
+                // A status to retry on, for an idempotent request: the
+                // response is dropped and the request goes to another
+                // endpoint.
+                (Some(Ok(res)), Some(pending)) if pending.retries_on(res.status()) => {
+                    pending.retry(&res.status(), Some(res.status().as_u16()))
+                }
+                _ => None,
+            };
+            if let Some(sent) = sent {
+                this.sent.set(sent);
+                continue;
             }
             break result;
         };
@@ -855,6 +891,37 @@ fn is_connect_failure(kind: UpstreamErrorKind) -> bool {
 }
 
 impl<F> Pending<F> {
+    /// Whether a response of `status` sends the request to another
+    /// endpoint.
+    fn retries_on(&self, status: StatusCode) -> bool {
+        self.retry.is_some()
+            && self
+                .retry_on_statuses
+                .as_ref()
+                .is_some_and(|statuses| statuses.binary_search(&status.as_u16()).is_ok())
+    }
+
+    /// Sends the request to another endpoint after `why`, a failure of the
+    /// endpoint now in flight (`status`, when it answered): the new
+    /// transport future, or `None` when no try is left or no other
+    /// endpoint is in.
+    fn retry(&mut self, why: &dyn fmt::Display, status: Option<u16>) -> Option<F> {
+        let (sent, in_flight) = (self.retry.as_mut()?)(self.in_flight.index())?;
+        if status.is_some() {
+            // Counted here: `finish` counts only the last response.
+            self.in_flight.record(status);
+        }
+        tracing::debug!(
+            upstream = %self.name,
+            failed = %self.in_flight.endpoint().label,
+            reason = %why,
+            "retrying on another endpoint"
+        );
+        self.in_flight = in_flight;
+        self.retried += 1;
+        Some(sent)
+    }
+
     /// The response to the client: the upstream's, cleaned, or a problem.
     /// `None` means the response timeout fired.
     fn finish<RB>(
@@ -956,6 +1023,11 @@ impl<T> Shared<T> {
         let retry = replay
             .filter(|replay| (replay.is_empty)(req.body()))
             .map(|replay| this.retry(&req, replay, host_is_endpoint));
+        let retry_on_statuses = (retry.is_some()
+            && !this.retry_on_statuses.is_empty()
+            && req.method().is_idempotent()
+            && !upgrade)
+            .then(|| Arc::clone(&this.retry_on_statuses));
         let sent = this.transport.send(in_flight.index(), req);
         ResponseFuture {
             sent,
@@ -970,6 +1042,7 @@ impl<T> Shared<T> {
                 client_path,
                 read_timeout: this.read_timeout,
                 retry,
+                retry_on_statuses,
                 retried: 0,
             }),
         }

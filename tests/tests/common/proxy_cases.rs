@@ -862,6 +862,51 @@ async fn an_upgrade_whose_connection_failed_is_retried_and_tunnelled() {
     assert_eq!(echoed, Message::text("retried"));
 }
 
+/// An upstream "up" whose first endpoint answers every request with 503
+/// and whose second echoes, picked in turn.
+async fn unavailable_then_echo() -> UpstreamBuilder {
+    let unavailable = spawn_raw_upstream(|mut stream| async move {
+        let _ = read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    })
+    .await;
+    let ok = spawn_upstream(named_echo_router("second")).await;
+    pooled("up")
+        .endpoint(format!("http://{unavailable}"))
+        .endpoint(format!("http://{ok}"))
+        .balance(Balance::RoundRobin)
+}
+
+#[tokio::test]
+async fn a_retriable_status_sends_an_idempotent_request_to_another_endpoint() {
+    // Without `retry_on_statuses`, the 503 stands.
+    let gw = gateway_to(unavailable_then_echo().await.retries(1)).await;
+    assert_eq!(
+        get(&gw, "/x").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let gw = gateway_to(
+        unavailable_then_echo()
+            .await
+            .retries(1)
+            .retry_on_statuses([502, 503]),
+    )
+    .await;
+    // A GET goes on to the second endpoint.
+    let res = get(&gw, "/x").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await["upstream"], "second");
+    // A POST is not idempotent: the next one, to the first endpoint again
+    // by round robin, gets its 503.
+    let _ = get(&gw, "/y").await;
+    let req = http::Request::post(gw.url("/z")).body(empty()).unwrap();
+    let res = within("a POST", client().request(req)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn silent_upstream_is_504_gateway_timeout() {
     let up = spawn_raw_upstream(|mut stream| async move {
