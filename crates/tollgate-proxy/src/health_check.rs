@@ -330,8 +330,10 @@ impl HealthCheck {
         self
     }
 
-    /// Checks the settings; the error names the key.
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the settings and makes what every probe sends: its headers
+    /// (`User-Agent`, then `headers`) and the `Host` that replaces the
+    /// endpoint's, when set. The error names the key.
+    fn validate(&self) -> Result<(http::HeaderMap, Option<HeaderValue>), ConfigError> {
         let invalid = |why: String| {
             ConfigError::new(ConfigErrorKind::InvalidValue, why).context("health_check")
         };
@@ -355,16 +357,8 @@ impl HealthCheck {
             }
         }
         check_statuses("expected_statuses", &self.expected_statuses).map_err(invalid)?;
-        self.probe_headers().map(|_| ())
-    }
-
-    /// The headers every probe carries: `User-Agent`, then `headers`.
-    fn probe_headers(&self) -> Result<http::HeaderMap, ConfigError> {
-        let invalid = |why: String| {
-            ConfigError::new(ConfigErrorKind::InvalidValue, why).context("health_check")
-        };
-        let mut map = http::HeaderMap::new();
-        map.insert(
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static("tollgate-health-check"),
         );
@@ -373,9 +367,16 @@ impl HealthCheck {
                 .map_err(|_| invalid(format!("headers: {name:?} is not a header name")))?;
             let value = HeaderValue::try_from(value.as_str())
                 .map_err(|_| invalid(format!("headers.{name}: not a header value")))?;
-            map.insert(name, value);
+            headers.insert(name, value);
         }
-        Ok(map)
+        let host = match &self.host {
+            Some(host) => Some(
+                HeaderValue::try_from(host.as_str())
+                    .map_err(|_| invalid(format!("host {host:?} is not a header value")))?,
+            ),
+            None => None,
+        };
+        Ok((headers, host))
     }
 
     fn passes(&self, status: StatusCode) -> bool {
@@ -396,7 +397,7 @@ pub(crate) fn start(
     version: Version,
     transport: &TransportConfig,
 ) -> Result<(), ConfigError> {
-    check.validate()?;
+    let (headers, host) = check.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         ConfigError::new(
             ConfigErrorKind::InvalidValue,
@@ -404,16 +405,6 @@ pub(crate) fn start(
         )
         .context("health_check")
     })?;
-    let host = match &check.host {
-        Some(host) => Some(HeaderValue::try_from(host.as_str()).map_err(|_| {
-            ConfigError::new(
-                ConfigErrorKind::InvalidValue,
-                format!("host {host:?} is not a header value"),
-            )
-            .context("health_check")
-        })?),
-        None => None,
-    };
     let mut targets = Vec::with_capacity(endpoints.len());
     for index in 0..endpoints.len() {
         let endpoint = endpoints.get(index);
@@ -437,7 +428,7 @@ pub(crate) fn start(
         upstream: Arc::clone(upstream),
         endpoints: Arc::downgrade(endpoints),
         targets,
-        headers: check.probe_headers()?,
+        headers,
         version,
         check: check.clone(),
         client: HyperUtilPool::new(&probe_transport),
@@ -553,7 +544,7 @@ mod tests {
     fn bad_settings_name_their_key() {
         let err = |c: HealthCheck| {
             c.validate()
-                .map(|()| String::new())
+                .map(|_| String::new())
                 .unwrap_or_else(|e| e.to_string())
         };
         assert_eq!(

@@ -894,11 +894,10 @@ impl<F> Pending<F> {
     /// Whether a response of `status` sends the request to another
     /// endpoint.
     fn retries_on(&self, status: StatusCode) -> bool {
-        self.retry.is_some()
-            && self
-                .retry_on_statuses
-                .as_ref()
-                .is_some_and(|statuses| statuses.binary_search(&status.as_u16()).is_ok())
+        // Set only beside `retry`.
+        self.retry_on_statuses
+            .as_ref()
+            .is_some_and(|statuses| statuses.binary_search(&status.as_u16()).is_ok())
     }
 
     /// Sends the request to another endpoint after `why`, a failure of the

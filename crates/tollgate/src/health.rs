@@ -201,11 +201,9 @@ impl Health {
     pub fn report_to(&self, metrics: &Metrics) {
         let this = self.clone();
         metrics.track_endpoint_health(move |emit| {
-            for probe in this.probes.load().iter() {
-                if let ProbeKind::Upstream(upstream) = &probe.kind {
-                    for (endpoint, healthy) in upstream.endpoint_health() {
-                        emit(upstream.name(), endpoint, healthy);
-                    }
+            for upstream in this.upstreams() {
+                for (endpoint, healthy) in upstream.endpoint_health() {
+                    emit(upstream.name(), endpoint, healthy);
                 }
             }
         });
@@ -221,13 +219,8 @@ impl Health {
     #[must_use]
     pub fn upstreams_json(&self) -> Value {
         let upstreams: Vec<Value> = self
-            .probes
-            .load()
+            .upstreams()
             .iter()
-            .filter_map(|probe| match &probe.kind {
-                ProbeKind::Upstream(upstream) => Some(upstream),
-                _ => None,
-            })
             .map(|upstream| {
                 let endpoints: Vec<Value> = upstream
                     .endpoint_status()
@@ -254,6 +247,18 @@ impl Health {
             })
             .collect();
         json!({ "upstreams": upstreams })
+    }
+
+    /// The upstreams this handle checks, in the order they were registered.
+    fn upstreams(&self) -> Vec<Upstream<Body>> {
+        self.probes
+            .load()
+            .iter()
+            .filter_map(|probe| match &probe.kind {
+                ProbeKind::Upstream(upstream) => Some(upstream.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Replaces the probes (after a successful build).
