@@ -55,6 +55,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 /// | `tollgate_connections_total`                         | counter   |                         | [`Metrics::connection_opened`]: client connections accepted |
 /// | `tollgate_connection_errors_total`                   | counter   | `reason`                | [`Metrics::connection_error`]: connections closed before a request, by reason (`proxy_protocol`, `tls_handshake`, `header_timeout`) |
 /// | `tollgate_tls_handshakes_total`                      | counter   | `version`               | [`Metrics::tls_handshake`]: TLS handshakes completed, by protocol version (`1.2`, `1.3`) |
+/// | `tollgate_tls_resumed_handshakes_total`              | counter   | `version`               | [`Metrics::tls_resumed_handshake`]: those of them that resumed a session (a ticket or the session cache) instead of a full handshake |
 /// | `tollgate_tls_certificate_expiry_timestamp_seconds`  | gauge     | `certificate`           | [`Metrics::set_tls_certificates`]: each served certificate's `notAfter` as a Unix time, `certificate` being `default` or its SNI name |
 /// | `tollgate_upstream_endpoint_healthy`                 | gauge     | `upstream, endpoint`    | [`Metrics::track_endpoint_health`]: 1 while an endpoint is in balancing (passing its health check, not cooling off), else 0; read at each scrape |
 ///
@@ -212,6 +213,7 @@ struct Inner {
     connections: Counter,
     connection_errors: Family<ConnectionErrorLabels, Counter>,
     tls_handshakes: Family<TlsVersionLabels, Counter>,
+    tls_resumed: Family<TlsVersionLabels, Counter>,
     certificates: Family<CertificateLabels, Gauge>,
     /// The `certificate` labels set last, to remove the ones that go.
     certificate_names: std::sync::Mutex<Vec<String>>,
@@ -346,6 +348,7 @@ impl Metrics {
         let endpoint_health = Arc::new(EndpointHealth::default());
         registry.register_collector(Box::new(Arc::clone(&endpoint_health)));
         let tls_handshakes = Family::<TlsVersionLabels, Counter>::default();
+        let tls_resumed = Family::<TlsVersionLabels, Counter>::default();
 
         registry.register(
             "tollgate_requests",
@@ -414,6 +417,11 @@ impl Metrics {
             "TLS handshakes completed, by protocol version",
             tls_handshakes.clone(),
         );
+        registry.register(
+            "tollgate_tls_resumed_handshakes",
+            "TLS handshakes that resumed a session, by protocol version",
+            tls_resumed.clone(),
+        );
         registry.register_with_unit(
             "tollgate_tls_certificate_expiry_timestamp",
             "When each served TLS certificate expires (its notAfter, Unix time), by certificate",
@@ -437,6 +445,7 @@ impl Metrics {
                 connections,
                 connection_errors,
                 tls_handshakes,
+                tls_resumed,
                 certificates,
                 certificate_names: std::sync::Mutex::default(),
                 tunnels,
@@ -510,6 +519,17 @@ impl Metrics {
     pub fn tls_handshake(&self, version: &'static str) {
         let labels = TlsVersionLabels { version };
         self.inner.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// Counts a TLS handshake of `version` that resumed a session, in
+    /// `tollgate_tls_resumed_handshakes_total{version}` (besides
+    /// [`tls_handshake`](Self::tls_handshake)): its ratio to all
+    /// handshakes is the resumption rate, which shared session ticket
+    /// keys keep up across instances. `tollgate::serve` calls it when
+    /// given `Serve::metrics`.
+    pub fn tls_resumed_handshake(&self, version: &'static str) {
+        let labels = TlsVersionLabels { version };
+        self.inner.tls_resumed.get_or_create(&labels).inc();
     }
 
     /// Reads `tollgate_upstream_endpoint_healthy{upstream, endpoint}` from

@@ -87,8 +87,8 @@ pub use serve::{
     MIN_MAX_HEADER_SIZE, Serve, serve, shutdown_signal,
 };
 pub use tls::{
-    ClientAuth, RedirectToHttps, TlsConfig, TlsConfigBuilder, TlsVersion, hsts_layer,
-    redirect_to_https,
+    ClientAuth, DEFAULT_SESSION_CACHE, DEFAULT_SESSION_TIMEOUT, RedirectToHttps, TlsConfig,
+    TlsConfigBuilder, TlsVersion, hsts_layer, redirect_to_https,
 };
 #[doc(no_inline)]
 pub use tollgate_core::{ConfigError, Problem};

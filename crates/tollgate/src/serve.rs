@@ -574,10 +574,14 @@ impl Tracked {
         }
     }
 
-    /// Counts a completed TLS handshake of `version`.
-    pub(crate) fn tls_handshake(&self, version: &'static str) {
+    /// Counts a completed TLS handshake of `version`, and whether it
+    /// resumed a session.
+    pub(crate) fn tls_handshake(&self, version: &'static str, resumed: bool) {
         if let Some(metrics) = &self.metrics {
             metrics.tls_handshake(version);
+            if resumed {
+                metrics.tls_resumed_handshake(version);
+            }
         }
     }
 }

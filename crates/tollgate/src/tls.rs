@@ -45,6 +45,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::serve::{Serve, Timeouts, Tracked, serve, serve_connection};
 
+mod session;
+
+pub use session::{DEFAULT_SESSION_CACHE, DEFAULT_SESSION_TIMEOUT};
+use session::{KeyedTicketer, SessionSettings, TicketKeys, client_auth_binding};
+
 /// The TLS settings of a listener: certificates chosen by SNI, ALPN `h2`
 /// and `http/1.1`, TLS 1.2 and 1.3 only, and optionally client
 /// certificates. Pass it to [`Serve::tls`].
@@ -84,6 +89,7 @@ pub struct TlsConfigBuilder {
     files: CertFilesSet,
     client_auth: Option<ClientAuth>,
     min_version: TlsVersion,
+    sessions: SessionSettings,
 }
 
 /// The oldest TLS version a listener accepts; see
@@ -150,6 +156,10 @@ struct Shared {
     files: CertFilesSet,
     client_auth: Option<ClientAuth>,
     min_version: TlsVersion,
+    sessions: SessionSettings,
+    /// The ticketer of `sessions.key_files`, kept across reloads (which
+    /// swap its keys).
+    keyed: Option<Arc<KeyedTicketer>>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
     /// Replaced whole when the client CA bundle is reloaded; each
@@ -248,6 +258,60 @@ impl TlsConfigBuilder {
         self
     }
 
+    /// How many sessions the server keeps for resumption by session id
+    /// (TLS 1.2) or by a ticket naming a kept session (TLS 1.3 without
+    /// [`session_tickets`](Self::session_tickets)); the least recently used
+    /// go first. Default [`DEFAULT_SESSION_CACHE`] (20,480, OpenSSL's
+    /// default); 0 keeps none. Kept across certificate reloads; a reload
+    /// with [`client_auth`](Self::client_auth) starts an empty one, so a
+    /// session whose client certificate was checked against the old CA
+    /// bundle or CRLs is not resumed.
+    pub fn session_cache(mut self, sessions: usize) -> Self {
+        self.sessions.cache = sessions;
+        self
+    }
+
+    /// Session tickets (RFC 5077 for TLS 1.2, TLS 1.3's own): the server
+    /// hands the client its session sealed under a key, and a returning
+    /// client resumes without the certificate exchange and signature. On
+    /// by default, with random keys made here and replaced every half
+    /// [`session_timeout`](Self::session_timeout), so a ticket is good for
+    /// the timeout at most; give shared keys with
+    /// [`session_ticket_key_file`](Self::session_ticket_key_file) so that
+    /// every instance resumes the others' sessions. `false` turns them off
+    /// (sessions then resume through the [cache](Self::session_cache)
+    /// alone).
+    pub fn session_tickets(mut self, enabled: bool) -> Self {
+        self.sessions.tickets = enabled;
+        self
+    }
+
+    /// A file of 80 random bytes (`openssl rand 80 > ticket.key`, as for
+    /// nginx's `ssl_session_ticket_key` and Envoy's `session_ticket_keys`)
+    /// that session tickets are sealed with: give every instance behind a
+    /// load balancer the same files and each resumes the others'
+    /// sessions. The first file seals new tickets; every file opens them.
+    /// Rotate by putting a new key first and keeping the previous one
+    /// second for a timeout, then dropping it; the files are read again by
+    /// every [`TlsConfig::reload`] (SIGHUP).
+    ///
+    /// Whoever holds a key can decrypt the sessions sealed under it, and
+    /// the traffic of those sessions: keep the files as secret as private
+    /// keys, and rotate them (forward secrecy lasts only as long as a key).
+    pub fn session_ticket_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sessions.key_files.push(path.into());
+        self
+    }
+
+    /// How long after its handshake a session may be resumed by ticket:
+    /// default [`DEFAULT_SESSION_TIMEOUT`] (2 hours, OpenSSL's); from 1
+    /// second to 7 days (TLS 1.3's longest ticket lifetime). Tickets older
+    /// than this are refused, and it is the lifetime told to clients.
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.sessions.timeout = timeout;
+        self
+    }
+
     /// Reads every file and builds the configuration.
     ///
     /// # Errors
@@ -262,7 +326,9 @@ impl TlsConfigBuilder {
             files,
             client_auth,
             min_version,
+            sessions,
         } = self;
+        sessions.check()?;
         if files.default.is_none() && files.by_name.is_empty() {
             return Err(ConfigError::new(
                 ConfigErrorKind::Missing,
@@ -288,12 +354,22 @@ impl TlsConfigBuilder {
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(load_set(&files, &provider)?),
         });
-        let server = server_config(&provider, client_auth.as_ref(), min_version, &resolver)?;
+        let keyed = sessions.keyed_ticketer(binding(client_auth.as_ref(), &sessions)?)?;
+        let server = server_config(
+            &provider,
+            client_auth.as_ref(),
+            min_version,
+            &resolver,
+            &sessions,
+            keyed.as_ref(),
+        )?;
         Ok(TlsConfig {
             shared: Arc::new(Shared {
                 files,
                 client_auth,
                 min_version,
+                sessions,
+                keyed,
                 provider,
                 resolver,
                 server: ArcSwap::from_pointee(server),
@@ -303,14 +379,35 @@ impl TlsConfigBuilder {
     }
 }
 
+/// What session tickets sealed with key files are bound to: the client
+/// CA bundle and CRLs (see [`client_auth_binding`]); nothing without key
+/// files or client auth.
+fn binding(
+    client_auth: Option<&ClientAuth>,
+    sessions: &SessionSettings,
+) -> Result<Vec<u8>, ConfigError> {
+    match client_auth {
+        Some(auth) if !sessions.key_files.is_empty() => {
+            let files: Vec<&Path> = std::iter::once(auth.ca_file.as_path())
+                .chain(auth.crl_files.iter().map(PathBuf::as_path))
+                .collect();
+            client_auth_binding(&files)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// The rustls configuration: TLS 1.3 and, unless `min_version` says
 /// otherwise, 1.2; ALPN `h2` and `http/1.1`; certificates from `resolver`,
-/// and the client CA bundle of `client_auth` read from its file.
+/// the client CA bundle of `client_auth` read from its file, and a new
+/// session cache and ticketer (`keyed` when there are ticket key files).
 fn server_config(
     provider: &Arc<CryptoProvider>,
     client_auth: Option<&ClientAuth>,
     min_version: TlsVersion,
     resolver: &Arc<CertResolver>,
+    sessions: &SessionSettings,
+    keyed: Option<&Arc<KeyedTicketer>>,
 ) -> Result<ServerConfig, ConfigError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -351,6 +448,7 @@ fn server_config(
     };
     let mut server = builder.with_cert_resolver(Arc::clone(resolver) as _);
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    sessions.apply(&mut server, keyed)?;
     Ok(server)
 }
 
@@ -421,22 +519,39 @@ impl TlsConfig {
         let loaded = load_set(&shared.files, &shared.provider).and_then(|set| {
             // The resolver is shared by the old and the new configuration:
             // the new one is built only to check the CA bundle, and swapped
-            // in after the certificates.
+            // in after the certificates. With it come an empty session
+            // cache and new random ticket keys: sessions whose client
+            // certificate was checked under the old CA bundle or CRLs are
+            // not resumed.
             let server = match &shared.client_auth {
                 Some(auth) => Some(server_config(
                     &shared.provider,
                     Some(auth),
                     shared.min_version,
                     &shared.resolver,
+                    &shared.sessions,
+                    shared.keyed.as_ref(),
                 )?),
                 None => None,
             };
-            Ok((set, server))
+            // Ticket key files are read again, bound to the client-auth
+            // files as they are now.
+            let keys: Option<TicketKeys> = match &shared.keyed {
+                Some(_) => Some(KeyedTicketer::load(
+                    &shared.sessions.key_files,
+                    binding(shared.client_auth.as_ref(), &shared.sessions)?,
+                )?),
+                None => None,
+            };
+            Ok((set, server, keys))
         });
         match loaded {
-            Ok((set, server)) => {
+            Ok((set, server, keys)) => {
                 shared.resolver.current.store(Arc::new(set));
                 self.publish_expiry();
+                if let (Some(keyed), Some(keys)) = (&shared.keyed, keys) {
+                    keyed.install(keys);
+                }
                 let what = match server {
                     Some(server) => {
                         shared.server.store(Arc::new(server));
@@ -758,11 +873,14 @@ pub(crate) async fn accept<S, B>(
         }
     };
     let session = stream.get_ref().1;
-    tracked.tls_handshake(match session.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
-        _ => "other",
-    });
+    tracked.tls_handshake(
+        match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "other",
+        },
+        session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+    );
     let identity = session
         .peer_certificates()
         .and_then(<[_]>::first)

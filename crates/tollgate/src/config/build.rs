@@ -384,7 +384,14 @@ impl ConfigFile {
         let Some(tls) = &self.config.server.tls else {
             return Ok(None);
         };
-        let mut builder = TlsConfig::builder().min_version(tls.min_version);
+        let mut builder = TlsConfig::builder()
+            .min_version(tls.min_version)
+            .session_cache(tls.session_cache)
+            .session_tickets(tls.session_tickets)
+            .session_timeout(tls.session_timeout);
+        for file in &tls.session_ticket_key_files {
+            builder = builder.session_ticket_key_file(file);
+        }
         for cert in &tls.certificates {
             if cert.server_names.is_empty() {
                 builder = builder.certificate(&cert.cert_file, &cert.key_file);

@@ -232,6 +232,42 @@ pub struct ServerTlsConfig {
     /// [`TlsConfigBuilder::min_version`]: crate::TlsConfigBuilder::min_version
     #[serde(default)]
     pub min_version: crate::TlsVersion,
+    /// Sessions kept for resumption by id (see
+    /// [`TlsConfigBuilder::session_cache`]); default 20,480, 0 for none.
+    ///
+    /// [`TlsConfigBuilder::session_cache`]: crate::TlsConfigBuilder::session_cache
+    #[serde(default = "default_session_cache")]
+    pub session_cache: usize,
+    /// Session tickets (see [`TlsConfigBuilder::session_tickets`]).
+    /// Default true.
+    ///
+    /// [`TlsConfigBuilder::session_tickets`]: crate::TlsConfigBuilder::session_tickets
+    #[serde(default = "yes")]
+    pub session_tickets: bool,
+    /// Files of 80 random bytes that tickets are sealed with, shared by
+    /// every instance; the first seals, all open (see
+    /// [`TlsConfigBuilder::session_ticket_key_file`]). Re-read on reload.
+    ///
+    /// [`TlsConfigBuilder::session_ticket_key_file`]: crate::TlsConfigBuilder::session_ticket_key_file
+    #[serde(default)]
+    pub session_ticket_key_files: Vec<PathBuf>,
+    /// How long a session may be resumed by ticket (see
+    /// [`TlsConfigBuilder::session_timeout`]). Default 2 hours.
+    ///
+    /// [`TlsConfigBuilder::session_timeout`]: crate::TlsConfigBuilder::session_timeout
+    #[serde(
+        default = "default_session_timeout",
+        with = "tollgate_core::serde_util::duration"
+    )]
+    pub session_timeout: Duration,
+}
+
+fn default_session_cache() -> usize {
+    crate::DEFAULT_SESSION_CACHE
+}
+
+fn default_session_timeout() -> Duration {
+    crate::DEFAULT_SESSION_TIMEOUT
 }
 
 /// One certificate chain and its key, as PEM files.

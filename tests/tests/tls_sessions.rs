@@ -1,0 +1,477 @@
+//! TLS session resumption on the gateway's listener: the session cache,
+//! session tickets with random keys, tickets sealed with key files that
+//! several instances share (and their rotation by reload), the session
+//! timeout, the client-auth rule (a CA or CRL reload ends resumption of
+//! sessions checked under the old files), the metric, and the config
+//! keys. Real rustls clients that keep their session store between
+//! connections, against real listeners on 127.0.0.1.
+
+#![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::Request};
+use http::header;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion, pki_types::ServerName};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tollgate::{ClientAuth, TlsConfig, TlsConfigBuilder, core::Identity, observe::Metrics};
+use tollgate_tests::{empty, listener};
+
+#[expect(dead_code, reason = "shared with tls_server.rs, which uses all of it")]
+#[path = "common/tls.rs"]
+mod tls;
+use tls::{Ca, ClientSetup, Dir};
+
+const TLS13: &SupportedProtocolVersion = &rustls::version::TLS13;
+const TLS12: &SupportedProtocolVersion = &rustls::version::TLS12;
+
+/// Answers with the client certificate's subject, when there is one.
+fn whoami() -> Router {
+    Router::new().fallback(|req: Request| async move {
+        let identity = req.extensions().get::<Identity>();
+        Json(json!({ "subject": identity.and_then(|i| i.subject.as_deref()) }))
+    })
+}
+
+async fn spawn(tls: TlsConfig, metrics: &Metrics) -> SocketAddr {
+    let (listener, addr) = listener().await;
+    tokio::spawn(
+        tollgate::serve(listener, whoami(), std::future::pending())
+            .header_read_timeout(Duration::from_secs(5))
+            .metrics(metrics.clone())
+            .tls(tls)
+            .into_future(),
+    );
+    addr
+}
+
+/// A client of one TLS version, HTTP/1.1, that keeps its sessions (in
+/// rustls's default store) across the connections it makes.
+fn client(ca: &Ca, version: &'static SupportedProtocolVersion) -> Arc<ClientConfig> {
+    ClientSetup::trusting(ca)
+        .alpn(&[b"http/1.1"])
+        .versions(&[version])
+        .config()
+}
+
+/// One connection and one request with `config`: whether the handshake
+/// resumed a session, and the answer. The request makes a TLS 1.3 client
+/// read the tickets that follow the handshake. `Err` when the handshake or
+/// the request fails.
+async fn visit(config: &Arc<ClientConfig>, addr: SocketAddr) -> Result<(bool, Value), String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream = TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let resumed = stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header(header::HOST, "localhost")
+        .body(empty())
+        .unwrap();
+    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((resumed, serde_json::from_slice(&body).unwrap()))
+}
+
+/// Whether a second connection of one client resumes the first one's
+/// session: the first on `first`, the second on `second`.
+async fn resumes(
+    ca: &Ca,
+    version: &'static SupportedProtocolVersion,
+    first: SocketAddr,
+    second: SocketAddr,
+) -> bool {
+    let config = client(ca, version);
+    let (resumed, _) = visit(&config, first).await.unwrap();
+    assert!(!resumed, "a first connection is a full handshake");
+    visit(&config, second).await.unwrap().0
+}
+
+/// A `localhost` certificate from `ca`, in `dir`.
+fn builder(dir: &Dir, ca: &Ca) -> TlsConfigBuilder {
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "server", ca);
+    TlsConfig::builder().certificate(cert, key)
+}
+
+/// A ticket key file of 80 random bytes.
+fn key_file(dir: &Dir, name: &str) -> PathBuf {
+    let path = dir.0.join(name);
+    let bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+        .take(80)
+        .collect();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn metric(metrics: &Metrics, line: &str) -> bool {
+    metrics.render().lines().any(|l| l == line)
+}
+
+// === tests ===
+
+/// By default a returning client resumes (by ticket, and by the cache for
+/// clients without tickets); with neither, every handshake is full. Each
+/// setting is asserted for TLS 1.3 and 1.2, and the resumed handshakes are
+/// counted.
+#[tokio::test]
+async fn a_returning_client_resumes_by_ticket_or_by_the_cache() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let metrics = Metrics::new();
+    let default = spawn(builder(&dir, &ca).build().unwrap(), &metrics).await;
+    let cache_only = spawn(
+        builder(&dir, &ca).session_tickets(false).build().unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    let tickets_only = spawn(
+        builder(&dir, &ca).session_cache(0).build().unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    let neither = spawn(
+        builder(&dir, &ca)
+            .session_tickets(false)
+            .session_cache(0)
+            .build()
+            .unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    for version in [TLS13, TLS12] {
+        let v = format!("{:?}", version.version);
+        assert!(resumes(&ca, version, default, default).await, "{v}");
+        assert!(resumes(&ca, version, cache_only, cache_only).await, "{v}");
+        assert!(
+            resumes(&ca, version, tickets_only, tickets_only).await,
+            "{v}"
+        );
+        assert!(!resumes(&ca, version, neither, neither).await, "{v}");
+    }
+    for version in ["1.3", "1.2"] {
+        assert!(
+            metric(
+                &metrics,
+                &format!("tollgate_tls_handshakes_total{{version=\"{version}\"}} 2")
+            ),
+            "{}",
+            metrics.render()
+        );
+        assert!(
+            metric(
+                &metrics,
+                &format!("tollgate_tls_resumed_handshakes_total{{version=\"{version}\"}} 1")
+            ),
+            "{}",
+            metrics.render()
+        );
+    }
+}
+
+/// A certificate reload (no client auth) keeps the sessions: clients
+/// resume across it.
+#[tokio::test]
+async fn sessions_resume_across_a_certificate_reload() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let tls = builder(&dir, &ca).build().unwrap();
+    let addr = spawn(tls.clone(), &Metrics::new()).await;
+    for version in [TLS13, TLS12] {
+        let config = client(&ca, version);
+        assert!(!visit(&config, addr).await.unwrap().0);
+        ca.server(&["localhost"]).write(&dir, "server", &ca);
+        tls.reload().unwrap();
+        assert!(
+            visit(&config, addr).await.unwrap().0,
+            "{:?}",
+            version.version
+        );
+    }
+}
+
+/// Instances given the same key file resume each other's sessions by
+/// ticket (no session cache: only the ticket can do it); an instance with
+/// random keys, or with another key, does not. During a rotation the
+/// previous key, listed second, still opens tickets.
+#[tokio::test]
+async fn instances_sharing_ticket_keys_resume_each_others_sessions() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let (old, new) = (key_file(&dir, "old.key"), key_file(&dir, "new.key"));
+    let instance = async |keys: &[&PathBuf]| {
+        let mut b = builder(&dir, &ca).session_cache(0);
+        for key in keys {
+            b = b.session_ticket_key_file(*key);
+        }
+        spawn(b.build().unwrap(), &Metrics::new()).await
+    };
+    let a = instance(&[&old]).await;
+    let b = instance(&[&old]).await;
+    let random = instance(&[]).await;
+    let rotating = instance(&[&new, &old]).await;
+    let new_only = instance(&[&new]).await;
+    for version in [TLS13, TLS12] {
+        let v = format!("{:?}", version.version);
+        assert!(resumes(&ca, version, a, b).await, "{v}: same key");
+        assert!(!resumes(&ca, version, a, random).await, "{v}: random keys");
+        assert!(
+            resumes(&ca, version, a, rotating).await,
+            "{v}: old key second"
+        );
+        assert!(
+            !resumes(&ca, version, a, new_only).await,
+            "{v}: old key gone"
+        );
+        // The first key seals: the rotating instance's tickets open where
+        // the new key is, not where only the old one is.
+        assert!(
+            resumes(&ca, version, rotating, new_only).await,
+            "{v}: sealed with the new key"
+        );
+        assert!(
+            !resumes(&ca, version, rotating, a).await,
+            "{v}: not with the old one"
+        );
+    }
+}
+
+/// A reload reads the key files again: after the files rotate (the new
+/// key first, the old one second) tickets made before still resume, and
+/// new tickets are sealed with the new key. A key file that is not 80
+/// bytes fails the reload, naming the file, and the keys in use stay.
+#[tokio::test]
+async fn a_reload_reads_the_ticket_key_files_again() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let (first, second) = (key_file(&dir, "first.key"), key_file(&dir, "second.key"));
+    let old = std::fs::read(&first).unwrap();
+    let tls = builder(&dir, &ca)
+        .session_cache(0)
+        .session_ticket_key_file(&first)
+        .session_ticket_key_file(&second)
+        .build()
+        .unwrap();
+    let addr = spawn(tls.clone(), &Metrics::new()).await;
+    let before = client(&ca, TLS13);
+    assert!(!visit(&before, addr).await.unwrap().0);
+
+    // Rotate: a new key first, the old one second.
+    let new = key_file(&dir, "new.key");
+    std::fs::copy(&new, &first).unwrap();
+    std::fs::write(&second, &old).unwrap();
+    tls.reload().unwrap();
+    assert!(
+        visit(&before, addr).await.unwrap().0,
+        "the old key still opens"
+    );
+    let new_only = spawn(
+        builder(&dir, &ca)
+            .session_cache(0)
+            .session_ticket_key_file(&new)
+            .build()
+            .unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    assert!(
+        resumes(&ca, TLS13, addr, new_only).await,
+        "the new key seals"
+    );
+
+    // A key file cut short: refused, and the keys in use stay.
+    std::fs::write(&first, &old[..79]).unwrap();
+    let err = tls.reload().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "session ticket key file {}: 79 bytes; it must hold exactly 80 random bytes \
+             (`openssl rand 80`)",
+            first.display()
+        )
+    );
+    assert!(
+        resumes(&ca, TLS13, addr, new_only).await,
+        "the new key still seals"
+    );
+}
+
+/// A ticket older than the session timeout is not resumed, with key files
+/// and with random keys: the client is told the timeout as the ticket's
+/// lifetime, and the server refuses older tickets (that refusal alone, for
+/// a client that offers one anyway, is `session.rs`'s unit test
+/// `old_and_future_tickets_are_refused`).
+#[tokio::test]
+async fn tickets_older_than_the_session_timeout_are_not_resumed() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let key = key_file(&dir, "ticket.key");
+    let keyed = spawn(
+        builder(&dir, &ca)
+            .session_cache(0)
+            .session_ticket_key_file(&key)
+            .session_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    let random = spawn(
+        builder(&dir, &ca)
+            .session_cache(0)
+            .session_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    for addr in [keyed, random] {
+        // At once: resumed.
+        assert!(resumes(&ca, TLS13, addr, addr).await);
+        // Two seconds later (the issue time counts whole seconds): not.
+        let config = client(&ca, TLS13);
+        assert!(!visit(&config, addr).await.unwrap().0);
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert!(!visit(&config, addr).await.unwrap().0, "too old");
+    }
+}
+
+/// With client certificates, a session resumes with its identity; after a
+/// reload that revokes the client's certificate, its session is not
+/// resumed (which would skip the check) and the handshake is refused. With
+/// key files, a reload that changes no client-auth file keeps resumption.
+#[tokio::test]
+async fn a_client_auth_reload_ends_resumption_of_sessions_checked_before_it() {
+    let dir = Dir::new();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let client_ca = dir.write("clients.pem", &clients.0.pem());
+    let crl = dir.write("clients.crl.pem", &clients.crl(1, &[]));
+    let key = key_file(&dir, "ticket.key");
+    let alice = clients.client_numbered("alice", 1);
+    for keyed in [false, true] {
+        std::fs::write(&crl, clients.crl(1, &[])).unwrap();
+        let mut b = builder(&dir, &ca).client_auth(ClientAuth::required(&client_ca).crl_file(&crl));
+        if keyed {
+            b = b.session_ticket_key_file(&key);
+        }
+        let tls = b.build().unwrap();
+        let addr = spawn(tls.clone(), &Metrics::new()).await;
+        let configs = [TLS13, TLS12].map(|version| {
+            ClientSetup::trusting(&ca)
+                .alpn(&[b"http/1.1"])
+                .versions(&[version])
+                .with_cert(&alice, &clients)
+                .config()
+        });
+        for config in &configs {
+            let (resumed, json) = visit(config, addr).await.unwrap();
+            assert!(!resumed);
+            assert_eq!(json["subject"], "CN=alice");
+            let (resumed, json) = visit(config, addr).await.unwrap();
+            assert!(resumed, "keyed {keyed}");
+            assert_eq!(
+                json["subject"], "CN=alice",
+                "the identity survives resumption"
+            );
+        }
+        if keyed {
+            // Nothing changed in the client-auth files: still resumed.
+            tls.reload().unwrap();
+            for config in &configs {
+                assert!(visit(config, addr).await.unwrap().0);
+            }
+        }
+        // Alice's certificate is revoked now: her sessions do not resume,
+        // and the full handshake refuses her.
+        std::fs::write(&crl, clients.crl(2, &[1])).unwrap();
+        tls.reload().unwrap();
+        for config in &configs {
+            let outcome = visit(config, addr).await;
+            assert!(outcome.is_err(), "keyed {keyed}: {outcome:?}");
+        }
+    }
+}
+
+/// The `[server.tls]` keys: instances started from the same config with
+/// a key file resume each other's sessions, `session_tickets = false`
+/// with `session_cache = 0` resumes nothing, and bad values are refused
+/// with their key.
+#[tokio::test]
+async fn session_settings_come_from_the_config() {
+    let dir = Dir::new();
+    let ca = Ca::new("session CA");
+    let (cert, key) = ca.server(&["localhost"]).write(&dir, "server", &ca);
+    let ticket_key = key_file(&dir, "ticket.key");
+    let config = |extra: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\n\
+             certificates = [{{ cert_file = {cert:?}, key_file = {key:?} }}]\n{extra}\n\
+             [admin]\nenabled = false\n"
+        )
+    };
+    let start = async |text: String| {
+        let file = tollgate::config::ConfigFile::parse_with(&text, &|_| None).unwrap();
+        let server = tollgate::config::Server::start(file).await.unwrap();
+        let addr = server.local_addr();
+        (server, addr)
+    };
+    let shared = config(&format!(
+        "session_cache = 0\nsession_ticket_key_files = [{ticket_key:?}]\nsession_timeout = \"1h\""
+    ));
+    let (a, a_addr) = start(shared.clone()).await;
+    let (b, b_addr) = start(shared).await;
+    let (off, off_addr) = start(config("session_cache = 0\nsession_tickets = false")).await;
+    for version in [TLS13, TLS12] {
+        // No route: the answers are 404 problems, which will do.
+        assert!(resumes(&ca, version, a_addr, b_addr).await);
+        assert!(!resumes(&ca, version, off_addr, off_addr).await);
+    }
+    for server in [a, b, off] {
+        server.shutdown().await.unwrap();
+    }
+
+    let short = dir.0.join("short.key");
+    std::fs::write(&short, [7; 79]).unwrap();
+    for (extra, message) in [
+        (
+            format!("session_ticket_key_files = [{short:?}]"),
+            format!(
+                "line 3: server.tls: session ticket key file {}: 79 bytes; it must hold exactly 80 \
+                 random bytes (`openssl rand 80`)",
+                short.display()
+            ),
+        ),
+        (
+            "session_timeout = \"0s\"".to_owned(),
+            "line 3: server.tls: tls: session timeout 0ns is out of range (1s to 7 days)".to_owned(),
+        ),
+        (
+            format!("session_tickets = false\nsession_ticket_key_files = [{ticket_key:?}]"),
+            "line 3: server.tls: tls: session ticket key files are given but session tickets are off"
+                .to_owned(),
+        ),
+    ] {
+        let file = tollgate::config::ConfigFile::parse_with(&config(&extra), &|_| None).unwrap();
+        let err = file.tls_config().unwrap_err().to_string();
+        assert_eq!(err, message);
+    }
+    let err = tollgate::config::ConfigFile::parse_with(&config("session_tickets = 1"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.tls.session_tickets"), "{err}");
+}
