@@ -816,3 +816,58 @@ async fn upstream_retries_come_from_the_config() {
         "line 1: upstreams[0]: upstream \"users\": retry_on_statuses: 600 is not an HTTP status"
     );
 }
+
+#[test]
+fn endpoints_are_urls_or_tables_with_a_weight() {
+    let text = "[[upstreams]]\nname = \"users\"\n\
+                endpoints = [\"http://127.0.0.1:1\", { url = \"http://127.0.0.1:2\", weight = 3 }, \
+                { url = \"http://127.0.0.1:3\" }, { url = \"http://127.0.0.1:4\", weight = 0 }]\n";
+    let file = ConfigFile::parse_with(text, &|_| None).expect("parses");
+    let weights: Vec<(&str, u32)> = file.config().upstreams[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.url.as_str(), e.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("http://127.0.0.1:1", 1),
+            ("http://127.0.0.1:2", 3),
+            ("http://127.0.0.1:3", 1),
+            ("http://127.0.0.1:4", 0),
+        ]
+    );
+    let _router = file.build().expect("builds");
+
+    let endpoints_error = |endpoints: &str| {
+        tollgate_tests::config_error(&format!(
+            "[[upstreams]]\nname = \"users\"\nendpoints = {endpoints}\n"
+        ))
+    };
+    assert_eq!(
+        endpoints_error("[\"http://127.0.0.1:1\", { url = \"http://127.0.0.1:2\", weight = -1 }]"),
+        "line 3: upstreams[0].endpoints[1].weight: invalid value: integer `-1`, expected u32"
+    );
+    assert_eq!(
+        endpoints_error("[{ url = \"http://127.0.0.1:1\", weight = 1001 }]"),
+        "line 3: upstreams[0].endpoints[0].weight: 1001 is above the maximum weight, 1000"
+    );
+    assert_eq!(
+        endpoints_error("[{ url = \"http://127.0.0.1:1\", wieght = 2 }]"),
+        "line 3: upstreams[0].endpoints[0].wieght: unknown field `wieght`, expected `url` or `weight`"
+    );
+    assert_eq!(
+        endpoints_error("[{ weight = 2 }]"),
+        "line 3: upstreams[0].endpoints[0]: missing field `url`"
+    );
+    assert_eq!(
+        endpoints_error("[8080]"),
+        "line 3: upstreams[0].endpoints[0]: invalid type: integer `8080`, expected an endpoint URL or a table { url, weight }"
+    );
+    assert_eq!(
+        endpoints_error(
+            "[{ url = \"http://127.0.0.1:1\", weight = 0 }, { url = \"http://127.0.0.1:2\", weight = 0 }]"
+        ),
+        "line 1: upstreams[0]: upstream \"users\": every endpoint has weight 0: at least one must take traffic"
+    );
+}

@@ -1,7 +1,8 @@
 //! Active health checks of upstream endpoints: probes over real
 //! connections to real backends on 127.0.0.1:0, endpoints taken out and
 //! put back, readiness, the config file, a reload, and HTTPS endpoints
-//! behind a private CA.
+//! behind a private CA. Also endpoint weights, whose weight-0 endpoints
+//! are probed and listed but sent nothing.
 //!
 //! Every wait is a bounded poll, never a sleep that asserts timing.
 
@@ -361,8 +362,8 @@ async fn health_checks_come_from_the_config_and_a_reload_replaces_them() {
             "name": "users",
             "healthy_endpoints": 0,
             "endpoints": [
-                { "endpoint": url_a, "healthy": false, "passing_health_check": false, "in_flight": 0 },
-                { "endpoint": url_b, "healthy": false, "passing_health_check": false, "in_flight": 0 },
+                { "endpoint": url_a, "healthy": false, "passing_health_check": false, "in_flight": 0, "weight": 1 },
+                { "endpoint": url_b, "healthy": false, "passing_health_check": false, "in_flight": 0, "weight": 1 },
             ],
         }]}),
     );
@@ -649,4 +650,81 @@ async fn an_endpoint_listed_twice_is_refused() {
         err,
         "upstream \"users\": endpoint \"http://127.0.0.1:9001/\" is listed twice"
     );
+}
+
+/// Two backends of weights 3 and 1 and a third of weight 0, from the
+/// config file: round robin sends exactly 300 and 100 of 400 requests,
+/// least request about as many; the weight-0 one gets none, yet is probed
+/// and listed by `/upstreams`, and `/config` shows the weights.
+#[tokio::test]
+async fn endpoint_weights_share_the_traffic_and_weight_zero_gets_none() {
+    let (heavy, light, drained) = (
+        Backend::new("heavy"),
+        Backend::new("light"),
+        Backend::new("drained"),
+    );
+    let (url_h, url_l, url_d) = (
+        heavy.spawn().await,
+        light.spawn().await,
+        drained.spawn().await,
+    );
+    let endpoints = format!(
+        "[{{ url = \"{url_h}\", weight = 3 }}, \"{url_l}\", {{ url = \"{url_d}\", weight = 0 }}]"
+    );
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"rr\"\nendpoints = {endpoints}\nbalance = \"round_robin\"\n\
+         health_check = {{ path = \"/healthz\", interval = \"50ms\" }}\n\n\
+         [[upstreams]]\nname = \"lr\"\nendpoints = {endpoints}\nbalance = \"least_request\"\n\n\
+         [[routes]]\nprefix = \"/rr\"\nto = \"rr\"\n\n[[routes]]\nprefix = \"/lr\"\nto = \"lr\"\n"
+    );
+    let server = Server::start(ConfigFile::parse_with(&text, &|_| None).expect("parses"))
+        .await
+        .expect("starts");
+    let base = format!("http://{}", server.local_addr());
+    let served = || [&heavy, &light, &drained].map(|b| b.served.load(Ordering::SeqCst));
+
+    answered_by(&format!("{base}/rr/x"), 400).await;
+    assert_eq!(served(), [300, 100, 0], "round robin");
+
+    answered_by(&format!("{base}/lr/x"), 400).await;
+    let [h, l, d] = served();
+    let (h, l) = (h - 300, l - 100);
+    assert_eq!((h + l, d), (400, 0), "least request");
+    // 300 expected; the standard deviation is under 9.
+    assert!(
+        (240..=360).contains(&h),
+        "least request: {h} of 400 to weight 3"
+    );
+
+    // Weight 0 keeps the endpoint: probed, and listed with its weight.
+    eventually("the weight-0 endpoint is probed", || async {
+        drained.probes() >= 2
+    })
+    .await;
+    let admin = format!("http://{}", server.admin_addr().expect("an admin listener"));
+    let req = http::Request::get(format!("{admin}/upstreams"))
+        .body(empty())
+        .unwrap();
+    let upstreams = body_json(client().request(req).await.expect("an answer")).await;
+    let endpoint = |url: &str, weight: u32| json!({ "endpoint": url, "healthy": true, "passing_health_check": true, "in_flight": 0, "weight": weight });
+    assert_eq!(
+        upstreams["upstreams"][0],
+        json!({
+            "name": "rr",
+            "healthy_endpoints": 3,
+            "endpoints": [endpoint(&url_h, 3), endpoint(&url_l, 1), endpoint(&url_d, 0)],
+        }),
+    );
+
+    // The effective config shows each endpoint as written.
+    let req = http::Request::get(format!("{admin}/config"))
+        .body(empty())
+        .unwrap();
+    let shown = body_json(client().request(req).await.expect("an answer")).await;
+    assert_eq!(
+        shown["upstreams"][0]["endpoints"],
+        json!([{ "url": url_h, "weight": 3 }, url_l, { "url": url_d, "weight": 0 }]),
+    );
+    server.shutdown().await.expect("clean shutdown");
 }

@@ -63,6 +63,8 @@ pub use split::WeightedSplit;
 pub use transport::{
     HyperUtilPool, Pool, PoolBody, PoolFuture, PoolKind, Transport, TransportConfig, TransportError,
 };
-pub use upstream::{Protocol, ResponseFuture, Upstream, UpstreamBuilder, UpstreamConfig};
+pub use upstream::{
+    EndpointConfig, Protocol, ResponseFuture, Upstream, UpstreamBuilder, UpstreamConfig,
+};
 pub use validate::validate_request;
 pub use worker_pool::{PooledBody, WorkerPool, WorkerPoolFuture};

@@ -104,8 +104,7 @@ impl<S> WeightedSplit<S> {
             return forced;
         }
         let total = table.cumulative.last().copied().unwrap_or(1);
-        let roll = fastrand::u64(..total);
-        table.cumulative.iter().position(|&c| roll < c).unwrap_or(0)
+        crate::balance::by_weight(&table.cumulative, fastrand::u64(..total))
     }
 }
 

@@ -67,8 +67,10 @@ pub enum Protocol {
 pub struct UpstreamConfig {
     /// The upstream's name, used by routes, logs and metrics.
     pub name: String,
-    /// Endpoint base URLs: `http://host:port` or `https://host:port`.
-    pub endpoints: Vec<String>,
+    /// The endpoints: base URLs (`http://host:port` or
+    /// `https://host:port`) with their weights. In a config file, each is a
+    /// string (weight 1) or a table `{ url = "…", weight = 3 }`.
+    pub endpoints: Vec<EndpointConfig>,
     /// How an endpoint is picked.
     #[cfg_attr(feature = "serde", serde(default))]
     pub balance: Balance,
@@ -171,6 +173,24 @@ pub struct UpstreamConfig {
     /// Default none.
     #[cfg_attr(feature = "serde", serde(default))]
     pub retry_on_statuses: Vec<u16>,
+}
+
+/// One endpoint of an [`UpstreamConfig`]: its base URL and its weight.
+///
+/// In a config file an endpoint is a string, of weight 1, or a table
+/// `{ url = "http://10.0.0.1:8080", weight = 3 }`, in any mix; a table
+/// takes no other key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointConfig {
+    /// The base URL: `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// Its share of the traffic against the other endpoints' weights, up
+    /// to [`MAX_WEIGHT`](Self::MAX_WEIGHT); default 1. An endpoint of
+    /// weight 0 is kept (health-checked, listed by
+    /// [`Upstream::endpoint_status`]) but sent no request: how an endpoint
+    /// is drained.
+    pub weight: u32,
 }
 
 mod defaults {
@@ -324,16 +344,147 @@ impl UpstreamConfig {
     }
 }
 
+// === impl EndpointConfig ===
+
+impl EndpointConfig {
+    /// The largest weight an endpoint may have. The balancers add weights
+    /// up and multiply them by request counts; the bound keeps that far
+    /// from overflowing.
+    pub const MAX_WEIGHT: u32 = 1_000;
+
+    /// An endpoint at `url` of weight 1.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::weighted(url, 1)
+    }
+
+    /// An endpoint at `url` of weight `weight`.
+    #[must_use]
+    pub fn weighted(url: impl Into<String>, weight: u32) -> Self {
+        Self {
+            url: url.into(),
+            weight,
+        }
+    }
+}
+
+/// Refuses a weight above [`EndpointConfig::MAX_WEIGHT`], saying why.
+fn check_weight(weight: u32) -> Result<u32, String> {
+    if weight > EndpointConfig::MAX_WEIGHT {
+        return Err(format!(
+            "{weight} is above the maximum weight, {}",
+            EndpointConfig::MAX_WEIGHT
+        ));
+    }
+    Ok(weight)
+}
+
+impl From<String> for EndpointConfig {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<&str> for EndpointConfig {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+/// An endpoint in a config file: a URL string, or a table `{ url, weight }`.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for EndpointConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The table form; its keys are checked one by one, so errors name
+        /// them.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            url: String,
+            #[serde(default = "one", deserialize_with = "weight")]
+            weight: u32,
+        }
+
+        fn one() -> u32 {
+            1
+        }
+
+        fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+            check_weight(<u32 as serde::Deserialize>::deserialize(d)?)
+                .map_err(serde::de::Error::custom)
+        }
+
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EndpointConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an endpoint URL or a table { url, weight }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<Self::Value, E> {
+                Ok(EndpointConfig::new(url))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let table = <Table as serde::Deserialize>::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(EndpointConfig::weighted(table.url, table.weight))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 // === impl UpstreamBuilder ===
 
 impl UpstreamBuilder {
-    /// Adds an endpoint base URL, `http://host:port` or `https://host:port`.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.config.endpoints.push(url.into());
+    /// Adds an endpoint base URL, `http://host:port` or `https://host:port`,
+    /// of weight 1.
+    pub fn endpoint(self, url: impl Into<String>) -> Self {
+        self.weighted_endpoint(url, 1)
+    }
+
+    /// Adds an endpoint that gets `weight` shares of the traffic against
+    /// the other endpoints' weights (nginx's `server … weight=N`, Kong's
+    /// target weight, Envoy's `load_balancing_weight`). Both [`Balance`]
+    /// policies honour it.
+    ///
+    /// A weight of 0 keeps the endpoint (it is health-checked and listed by
+    /// [`Upstream::endpoint_status`]) but sends it nothing, even when every
+    /// other endpoint is out: how an endpoint is drained. [`build`](Self::build)
+    /// refuses a weight above [`EndpointConfig::MAX_WEIGHT`] and an upstream
+    /// whose endpoints all have weight 0.
+    ///
+    /// ```
+    /// # use tollgate_proxy::{Balance, Upstream};
+    /// # fn main() -> Result<(), tollgate_core::ConfigError> {
+    /// // Three requests of four to the larger machine; none to the one
+    /// // being drained.
+    /// let users = Upstream::builder("users")
+    ///     .weighted_endpoint("http://10.0.0.1:8080", 3)
+    ///     .weighted_endpoint("http://10.0.0.2:8080", 1)
+    ///     .weighted_endpoint("http://10.0.0.3:8080", 0)
+    ///     .balance(Balance::RoundRobin)
+    ///     .build::<tollgate_core::body::BoxBody>()?;
+    /// let weights: Vec<u32> = users.endpoint_status().iter().map(|e| e.weight).collect();
+    /// assert_eq!(weights, [3, 1, 0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn weighted_endpoint(mut self, url: impl Into<String>, weight: u32) -> Self {
+        self.config
+            .endpoints
+            .push(EndpointConfig::weighted(url, weight));
         self
     }
 
-    /// Adds several endpoints.
+    /// Adds several endpoints, of weight 1.
     pub fn endpoints<I, S>(mut self, urls: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -341,7 +492,7 @@ impl UpstreamBuilder {
     {
         self.config
             .endpoints
-            .extend(urls.into_iter().map(Into::into));
+            .extend(urls.into_iter().map(EndpointConfig::new));
         self
     }
 
@@ -487,7 +638,9 @@ impl UpstreamBuilder {
     /// # Errors
     ///
     /// When there is no endpoint, an endpoint URL is not an absolute
-    /// `http`/`https` URL without path and query, or the name is empty;
+    /// `http`/`https` URL without path and query, an endpoint's weight is
+    /// above [`EndpointConfig::MAX_WEIGHT`] or every weight is 0, or the
+    /// name is empty;
     /// when the CA file cannot be read or holds no certificate, or the TLS
     /// server name is not a DNS name or IP address.
     ///
@@ -604,9 +757,23 @@ where
             )
             .context(&place));
         }
+        if config.endpoints.iter().all(|e| e.weight == 0) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                "every endpoint has weight 0: at least one must take traffic",
+            )
+            .context(&place));
+        }
         let mut list = Vec::with_capacity(config.endpoints.len());
-        for url in &config.endpoints {
+        for EndpointConfig { url, weight } in &config.endpoints {
             let (scheme, authority) = parse_endpoint(url).map_err(|e| e.context(&place))?;
+            let weight = check_weight(*weight).map_err(|why| {
+                ConfigError::new(
+                    ConfigErrorKind::InvalidValue,
+                    format!("endpoint {url:?}: weight {why}"),
+                )
+                .context(&place)
+            })?;
             // Health, balancing state and metrics are per endpoint: one
             // listed twice would share none of them, and report twice.
             if list
@@ -623,7 +790,7 @@ where
                 ConfigError::new(ConfigErrorKind::InvalidUrl, format!("bad host in {url:?}"))
                     .context(&place)
             })?;
-            list.push(Endpoint::new(scheme, authority, host));
+            list.push(Endpoint::new(scheme, authority, host, weight));
         }
         let client_cert = match (&config.client_cert_file, &config.client_key_file) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
@@ -733,9 +900,9 @@ where
         &self.shared.name
     }
 
-    /// Whether at least one endpoint is fit for readiness checks: not
-    /// cooling off after a refused connection, and passing its
-    /// [`HealthCheck`] when there is one. An endpoint out after failed
+    /// Whether at least one endpoint is fit for readiness checks: of a
+    /// weight above 0, not cooling off after a refused connection, and
+    /// passing its [`HealthCheck`] when there is one. An endpoint out after failed
     /// responses ([`PassiveHealthCheck`]) still counts: an application
     /// error that makes every endpoint answer 500 is seen by every gateway
     /// instance, and failing them all would take the whole fleet away.
@@ -746,14 +913,15 @@ where
 
     /// Each endpoint (`scheme://host:port`) and whether requests may pick
     /// it (it passes its active check, is not cooling off and is not out
-    /// after failed responses), in the configured order.
+    /// after failed responses), in the configured order. An endpoint of
+    /// weight 0 is reported by the same rule, though it gets no requests.
     pub fn endpoint_health(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
         self.shared.endpoints.states()
     }
 
     /// Each endpoint's state, in the configured order: whether it is in,
     /// its active health check, how long it is still out, its requests in
-    /// flight.
+    /// flight, its weight.
     #[must_use]
     pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
         self.shared.endpoints.status()
@@ -1381,5 +1549,36 @@ mod tests {
             .build::<tollgate_core::body::BoxBody>()
             .unwrap_err();
         assert_eq!(err.to_string(), "upstream \"orders\": has no endpoint");
+    }
+
+    #[test]
+    fn weights_above_the_maximum_or_all_zero_are_refused() {
+        let err = Upstream::builder("users")
+            .endpoint("http://127.0.0.1:9001")
+            .weighted_endpoint("http://127.0.0.1:9002", 1_001)
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::InvalidValue);
+        assert_eq!(
+            err.to_string(),
+            "upstream \"users\": endpoint \"http://127.0.0.1:9002\": weight 1001 is above the maximum weight, 1000"
+        );
+        let err = Upstream::builder("users")
+            .weighted_endpoint("http://127.0.0.1:9001", 0)
+            .weighted_endpoint("http://127.0.0.1:9002", 0)
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upstream \"users\": every endpoint has weight 0: at least one must take traffic"
+        );
+        // The maximum itself, and weight 0 beside another, are fine.
+        let users = Upstream::builder("users")
+            .weighted_endpoint("http://127.0.0.1:9001", EndpointConfig::MAX_WEIGHT)
+            .weighted_endpoint("http://127.0.0.1:9002", 0)
+            .build::<tollgate_core::body::BoxBody>()
+            .unwrap();
+        let weights: Vec<u32> = users.endpoint_status().iter().map(|e| e.weight).collect();
+        assert_eq!(weights, [1_000, 0]);
     }
 }

@@ -213,9 +213,10 @@ impl Health {
     /// gateway built last with it), for the admin listener's
     /// `GET /upstreams`: `{"upstreams": [{"name", "healthy_endpoints",
     /// "endpoints": [{"endpoint", "healthy", "passing_health_check",
-    /// "out_for_ms", "in_flight"}]}]}`, with `out_for_ms` present only while
-    /// the endpoint is out for a while (see
-    /// [`Upstream::endpoint_status`]).
+    /// "out_for_ms", "in_flight", "weight"}]}]}`, with `out_for_ms` present
+    /// only while the endpoint is out for a while (see
+    /// [`Upstream::endpoint_status`]). An endpoint of `"weight": 0` gets no
+    /// requests, healthy or not.
     #[must_use]
     pub fn upstreams_json(&self) -> Value {
         let upstreams: Vec<Value> = self
@@ -231,6 +232,7 @@ impl Health {
                             "healthy": e.healthy,
                             "passing_health_check": e.passing_health_check,
                             "in_flight": e.in_flight,
+                            "weight": e.weight,
                         });
                         if let (Some(out_for), Some(map)) = (e.out_for, json.as_object_mut()) {
                             let ms = u64::try_from(out_for.as_millis()).unwrap_or(u64::MAX);
@@ -327,9 +329,16 @@ impl Probe {
         let failure: Option<String> = match &self.kind {
             ProbeKind::Auth(auth) => (!auth.is_ready()).then(|| "keys not loaded".to_owned()),
             ProbeKind::Upstream(upstream) => (!upstream.is_healthy()).then(|| {
-                let n = upstream.endpoint_count();
+                // Endpoints of weight 0 take no traffic: their health does
+                // not make the upstream ready.
+                let endpoints = upstream.endpoint_status();
+                let n = endpoints.iter().filter(|e| e.weight > 0).count();
+                let drained = match endpoints.len() - n {
+                    0 => String::new(),
+                    d => format!(" ({d} more of weight 0 take no traffic)"),
+                };
                 format!(
-                    "no healthy endpoint: all {n} failing their health check or cooling off after a refused connection"
+                    "no healthy endpoint: all {n} failing their health check or cooling off after a refused connection{drained}"
                 )
             }),
             ProbeKind::Store(layer) => match layer.ping() {
