@@ -97,6 +97,23 @@ async fn gateway_to_users(health: &Health) -> GatewayBuilder {
         .health(health.clone())
 }
 
+/// A config server with an admin listener and one route to an echo
+/// upstream called `users`; `server` is more of its `[server]` table.
+async fn config_server_to_users(server: &str) -> tollgate::config::Server {
+    use tollgate::config::{ConfigFile, Server};
+
+    let users = spawn_upstream(echo_router()).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[upstreams]]\nname = \"users\"\nendpoints = [\"http://{users}\"]\n\n\
+         [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
+    );
+    Server::start(ConfigFile::parse(&text).expect("parses"))
+        .await
+        .expect("starts")
+}
+
 #[tokio::test]
 async fn healthz_is_ok_and_metrics_count_gateway_requests() {
     let metrics = Metrics::new();
@@ -391,18 +408,7 @@ async fn readyz_fails_once_a_shutdown_begins_and_serving_goes_on_for_the_delay()
 /// on the admin listener and keeps the public one serving for the delay.
 #[tokio::test]
 async fn the_config_servers_shutdown_delay_fails_readiness_first() {
-    use tollgate::config::{ConfigFile, Server};
-
-    let users = spawn_upstream(echo_router()).await;
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_delay = \"2s\"\n\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[upstreams]]\nname = \"users\"\nendpoints = [\"http://{users}\"]\n\n\
-         [[routes]]\nprefix = \"/\"\nto = \"users\"\n"
-    );
-    let server = Server::start(ConfigFile::parse(&text).expect("parses"))
-        .await
-        .expect("starts");
+    let server = config_server_to_users("shutdown_delay = \"2s\"\n").await;
     let addr = server.local_addr();
     let admin_addr = server.admin_addr().expect("an admin listener");
     let readyz = format!("http://{admin_addr}/readyz");
@@ -427,4 +433,69 @@ async fn the_config_servers_shutdown_delay_fails_readiness_first() {
         .expect("a clean shutdown");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     assert!(tokio::net::TcpStream::connect(admin_addr).await.is_err());
+}
+
+/// `POST /healthcheck/fail` takes the instance out of its load balancer:
+/// `/readyz` fails with a first check `draining` while the gateway keeps
+/// serving; `POST /healthcheck/ok` puts it back. Both answer the state,
+/// only `POST` does it, and the config server's admin listener has them.
+/// A shutdown is not undone by `ok`.
+#[tokio::test]
+async fn healthcheck_fail_and_ok_take_the_instance_out_and_back() {
+    let server = config_server_to_users("").await;
+    let public = format!("http://{}/x", server.local_addr());
+    let admin = server.admin_addr().expect("an admin listener");
+    let readyz_url = format!("http://{admin}/readyz");
+    let post = async |path: &str| {
+        let req = Request::post(format!("http://{admin}{path}"))
+            .body(empty())
+            .expect("a request");
+        client().request(req).await.expect("an answer")
+    };
+    assert_eq!(get(&readyz_url).await.status(), StatusCode::OK);
+
+    // A GET changes nothing.
+    let res = get(&format!("http://{admin}/healthcheck/fail")).await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get(&readyz_url).await.status(), StatusCode::OK);
+
+    let res = post("/healthcheck/fail").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body_json(res).await, json!({ "draining": true }));
+    let res = get(&readyz_url).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let report = body_json(res).await;
+    assert_eq!(names(&report), ["draining", "upstream users"]);
+    assert_eq!(
+        check(&report, "draining"),
+        &json!({
+            "name": "draining",
+            "ready": false,
+            "detail": "taken out of the load balancer by an operator"
+        })
+    );
+    // Still serving.
+    assert_eq!(get(&public).await.status(), StatusCode::OK);
+
+    let res = post("/healthcheck/ok").await;
+    assert_eq!(body_json(res).await, json!({ "draining": false }));
+    let res = get(&readyz_url).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(names(&body_json(res).await), ["upstream users"]);
+
+    // After a shutdown begins, `ok` does not make the instance ready.
+    let health = Health::new();
+    let admin = admin_for(&health).await;
+    health.begin_shutdown();
+    let req = Request::post(admin.url("/healthcheck/ok"))
+        .body(empty())
+        .expect("a request");
+    assert_eq!(
+        client().request(req).await.expect("an answer").status(),
+        StatusCode::OK
+    );
+    let (status, report) = readyz(&admin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(names(&report), ["shutdown"]);
+    server.shutdown().await.expect("a clean shutdown");
 }

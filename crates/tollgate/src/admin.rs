@@ -120,8 +120,10 @@ impl Admin {
         self
     }
 
-    /// Serves the checks of `health` on `GET /readyz`, and the endpoints
-    /// of its upstreams on `GET /upstreams`.
+    /// Serves the checks of `health` on `GET /readyz`, the endpoints of
+    /// its upstreams on `GET /upstreams`, and takes the instance out of
+    /// its load balancer and back with `POST /healthcheck/fail` and
+    /// `POST /healthcheck/ok` ([`Health::set_draining`]).
     pub fn health(mut self, health: Health) -> Self {
         self.health = health;
         self
@@ -169,6 +171,14 @@ impl Admin {
         let mut router = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz).with_state(self.health.clone()))
+            .route(
+                "/healthcheck/fail",
+                post(healthcheck_fail).with_state(self.health.clone()),
+            )
+            .route(
+                "/healthcheck/ok",
+                post(healthcheck_ok).with_state(self.health.clone()),
+            )
             .route("/upstreams", get(upstreams).with_state(self.health));
         if let Some(config) = self.config {
             router = router.route("/config", get(config_json).with_state(config));
@@ -191,6 +201,34 @@ async fn readyz(State(health): State<Health>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &report.to_json())
+}
+
+async fn healthcheck_fail(State(health): State<Health>) -> Response {
+    set_draining(&health, true)
+}
+
+async fn healthcheck_ok(State(health): State<Health>) -> Response {
+    set_draining(&health, false)
+}
+
+/// Takes the instance out or puts it back, logged and audited (an
+/// operator's act); answers `{"draining": …}`.
+fn set_draining(health: &Health, draining: bool) -> Response {
+    health.set_draining(draining);
+    let (outcome, what) = if draining {
+        (
+            "drained",
+            "admin: readiness failed by POST /healthcheck/fail",
+        )
+    } else {
+        (
+            "undrained",
+            "admin: readiness restored by POST /healthcheck/ok",
+        )
+    };
+    tracing::info!("{what}");
+    tollgate_core::audit::event(None, None, None, outcome, what);
+    json_response(StatusCode::OK, &json!({ "draining": draining }))
 }
 
 async fn upstreams(State(health): State<Health>) -> Response {

@@ -22,6 +22,10 @@ use tollgate_ratelimit::RateLimitLayer;
 /// ([`Health::begin_shutdown`]).
 const SHUTDOWN_CHECK: &str = "shutdown";
 
+/// The name of the check that fails while an operator has the instance
+/// out ([`Health::set_draining`]).
+const DRAINING_CHECK: &str = "draining";
+
 /// The longest a readiness check waits for one probe (a Redis `PING`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -41,6 +45,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `upstream <name>`     | [`Upstream::is_healthy`]: an endpoint passes its health check (when there is one) and is not cooling off |
 /// | `redis <layer>`       | the rate limit's store answers `PING` within its timeout (and [`PROBE_TIMEOUT`]) |
 /// | `shutdown`            | never: present (first) once [`begin_shutdown`](Self::begin_shutdown) was called |
+/// | `draining`            | never: present (first) while [`set_draining`](Self::set_draining) has the instance out |
 ///
 /// Every upstream of the gateway is checked, and every rate limit whose
 /// store can be pinged ([`RateLimitLayer::ping`]: Redis, not memory),
@@ -68,6 +73,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Health {
     probes: Arc<ArcSwap<Vec<Probe>>>,
     shutting_down: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 /// One probe: a check name and what it asks.
@@ -124,16 +130,24 @@ impl Health {
     pub async fn check(&self) -> Readiness {
         let probes = self.probes.load_full();
         let mut checks = futures_util::future::join_all(probes.iter().map(Probe::run)).await;
-        if self.is_shutting_down() {
-            checks.insert(
-                0,
-                ReadinessCheck {
-                    name: SHUTDOWN_CHECK.to_owned(),
-                    ready: false,
-                    detail: Some("shutting down".to_owned()),
-                },
-            );
-        }
+        // The instance's own state comes first: shutdown, then draining.
+        let own = [
+            (self.is_shutting_down(), SHUTDOWN_CHECK, "shutting down"),
+            (
+                self.is_draining(),
+                DRAINING_CHECK,
+                "taken out of the load balancer by an operator",
+            ),
+        ];
+        let failing = own
+            .into_iter()
+            .filter(|(on, _, _)| *on)
+            .map(|(_, name, detail)| ReadinessCheck {
+                name: name.to_owned(),
+                ready: false,
+                detail: Some(detail.to_owned()),
+            });
+        checks.splice(0..0, failing);
         Readiness { checks }
     }
 
@@ -150,6 +164,26 @@ impl Health {
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Takes the instance out of its load balancer (`true`) or puts it
+    /// back (`false`) without stopping it: while out, every
+    /// [`check`](Self::check) is not ready, with a first check named
+    /// `draining`, so a balancer polling `/readyz` stops sending new
+    /// connections; the instance keeps serving whatever still comes, and
+    /// nothing else changes. For maintenance, or to look at one instance
+    /// under no load. The admin listener's `POST /healthcheck/fail` and
+    /// `POST /healthcheck/ok` call it (Envoy's endpoints). It does not undo
+    /// [`begin_shutdown`](Self::begin_shutdown), and a new process starts
+    /// in.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether [`set_draining`](Self::set_draining) has the instance out.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A shutdown future for [`serve`](crate::serve) that lets load
@@ -278,6 +312,7 @@ impl fmt::Debug for Health {
                 &probes.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
             )
             .field("shutting_down", &self.is_shutting_down())
+            .field("draining", &self.is_draining())
             .finish()
     }
 }

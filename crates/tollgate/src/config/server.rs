@@ -142,7 +142,8 @@ impl Reloader {
 
     /// The admin router of this gateway: `/healthz`, `/readyz` (the
     /// running build's probes), `/metrics` and `/config` (redacted), each
-    /// following every reload; and `POST /reopen_logs`
+    /// following every reload; `POST /healthcheck/fail` and `/ok`; and
+    /// `POST /reopen_logs`
     /// ([`reopen_logs`](Self::reopen_logs)) when a log writer is set by
     /// then, which [`Server::start`] finds when the config it starts with
     /// has an `[observe]` table.
