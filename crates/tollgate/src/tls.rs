@@ -90,6 +90,8 @@ pub struct TlsConfigBuilder {
     client_auth: Option<ClientAuth>,
     min_version: TlsVersion,
     sessions: SessionSettings,
+    cipher_suites: Option<Vec<String>>,
+    key_exchange_groups: Option<Vec<String>>,
 }
 
 /// The oldest TLS version a listener accepts; see
@@ -258,6 +260,40 @@ impl TlsConfigBuilder {
         self
     }
 
+    /// The cipher suites offered, by IANA name, instead of rustls's
+    /// defaults for aws-lc-rs (all AES-GCM and ChaCha20-Poly1305 suites,
+    /// ECDHE key exchange only): for TLS 1.3 `TLS_AES_128_GCM_SHA256`,
+    /// `TLS_AES_256_GCM_SHA384`, `TLS_CHACHA20_POLY1305_SHA256`; for TLS
+    /// 1.2 `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`,
+    /// `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256` and the same three
+    /// with `ECDHE_RSA`. Only these are known: nothing weaker can be asked
+    /// for. nginx's `ssl_ciphers`, Envoy's `cipher_suites`. A TLS 1.2 suite
+    /// must match the certificate's key (`ECDSA` or `RSA`), else TLS 1.2
+    /// clients find no suite in common.
+    pub fn cipher_suites<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cipher_suites = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The key exchange groups offered, by name, most preferred first,
+    /// instead of rustls's defaults (`X25519MLKEM768`, the post-quantum
+    /// hybrid, then `X25519`, `secp256r1` and `secp384r1`): any of those
+    /// and `secp256r1MLKEM768`, `MLKEM768`, `MLKEM1024`, matched without
+    /// regard to case. nginx's `ssl_ecdh_curve`, Envoy's `ecdh_curves`.
+    pub fn key_exchange_groups<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.key_exchange_groups = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// How many sessions the server keeps for resumption by session id
     /// (TLS 1.2) or by a ticket naming a kept session (TLS 1.3 without
     /// [`session_tickets`](Self::session_tickets)); the least recently used
@@ -327,6 +363,8 @@ impl TlsConfigBuilder {
             client_auth,
             min_version,
             sessions,
+            cipher_suites,
+            key_exchange_groups,
         } = self;
         sessions.check()?;
         if files.default.is_none() && files.by_name.is_empty() {
@@ -350,7 +388,21 @@ impl TlsConfigBuilder {
                 ));
             }
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(provider(
+            cipher_suites.as_deref(),
+            key_exchange_groups.as_deref(),
+        )?);
+        if min_version == TlsVersion::Tls13
+            && !provider
+                .cipher_suites
+                .iter()
+                .any(|suite| suite.version() == &rustls::version::TLS13)
+        {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidValue,
+                "tls: no cipher suite for TLS 1.3, the only version accepted",
+            ));
+        }
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(load_set(&files, &provider)?),
         });
@@ -377,6 +429,75 @@ impl TlsConfigBuilder {
             }),
         })
     }
+}
+
+/// aws-lc-rs's provider for rustls, with only the cipher suites and key
+/// exchange groups named, in that order, when they are.
+fn provider(
+    cipher_suites: Option<&[String]>,
+    key_exchange_groups: Option<&[String]>,
+) -> Result<CryptoProvider, ConfigError> {
+    use rustls::crypto::aws_lc_rs::{ALL_CIPHER_SUITES, ALL_KX_GROUPS, default_provider};
+
+    let mut provider = default_provider();
+    if let Some(names) = cipher_suites {
+        // IANA names: rustls writes the TLS 1.3 ones `TLS13_…`.
+        let name_of = |suite: &rustls::SupportedCipherSuite| {
+            let name = suite.suite().as_str().unwrap_or_default();
+            name.strip_prefix("TLS13_")
+                .map_or_else(|| name.to_owned(), |rest| format!("TLS_{rest}"))
+        };
+        provider.cipher_suites = pick(
+            names,
+            "cipher suite",
+            ALL_CIPHER_SUITES,
+            |suite, name| name_of(suite) == name,
+            |suite| name_of(suite),
+        )?;
+    }
+    if let Some(names) = key_exchange_groups {
+        let name_of = |group: &&dyn rustls::crypto::SupportedKxGroup| {
+            group.name().as_str().unwrap_or_default().to_owned()
+        };
+        provider.kx_groups = pick(
+            names,
+            "key exchange group",
+            ALL_KX_GROUPS,
+            |group, name| name_of(group).eq_ignore_ascii_case(name),
+            name_of,
+        )?;
+    }
+    Ok(provider)
+}
+
+/// The items of `all` that `names` name, in the order of `names`; an
+/// error for a name that none has, one given twice, or none at all.
+fn pick<T: Copy>(
+    names: &[String],
+    what: &str,
+    all: &[T],
+    is: impl Fn(&T, &str) -> bool,
+    name_of: impl Fn(&T) -> String,
+) -> Result<Vec<T>, ConfigError> {
+    let invalid = |message: String| ConfigError::new(ConfigErrorKind::InvalidValue, message);
+    if names.is_empty() {
+        return Err(invalid(format!("tls: no {what} is given")));
+    }
+    let mut picked: Vec<T> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let Some(item) = all.iter().find(|item| is(item, name)) else {
+            let known: Vec<String> = all.iter().map(&name_of).collect();
+            return Err(invalid(format!(
+                "tls: unknown {what} {name:?}; known: {}",
+                known.join(", ")
+            )));
+        };
+        if names[..i].iter().any(|earlier| is(item, earlier)) {
+            return Err(invalid(format!("tls: {what} {name:?} is given twice")));
+        }
+        picked.push(*item);
+    }
+    Ok(picked)
 }
 
 /// What session tickets sealed with key files are bound to: the client

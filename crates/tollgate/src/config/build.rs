@@ -392,6 +392,12 @@ impl ConfigFile {
         for file in &tls.session_ticket_key_files {
             builder = builder.session_ticket_key_file(file);
         }
+        if let Some(suites) = &tls.cipher_suites {
+            builder = builder.cipher_suites(suites.iter().cloned());
+        }
+        if let Some(groups) = &tls.key_exchange_groups {
+            builder = builder.key_exchange_groups(groups.iter().cloned());
+        }
         for cert in &tls.certificates {
             if cert.server_names.is_empty() {
                 builder = builder.certificate(&cert.cert_file, &cert.key_file);

@@ -232,6 +232,19 @@ pub struct ServerTlsConfig {
     /// [`TlsConfigBuilder::min_version`]: crate::TlsConfigBuilder::min_version
     #[serde(default)]
     pub min_version: crate::TlsVersion,
+    /// The cipher suites offered, by IANA name (see
+    /// [`TlsConfigBuilder::cipher_suites`]); rustls's defaults when unset.
+    ///
+    /// [`TlsConfigBuilder::cipher_suites`]: crate::TlsConfigBuilder::cipher_suites
+    #[serde(default)]
+    pub cipher_suites: Option<Vec<String>>,
+    /// The key exchange groups offered, most preferred first (see
+    /// [`TlsConfigBuilder::key_exchange_groups`]); rustls's defaults when
+    /// unset.
+    ///
+    /// [`TlsConfigBuilder::key_exchange_groups`]: crate::TlsConfigBuilder::key_exchange_groups
+    #[serde(default)]
+    pub key_exchange_groups: Option<Vec<String>>,
     /// Sessions kept for resumption by id (see
     /// [`TlsConfigBuilder::session_cache`]); default 20,480, 0 for none.
     ///
