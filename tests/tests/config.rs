@@ -112,7 +112,7 @@ fn bad_configs_name_the_line_and_the_key() {
         parse_err(&text),
         "line 9: routes[0].retries: unknown field `retries`, expected one of `name`, `prefix`, `hosts`, \
          `methods`, `headers`, `headers_present`, `to`, `split`, `split_override_header`, \
-         `rewrite`, `concurrency_limit`, `cors`, `body_limit`, `header_limit`, `auth`, \
+         `rewrite`, `concurrency_limit`, `compression`, `cors`, `body_limit`, `header_limit`, `auth`, \
          `rate_limit`, `transform_request`, `transform_request_by_class`, `transform_response`, \
          `transform_response_by_class`"
     );

@@ -20,6 +20,8 @@ use tollgate_transform::{
 };
 use tower_http::cors::CorsLayer;
 
+use crate::compression::Compression;
+
 use tower::{
     Layer, Service, ServiceBuilder, ServiceExt,
     layer::util::Stack,
@@ -73,6 +75,7 @@ pub struct Route {
     target: Target,
     rewrite: PathRewrite,
     concurrency: Option<RouteLayer>,
+    compression: Option<RouteLayer>,
     cors: Option<RouteLayer>,
     header_limit: Option<RouteLayer>,
     body_limit: Option<RouteLayer>,
@@ -322,6 +325,7 @@ impl Route {
             target: Target::None,
             rewrite: PathRewrite::Keep,
             concurrency: None,
+            compression: None,
             cors: None,
             header_limit: None,
             body_limit: None,
@@ -450,6 +454,16 @@ impl Route {
     /// CORS headers.
     pub fn cors(mut self, cors: CorsLayer) -> Self {
         self.cors = Some(route_layer(cors, Body::new));
+        self
+    }
+
+    /// Compresses this route's responses for clients that accept it
+    /// ([`Compression`]: gzip, brotli, zstd or deflate, streamed; only
+    /// compressible media types; `no-transform` respected; a strong `ETag`
+    /// made weak). It wraps every other layer of the route, so problems
+    /// and transformed bodies are compressed too.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(route_layer(compression, Body::new));
         self
     }
 
@@ -611,12 +625,13 @@ impl Route {
     }
 
     /// Stacks the route's layers around its forwarding service, from the
-    /// outside in: in-flight limit, CORS, header limit, body limit, auth,
+    /// outside in: in-flight limit, compression, CORS, header limit, body limit, auth,
     /// the gateway's rate limit, the route's rate limit, request transform,
     /// response transform, then the route's own layers in the order added.
     fn wrap(&self, service: RouteService, global_limit: Option<&RouteLayer>) -> RouteService {
         let outer = [
             &self.concurrency,
+            &self.compression,
             &self.cors,
             &self.header_limit,
             &self.body_limit,

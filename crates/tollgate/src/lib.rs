@@ -62,6 +62,7 @@
 pub mod admin;
 mod body_timeout;
 mod builder;
+pub mod compression;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;

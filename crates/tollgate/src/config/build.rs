@@ -291,6 +291,10 @@ impl ConfigFile {
                 .map_err(|e| fail("concurrency_limit", &e))?;
             route = route.concurrency_limit(layer);
         }
+        if let Some(compression) = &config.compression {
+            compression.check().map_err(|e| fail("compression", &e))?;
+            route = route.compression(compression.clone());
+        }
         if let Some(cors) = &config.cors {
             let layer = CorsLayer::try_from(cors).map_err(|e| fail("cors", &e))?;
             route = route.cors(layer);

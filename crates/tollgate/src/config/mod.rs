@@ -384,6 +384,10 @@ pub struct RouteConfig {
     /// The most requests in flight on this route.
     #[serde(default)]
     pub concurrency_limit: Option<ConcurrencyLimitConfig>,
+    /// Response compression (gzip, brotli, zstd, deflate) for clients
+    /// that accept it; see [`Compression`](crate::compression::Compression).
+    #[serde(default)]
+    pub compression: Option<crate::compression::Compression>,
     /// CORS, answered before auth.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
