@@ -8,7 +8,18 @@
 
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] fns")]
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    path::PathBuf,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use axum::{Json, Router, extract::Request};
 use http::header;
@@ -16,7 +27,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion, pki_types::ServerName};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tokio_rustls::TlsConnector;
 use tollgate::{ClientAuth, TlsConfig, TlsConfigBuilder, core::Identity, observe::Metrics};
 use tollgate_tests::{empty, listener};
@@ -64,9 +78,17 @@ fn client(ca: &Ca, version: &'static SupportedProtocolVersion) -> Arc<ClientConf
 /// the request fails.
 async fn visit(config: &Arc<ClientConfig>, addr: SocketAddr) -> Result<(bool, Value), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    visit_on(Arc::clone(config), tcp).await
+}
+
+/// [`visit`] over a connection made already.
+async fn visit_on<IO>(config: Arc<ClientConfig>, io: IO) -> Result<(bool, Value), String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let name = ServerName::try_from("localhost").unwrap();
-    let stream = TlsConnector::from(Arc::clone(config))
-        .connect(name, tcp)
+    let stream = TlsConnector::from(config)
+        .connect(name, io)
         .await
         .map_err(|e| e.to_string())?;
     let resumed = stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
@@ -120,6 +142,136 @@ fn key_file(dir: &Dir, name: &str) -> PathBuf {
 
 fn metric(metrics: &Metrics, line: &str) -> bool {
     metrics.render().lines().any(|l| l == line)
+}
+
+/// Holds a client's writes once it has read from the server, until
+/// [`open`](Self::open): its second flight (certificate, Finished) waits,
+/// mid-handshake, for the test to do something on the server.
+#[derive(Default)]
+struct Gate {
+    read: AtomicBool,
+    held: AtomicBool,
+    open: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Gate {
+    /// Until the client is held.
+    async fn held(&self) {
+        while !self.held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        if let Some(waker) = self.waker.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A TCP stream whose writes a [`Gate`] holds.
+struct Gated(TcpStream, Arc<Gate>);
+
+impl AsyncRead for Gated {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.0).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.1.read.store(true, Ordering::SeqCst);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Gated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let gate = Arc::clone(&self.1);
+        if gate.read.load(Ordering::SeqCst) && !gate.open.load(Ordering::SeqCst) {
+            *gate.waker.lock().unwrap() = Some(cx.waker().clone());
+            gate.held.store(true, Ordering::SeqCst);
+            if !gate.open.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A client of `version` with `leaf`'s certificate, trusting `ca`.
+fn client_with_cert(
+    ca: &Ca,
+    leaf: &tls::Leaf,
+    issuer: &Ca,
+    version: &'static SupportedProtocolVersion,
+) -> Arc<ClientConfig> {
+    ClientSetup::trusting(ca)
+        .alpn(&[b"http/1.1"])
+        .versions(&[version])
+        .with_cert(leaf, issuer)
+        .config()
+}
+
+/// What the client-auth tests share: a server CA, a client CA in a file
+/// with a CRL file revoking nothing, a ticket key file, and alice's
+/// certificate (serial 1) from the client CA.
+struct Mtls {
+    dir: Dir,
+    ca: Ca,
+    clients: Ca,
+    client_ca: PathBuf,
+    crl: PathBuf,
+    key: PathBuf,
+    alice: tls::Leaf,
+}
+
+impl Mtls {
+    fn new() -> Self {
+        let dir = Dir::new();
+        let clients = Ca::new("client CA");
+        Self {
+            ca: Ca::new("server CA"),
+            client_ca: dir.write("clients.pem", &clients.0.pem()),
+            crl: dir.write("clients.crl.pem", &clients.crl(1, &[])),
+            key: key_file(&dir, "ticket.key"),
+            alice: clients.client_numbered("alice", 1),
+            clients,
+            dir,
+        }
+    }
+
+    /// A listener with `auth` whose sessions resume by tickets sealed
+    /// with the key file alone (no session cache).
+    fn keyed(&self, auth: ClientAuth) -> TlsConfig {
+        builder(&self.dir, &self.ca)
+            .session_cache(0)
+            .session_ticket_key_file(&self.key)
+            .client_auth(auth)
+            .build()
+            .unwrap()
+    }
+
+    /// Alice's client of `version`.
+    fn alice(&self, version: &'static SupportedProtocolVersion) -> Arc<ClientConfig> {
+        client_with_cert(&self.ca, &self.alice, &self.clients, version)
+    }
 }
 
 // === tests ===
@@ -352,22 +504,32 @@ async fn tickets_older_than_the_session_timeout_are_not_resumed() {
 
 /// With client certificates, a session resumes with its identity; after a
 /// reload that revokes the client's certificate, its session is not
-/// resumed (which would skip the check) and the handshake is refused. With
+/// resumed (which would skip the check) and the handshake is refused: by
+/// ticket with random keys or key files, and by the session cache. With
 /// key files, a reload that changes no client-auth file keeps resumption.
 #[tokio::test]
 async fn a_client_auth_reload_ends_resumption_of_sessions_checked_before_it() {
-    let dir = Dir::new();
-    let ca = Ca::new("server CA");
-    let clients = Ca::new("client CA");
-    let client_ca = dir.write("clients.pem", &clients.0.pem());
-    let crl = dir.write("clients.crl.pem", &clients.crl(1, &[]));
-    let key = key_file(&dir, "ticket.key");
-    let alice = clients.client_numbered("alice", 1);
-    for keyed in [false, true] {
+    let Mtls {
+        dir,
+        ca,
+        clients,
+        client_ca,
+        crl,
+        key,
+        alice,
+    } = Mtls::new();
+    for (mode, keyed) in [
+        ("random keys", false),
+        ("key files", true),
+        ("cache", false),
+    ] {
         std::fs::write(&crl, clients.crl(1, &[])).unwrap();
         let mut b = builder(&dir, &ca).client_auth(ClientAuth::required(&client_ca).crl_file(&crl));
         if keyed {
             b = b.session_ticket_key_file(&key);
+        }
+        if mode == "cache" {
+            b = b.session_tickets(false);
         }
         let tls = b.build().unwrap();
         let addr = spawn(tls.clone(), &Metrics::new()).await;
@@ -383,7 +545,7 @@ async fn a_client_auth_reload_ends_resumption_of_sessions_checked_before_it() {
             assert!(!resumed);
             assert_eq!(json["subject"], "CN=alice");
             let (resumed, json) = visit(config, addr).await.unwrap();
-            assert!(resumed, "keyed {keyed}");
+            assert!(resumed, "{mode}");
             assert_eq!(
                 json["subject"], "CN=alice",
                 "the identity survives resumption"
@@ -402,7 +564,7 @@ async fn a_client_auth_reload_ends_resumption_of_sessions_checked_before_it() {
         tls.reload().unwrap();
         for config in &configs {
             let outcome = visit(config, addr).await;
-            assert!(outcome.is_err(), "keyed {keyed}: {outcome:?}");
+            assert!(outcome.is_err(), "{mode}: {outcome:?}");
         }
     }
 }
@@ -474,4 +636,123 @@ async fn session_settings_come_from_the_config() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("server.tls.session_tickets"), "{err}");
+}
+
+/// A handshake under way while a reload revokes its client's certificate:
+/// the client's certificate and Finished reach the server after the
+/// reload. The connection, accepted before, is checked with the files of
+/// before and served; but the tickets it is given are bound to those
+/// files, so they do not resume after the reload, where the client is
+/// refused.
+#[tokio::test]
+async fn tickets_of_a_handshake_checked_before_a_client_auth_reload_do_not_resume_after_it() {
+    let m = Mtls::new();
+    for version in [TLS13, TLS12] {
+        std::fs::write(&m.crl, m.clients.crl(1, &[])).unwrap();
+        let tls = m.keyed(ClientAuth::required(&m.client_ca).crl_file(&m.crl));
+        let addr = spawn(tls.clone(), &Metrics::new()).await;
+        let config = m.alice(version);
+
+        let gate = Arc::new(Gate::default());
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let held = tokio::spawn(visit_on(Arc::clone(&config), Gated(tcp, Arc::clone(&gate))));
+        gate.held().await;
+        std::fs::write(&m.crl, m.clients.crl(2, &[1])).unwrap();
+        tls.reload().unwrap();
+        gate.open();
+        let (resumed, json) = held.await.unwrap().unwrap();
+        assert!(!resumed);
+        assert_eq!(json["subject"], "CN=alice", "accepted before the reload");
+
+        let outcome = visit(&config, addr).await;
+        assert!(outcome.is_err(), "{:?}: {outcome:?}", version.version);
+    }
+}
+
+/// The client-auth files are read once per reload: the checks and the
+/// binding of the tickets come from the same bytes. Here the CRL file
+/// changes while a reload reads it (a pipe gives the CRL of before, then
+/// one revoking alice): her tickets are bound to what her certificate was
+/// checked with, and a later reload with the new CRL ends them.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_reload_binds_tickets_to_the_client_auth_files_it_checked_with() {
+    use std::io::Write;
+
+    let m = Mtls::new();
+    let crl = &m.crl;
+    let tls = m.keyed(ClientAuth::required(&m.client_ca).crl_file(crl));
+    let addr = spawn(tls.clone(), &Metrics::new()).await;
+
+    std::fs::remove_file(crl).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(crl)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // One CRL revoking alice: a CRL made again is signed again, and its
+    // bytes differ.
+    let revoked = m.clients.crl(2, &[1]);
+    let (before, after) = (m.clients.crl(1, &[]), revoked.clone());
+    let pipe = crl.clone();
+    // Left blocked when the reload reads the file once; the test process
+    // ends it.
+    std::thread::spawn(move || {
+        for contents in [before, after] {
+            let mut writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+            writer.write_all(contents.as_bytes()).unwrap();
+            drop(writer);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let reloader = tls.clone();
+    tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::remove_file(crl).unwrap();
+    std::fs::write(crl, &revoked).unwrap();
+
+    let config = m.alice(TLS13);
+    let (resumed, json) = visit(&config, addr).await.unwrap();
+    assert!(!resumed);
+    assert_eq!(
+        json["subject"], "CN=alice",
+        "checked with the CRL of before"
+    );
+    tls.reload().unwrap();
+    let outcome = visit(&config, addr).await;
+    assert!(outcome.is_err(), "{outcome:?}");
+}
+
+/// Instances that share key files and client-auth files but not the rule:
+/// a session made without a certificate where one is optional does not
+/// resume where one is required, and one whose CRLs were checked for the
+/// leaf alone does not resume where the whole chain is checked.
+#[tokio::test]
+async fn a_session_resumes_only_under_the_client_auth_rule_it_was_made_by() {
+    let m = Mtls::new();
+    let instance = async |auth: ClientAuth| spawn(m.keyed(auth), &Metrics::new()).await;
+    let optional = instance(ClientAuth::optional(&m.client_ca).crl_file(&m.crl)).await;
+    let required = instance(ClientAuth::required(&m.client_ca).crl_file(&m.crl)).await;
+    let leaf_only = instance(
+        ClientAuth::required(&m.client_ca)
+            .crl_file(&m.crl)
+            .crl_only_leaf(true),
+    )
+    .await;
+    for version in [TLS13, TLS12] {
+        let v = format!("{:?}", version.version);
+        let anonymous = client(&m.ca, version);
+        let (_, json) = visit(&anonymous, optional).await.unwrap();
+        assert_eq!(json["subject"], Value::Null);
+        let outcome = visit(&anonymous, required).await;
+        assert!(outcome.is_err(), "{v}: {outcome:?}");
+
+        let config = m.alice(version);
+        assert!(!visit(&config, leaf_only).await.unwrap().0);
+        let (resumed, json) = visit(&config, required).await.unwrap();
+        assert!(!resumed, "{v}: checked for the leaf alone");
+        assert_eq!(json["subject"], "CN=alice");
+    }
 }

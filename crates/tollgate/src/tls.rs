@@ -159,8 +159,10 @@ struct Shared {
     client_auth: Option<ClientAuth>,
     min_version: TlsVersion,
     sessions: SessionSettings,
-    /// The ticketer of `sessions.key_files`, kept across reloads (which
-    /// swap its keys).
+    /// The ticketer of `sessions.key_files` without client auth, kept
+    /// across reloads (which swap its keys). With client auth each
+    /// `ServerConfig` has its own, bound to the CA bundle and CRLs that
+    /// config checks certificates with (see [`server_config`]).
     keyed: Option<Arc<KeyedTicketer>>,
     provider: Arc<CryptoProvider>,
     resolver: Arc<CertResolver>,
@@ -406,7 +408,10 @@ impl TlsConfigBuilder {
         let resolver = Arc::new(CertResolver {
             current: ArcSwap::from_pointee(load_set(&files, &provider)?),
         });
-        let keyed = sessions.keyed_ticketer(binding(client_auth.as_ref(), &sessions)?)?;
+        let keyed = match client_auth {
+            Some(_) => None,
+            None => sessions.keyed_ticketer(Vec::new())?,
+        };
         let server = server_config(
             &provider,
             client_auth.as_ref(),
@@ -500,28 +505,38 @@ fn pick<T: Copy>(
     Ok(picked)
 }
 
-/// What session tickets sealed with key files are bound to: the client
-/// CA bundle and CRLs (see [`client_auth_binding`]); nothing without key
-/// files or client auth.
-fn binding(
-    client_auth: Option<&ClientAuth>,
-    sessions: &SessionSettings,
-) -> Result<Vec<u8>, ConfigError> {
-    match client_auth {
-        Some(auth) if !sessions.key_files.is_empty() => {
-            let files: Vec<&Path> = std::iter::once(auth.ca_file.as_path())
-                .chain(auth.crl_files.iter().map(PathBuf::as_path))
-                .collect();
-            client_auth_binding(&files)
-        }
-        _ => Ok(Vec::new()),
+/// The contents of a [`ClientAuth`]'s CA bundle and CRL files, read once
+/// per configuration: its client certificate verifier and the binding of
+/// its session tickets ([`client_auth_binding`]) are made from the same
+/// bytes, so a file that changes while it is read cannot give tickets
+/// checked with one version the binding of another.
+struct ClientAuthFiles {
+    ca: Vec<u8>,
+    crls: Vec<Vec<u8>>,
+}
+
+impl ClientAuthFiles {
+    fn read(auth: &ClientAuth) -> Result<Self, ConfigError> {
+        Ok(Self {
+            ca: read_file(&auth.ca_file, "client CA file")?,
+            crls: auth
+                .crl_files
+                .iter()
+                .map(|path| read_file(path, "CRL file"))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
 /// The rustls configuration: TLS 1.3 and, unless `min_version` says
 /// otherwise, 1.2; ALPN `h2` and `http/1.1`; certificates from `resolver`,
-/// the client CA bundle of `client_auth` read from its file, and a new
-/// session cache and ticketer (`keyed` when there are ticket key files).
+/// the client CA bundle and CRLs of `client_auth` read from their files,
+/// and a new session cache and ticketer. The ticketer of the key files is
+/// `keyed` without client auth; with it, one of this configuration's own,
+/// whose tickets are bound to the files read here: a handshake that this
+/// configuration checks, even one that ends after a reload has replaced
+/// it, gets tickets that the next configuration does not resume unless it
+/// checks with the same files.
 fn server_config(
     provider: &Arc<CryptoProvider>,
     client_auth: Option<&ClientAuth>,
@@ -537,10 +552,18 @@ fn server_config(
     let builder = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_protocol_versions(versions)
         .map_err(|e| ConfigError::new(ConfigErrorKind::Tls, format!("tls: {e}")))?;
+    let mut own = None;
     let builder = match client_auth {
         None => builder.with_no_client_auth(),
         Some(auth) => {
-            let roots = load_roots(&auth.ca_file)?;
+            let files = ClientAuthFiles::read(auth)?;
+            own = sessions.keyed_ticketer(client_auth_binding(
+                auth.required,
+                auth.crl_only_leaf,
+                &files.ca,
+                &files.crls,
+            ))?;
+            let roots = load_roots(&auth.ca_file, &files.ca)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
             let mut verifier = if auth.required {
@@ -550,8 +573,8 @@ fn server_config(
             };
             if !auth.crl_files.is_empty() {
                 let mut crls = Vec::new();
-                for path in &auth.crl_files {
-                    crls.extend(load_crls(path)?);
+                for (path, pem) in auth.crl_files.iter().zip(&files.crls) {
+                    crls.extend(load_crls(path, pem)?);
                 }
                 verifier = verifier.with_crls(crls);
                 if auth.crl_only_leaf {
@@ -569,7 +592,7 @@ fn server_config(
     };
     let mut server = builder.with_cert_resolver(Arc::clone(resolver) as _);
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    sessions.apply(&mut server, keyed)?;
+    sessions.apply(&mut server, own.as_ref().or(keyed))?;
     Ok(server)
 }
 
@@ -641,9 +664,10 @@ impl TlsConfig {
             // The resolver is shared by the old and the new configuration:
             // the new one is built only to check the CA bundle, and swapped
             // in after the certificates. With it come an empty session
-            // cache and new random ticket keys: sessions whose client
-            // certificate was checked under the old CA bundle or CRLs are
-            // not resumed.
+            // cache, new random ticket keys, and a ticketer of the key
+            // files (read again) bound to the CA bundle and CRLs as read
+            // now: sessions whose client certificate was checked under the
+            // old files are not resumed.
             let server = match &shared.client_auth {
                 Some(auth) => Some(server_config(
                     &shared.provider,
@@ -651,17 +675,14 @@ impl TlsConfig {
                     shared.min_version,
                     &shared.resolver,
                     &shared.sessions,
-                    shared.keyed.as_ref(),
+                    None,
                 )?),
                 None => None,
             };
-            // Ticket key files are read again, bound to the client-auth
-            // files as they are now.
+            // Without client auth, the key files are read again for the
+            // ticketer the configuration keeps.
             let keys: Option<TicketKeys> = match &shared.keyed {
-                Some(_) => Some(KeyedTicketer::load(
-                    &shared.sessions.key_files,
-                    binding(shared.client_auth.as_ref(), &shared.sessions)?,
-                )?),
+                Some(_) => Some(KeyedTicketer::load(&shared.sessions.key_files, Vec::new())?),
                 None => None,
             };
             Ok((set, server, keys))
@@ -839,8 +860,18 @@ fn load_pem_blocks<T: PemObject>(
     what: &str,
     label: &str,
 ) -> Result<Vec<T>, ConfigError> {
-    let pem = read_file(path, what)?;
-    let blocks = T::pem_slice_iter(&pem)
+    parse_pem_blocks(path, &read_file(path, what)?, what, label)
+}
+
+/// Every `label` block of `pem`, the contents of the file `path`, parsed
+/// as `T`; at least one.
+fn parse_pem_blocks<T: PemObject>(
+    path: &Path,
+    pem: &[u8],
+    what: &str,
+    label: &str,
+) -> Result<Vec<T>, ConfigError> {
+    let blocks = T::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(format!("{what} {}: {e}", path.display())))?;
     if blocks.is_empty() {
@@ -852,9 +883,10 @@ fn load_pem_blocks<T: PemObject>(
     Ok(blocks)
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, ConfigError> {
+/// The client CA bundle in `pem`, the contents of the file `path`.
+fn load_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path, "client CA file")? {
+    for cert in parse_pem_blocks(path, pem, "client CA file", "CERTIFICATE")? {
         roots
             .add(cert)
             .map_err(|e| tls_error(format!("client CA file {}: {e}", path.display())))?;
@@ -862,9 +894,12 @@ fn load_roots(path: &Path) -> Result<RootCertStore, ConfigError> {
     Ok(roots)
 }
 
-/// Every CRL in a PEM file; at least one.
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
-    load_pem_blocks(path, "CRL file", "X509 CRL")
+/// Every CRL in `pem`, the contents of the file `path`; at least one.
+fn load_crls(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, ConfigError> {
+    parse_pem_blocks(path, pem, "CRL file", "X509 CRL")
 }
 
 fn load_key(files: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, ConfigError> {

@@ -57,6 +57,8 @@ const ISSUED_LEN: usize = 8;
 /// instances sharing a key differ a little).
 const CLOCK_SKEW_SECS: u64 = 60;
 const KEY_INFO: &[u8] = b"tollgate session ticket key";
+/// What [`client_auth_binding`] hashes first.
+const BINDING_CONTEXT: &[u8] = b"tollgate session ticket client auth binding\0";
 
 /// How sessions are resumed; see [`TlsConfigBuilder::session_cache`],
 /// [`session_tickets`], [`session_ticket_key_file`] and
@@ -158,21 +160,28 @@ fn timeout_secs(timeout: Duration) -> u32 {
     u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// What ties a ticket to the client-certificate settings it was made
-/// under: a SHA-256 of the CA bundle and CRL files' contents, so a ticket
-/// made before a CA or CRL change is not resumed after it (its client
-/// certificate would skip the new check). Empty without client auth.
-pub(crate) fn client_auth_binding(files: &[&std::path::Path]) -> Result<Vec<u8>, ConfigError> {
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
+/// What ties a ticket to the client-certificate check it was made under:
+/// a SHA-256 of the rule (whether a certificate is `required`, whether
+/// CRLs are checked for the leaf alone) and of the contents of the CA
+/// bundle (`ca`) and CRL files (`crls`), so a ticket is not resumed where
+/// its session would skip a check that a full handshake makes: after a CA
+/// or CRL change, or on an instance sharing the key files whose rule is
+/// stricter (a session made without a certificate where one is optional,
+/// resumed where one is required).
+pub(crate) fn client_auth_binding(
+    required: bool,
+    crl_only_leaf: bool,
+    ca: &[u8],
+    crls: &[Vec<u8>],
+) -> Vec<u8> {
     let mut hash = digest::Context::new(&digest::SHA256);
-    for path in files {
-        let contents = read_file(path, "client auth file")?;
+    hash.update(BINDING_CONTEXT);
+    hash.update(&[u8::from(required), u8::from(crl_only_leaf)]);
+    for contents in std::iter::once(ca).chain(crls.iter().map(Vec::as_slice)) {
         hash.update(&(contents.len() as u64).to_be_bytes());
-        hash.update(&contents);
+        hash.update(contents);
     }
-    Ok(hash.finish().as_ref().to_vec())
+    hash.finish().as_ref().to_vec()
 }
 
 /// Tickets that say when they were made: the issue time (Unix seconds)
@@ -417,6 +426,25 @@ mod tests {
         // Another key, another binding: refused.
         assert_eq!(ticketer(&[key(3)], b"").decrypt(&ticket), None);
         assert_eq!(ticketer(&[key(1)], b"ca").decrypt(&ticket), None);
+    }
+
+    #[test]
+    fn the_binding_covers_the_rule_and_each_file() {
+        let ca = b"ca".to_vec();
+        let crls = vec![b"crl".to_vec()];
+        let base = client_auth_binding(true, false, &ca, &crls);
+        assert_eq!(base.len(), 32);
+        assert_eq!(base, client_auth_binding(true, false, &ca, &crls));
+        for other in [
+            client_auth_binding(false, false, &ca, &crls),
+            client_auth_binding(true, true, &ca, &crls),
+            client_auth_binding(true, false, b"cacrl", &[]),
+            client_auth_binding(true, false, b"c", &[b"acrl".to_vec()]),
+            client_auth_binding(true, false, &ca, &[b"cr".to_vec(), b"l".to_vec()]),
+            client_auth_binding(true, false, &ca, &[]),
+        ] {
+            assert_ne!(other, base);
+        }
     }
 
     #[test]
