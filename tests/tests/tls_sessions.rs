@@ -462,13 +462,15 @@ async fn a_reload_reads_the_ticket_key_files_again() {
     );
 }
 
-/// A ticket older than the session timeout is not resumed, with key files
-/// and with random keys: the client is told the timeout as the ticket's
-/// lifetime, and the server refuses older tickets (that refusal alone, for
-/// a client that offers one anyway, is `session.rs`'s unit test
-/// `old_and_future_tickets_are_refused`).
+/// A session older than the session timeout is not resumed: by ticket,
+/// with key files and with random keys (the client is told the timeout as
+/// the ticket's lifetime, and the server refuses older tickets; that
+/// refusal alone, for a client that offers one anyway, is `session.rs`'s
+/// unit test `old_and_future_tickets_are_refused`), and from the session
+/// cache, by session id (TLS 1.2) or by a ticket naming a cached session
+/// (TLS 1.3).
 #[tokio::test]
-async fn tickets_older_than_the_session_timeout_are_not_resumed() {
+async fn sessions_older_than_the_session_timeout_are_not_resumed() {
     let dir = Dir::new();
     let ca = Ca::new("session CA");
     let key = key_file(&dir, "ticket.key");
@@ -491,14 +493,33 @@ async fn tickets_older_than_the_session_timeout_are_not_resumed() {
         &Metrics::new(),
     )
     .await;
-    for addr in [keyed, random] {
+    let cache = spawn(
+        builder(&dir, &ca)
+            .session_tickets(false)
+            .session_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+        &Metrics::new(),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for (addr, version) in [
+        (keyed, TLS13),
+        (random, TLS13),
+        (cache, TLS13),
+        (cache, TLS12),
+    ] {
         // At once: resumed.
-        assert!(resumes(&ca, TLS13, addr, addr).await);
-        // Two seconds later (the issue time counts whole seconds): not.
-        let config = client(&ca, TLS13);
+        assert!(resumes(&ca, version, addr, addr).await);
+        let config = client(&ca, version);
         assert!(!visit(&config, addr).await.unwrap().0);
-        tokio::time::sleep(Duration::from_millis(2_100)).await;
-        assert!(!visit(&config, addr).await.unwrap().0, "too old");
+        clients.push((config, addr, version));
+    }
+    // Two seconds later (the issue time counts whole seconds): not.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    for (config, addr, version) in clients {
+        let resumed = visit(&config, addr).await.unwrap().0;
+        assert!(!resumed, "{addr} {:?}: too old", version.version);
     }
 }
 

@@ -341,10 +341,12 @@ impl TlsConfigBuilder {
         self
     }
 
-    /// How long after its handshake a session may be resumed by ticket:
-    /// default [`DEFAULT_SESSION_TIMEOUT`] (2 hours, OpenSSL's); from 1
-    /// second to 7 days (TLS 1.3's longest ticket lifetime). Tickets older
-    /// than this are refused, and it is the lifetime told to clients.
+    /// How long after its handshake a session may be resumed, by ticket or
+    /// from the [session cache](Self::session_cache): default
+    /// [`DEFAULT_SESSION_TIMEOUT`] (2 hours, OpenSSL's); from 1 second to
+    /// 7 days (TLS 1.3's longest ticket lifetime). Older tickets and cached
+    /// sessions are refused, and it is the lifetime told to clients with
+    /// tickets.
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.sessions.timeout = timeout;
         self

@@ -27,7 +27,9 @@ use aws_lc_rs::{
 use rustls::{
     ServerConfig, TicketRotator,
     crypto::GetRandomFailed,
-    server::{NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache},
+    server::{
+        NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+    },
 };
 use tollgate_core::ConfigError;
 
@@ -124,8 +126,9 @@ impl SessionSettings {
 
     /// Puts a new session cache and ticketer into `server`: `keyed` when
     /// there are key files, else one with random keys replaced every half
-    /// timeout (rustls's `TicketRotator`); either way, tickets older than
-    /// the timeout are refused ([`Timed`]).
+    /// timeout (rustls's `TicketRotator`); either way, tickets and cached
+    /// sessions older than the timeout are refused ([`Timed`],
+    /// [`TimedCache`]).
     pub(crate) fn apply(
         &self,
         server: &mut ServerConfig,
@@ -134,7 +137,10 @@ impl SessionSettings {
         server.session_storage = if self.cache == 0 {
             Arc::new(NoServerSessionStorage {})
         } else {
-            ServerSessionMemoryCache::new(self.cache)
+            Arc::new(TimedCache {
+                inner: ServerSessionMemoryCache::new(self.cache),
+                timeout: self.timeout.as_secs(),
+            })
         };
         if self.tickets {
             let inner: Arc<dyn ProducesTickets> = match keyed {
@@ -192,6 +198,15 @@ pub(crate) fn client_auth_binding(
 #[derive(Debug)]
 struct Timed {
     inner: Arc<dyn ProducesTickets>,
+    timeout: u64,
+}
+
+/// The session cache, whose sessions carry their issue time as [`Timed`]
+/// tickets do: one older than the timeout is not resumed. rustls's cache
+/// keeps a session until newer ones push it out, however old it is.
+#[derive(Debug)]
+struct TimedCache {
+    inner: Arc<ServerSessionMemoryCache>,
     timeout: u64,
 }
 
@@ -290,6 +305,26 @@ fn aad(name: &[u8], binding: &[u8]) -> Vec<u8> {
     [name, binding].concat()
 }
 
+/// `state` behind the time it is issued at (Unix seconds, big-endian).
+fn stamp(state: &[u8]) -> Vec<u8> {
+    let mut stamped = Vec::with_capacity(ISSUED_LEN + state.len());
+    stamped.extend_from_slice(&now_secs().to_be_bytes());
+    stamped.extend_from_slice(state);
+    stamped
+}
+
+/// The state behind the issue time of `stamped`, unless it was issued
+/// more than `timeout` seconds ago or more than [`CLOCK_SKEW_SECS`] ahead.
+fn unstamp(stamped: &[u8], timeout: u64) -> Option<Vec<u8>> {
+    let (issued, state) = stamped.split_at_checked(ISSUED_LEN)?;
+    let issued = u64::from_be_bytes(issued.try_into().ok()?);
+    let now = now_secs();
+    if issued > now.saturating_add(CLOCK_SKEW_SECS) || now.saturating_sub(issued) > timeout {
+        return None;
+    }
+    Some(state.to_vec())
+}
+
 impl ProducesTickets for Timed {
     fn enabled(&self) -> bool {
         true
@@ -300,22 +335,29 @@ impl ProducesTickets for Timed {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let mut stamped = Vec::with_capacity(ISSUED_LEN + plain.len());
-        stamped.extend_from_slice(&now_secs().to_be_bytes());
-        stamped.extend_from_slice(plain);
-        self.inner.encrypt(&stamped)
+        self.inner.encrypt(&stamp(plain))
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        let stamped = self.inner.decrypt(cipher)?;
-        let (issued, state) = stamped.split_at_checked(ISSUED_LEN)?;
-        let issued = u64::from_be_bytes(issued.try_into().ok()?);
-        let now = now_secs();
-        if issued > now.saturating_add(CLOCK_SKEW_SECS) || now.saturating_sub(issued) > self.timeout
-        {
-            return None;
-        }
-        Some(state.to_vec())
+        unstamp(&self.inner.decrypt(cipher)?, self.timeout)
+    }
+}
+
+impl StoresServerSessions for TimedCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.inner.put(key, stamp(&value))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        unstamp(&self.inner.get(key)?, self.timeout)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        unstamp(&self.inner.take(key)?, self.timeout)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
     }
 }
 
