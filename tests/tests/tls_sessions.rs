@@ -18,7 +18,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Waker},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{Json, Router, extract::Request};
@@ -775,5 +775,50 @@ async fn a_session_resumes_only_under_the_client_auth_rule_it_was_made_by() {
         let (resumed, json) = visit(&config, required).await.unwrap();
         assert!(!resumed, "{v}: checked for the leaf alone");
         assert_eq!(json["subject"], "CN=alice");
+    }
+}
+
+/// A resumed session skips the certificate check of a full handshake,
+/// validity dates included: a session whose client certificate has
+/// expired since is refused, by ticket and by the session cache, as the
+/// full handshake is.
+#[tokio::test]
+async fn a_session_whose_client_certificate_has_expired_is_not_resumed() {
+    let m = Mtls::new();
+    let instance = async |tickets: bool| {
+        let tls = builder(&m.dir, &m.ca)
+            .session_tickets(tickets)
+            .client_auth(ClientAuth::required(&m.client_ca))
+            .build()
+            .unwrap();
+        spawn(tls, &Metrics::new()).await
+    };
+    let (tickets, cache) = (instance(true).await, instance(false).await);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let expires = now + Duration::from_secs(3);
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "alice");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(expires.as_secs());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &m.clients.0).unwrap();
+    let alice = tls::Leaf { cert, key };
+
+    let mut configs = Vec::new();
+    for addr in [tickets, cache] {
+        for version in [TLS13, TLS12] {
+            let config = client_with_cert(&m.ca, &alice, &m.clients, version);
+            assert!(!visit(&config, addr).await.unwrap().0);
+            assert!(visit(&config, addr).await.unwrap().0, "resumed while valid");
+            configs.push((config, addr, version));
+        }
+    }
+    let left = expires.saturating_sub(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
+    tokio::time::sleep(left + Duration::from_millis(1_100)).await;
+    for (config, addr, version) in configs {
+        let outcome = visit(&config, addr).await;
+        assert!(outcome.is_err(), "{:?}: {outcome:?}", version.version);
     }
 }

@@ -180,7 +180,8 @@ impl prometheus_client::collector::Collector for EndpointHealth {
 pub enum ConnectionError {
     /// No good PROXY protocol header, or a peer not allowed to send one.
     ProxyProtocol,
-    /// The TLS handshake failed or timed out.
+    /// The TLS handshake failed or timed out, or it resumed a session
+    /// whose client certificate has expired.
     TlsHandshake,
     /// No request head within the header read timeout.
     HeaderTimeout,

@@ -341,12 +341,16 @@ impl TlsConfigBuilder {
         self
     }
 
-    /// How long after its handshake a session may be resumed, by ticket or
-    /// from the [session cache](Self::session_cache): default
+    /// How long after it is issued a ticket or a session of the
+    /// [session cache](Self::session_cache) may be resumed: default
     /// [`DEFAULT_SESSION_TIMEOUT`] (2 hours, OpenSSL's); from 1 second to
     /// 7 days (TLS 1.3's longest ticket lifetime). Older tickets and cached
     /// sessions are refused, and it is the lifetime told to clients with
-    /// tickets.
+    /// tickets. A resumption issues new tickets, so a client that comes
+    /// back within each timeout keeps its session going: this bounds the
+    /// time between two handshakes, not the time since the full one. With
+    /// [`client_auth`](Self::client_auth), a resumed session whose client
+    /// certificate has expired since is refused.
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.sessions.timeout = timeout;
         self
@@ -973,6 +977,19 @@ fn not_after(name: &str, files: &CertFiles, key: &CertifiedKey) -> Option<(Strin
     Some((name.to_owned(), not_after))
 }
 
+/// Whether the client certificate of a resumed session (`chain`, leaf
+/// first; none without client auth) is within its validity dates now.
+/// rustls checks them in the full handshake only, and a session renews
+/// itself with each resumption (each one hands out new tickets), so a
+/// certificate that has expired since would go on being accepted.
+fn client_certificate_current(chain: Option<&[CertificateDer<'_>]>) -> bool {
+    let Some(leaf) = chain.and_then(<[_]>::first) else {
+        return true;
+    };
+    x509_parser::parse_x509_certificate(leaf.as_ref())
+        .is_ok_and(|(_, cert)| cert.validity().is_valid())
+}
+
 /// The [`Identity`] of a verified client certificate; see [`ClientAuth`].
 fn client_identity(cert: &CertificateDer<'_>) -> Option<Identity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -1031,13 +1048,19 @@ pub(crate) async fn accept<S, B>(
         }
     };
     let session = stream.get_ref().1;
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    if resumed && !client_certificate_current(session.peer_certificates()) {
+        tracing::debug!(%remote, "tls session resumed with an expired client certificate");
+        tracked.error(ConnectionError::TlsHandshake);
+        return;
+    }
     tracked.tls_handshake(
         match session.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
             Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
             _ => "other",
         },
-        session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        resumed,
     );
     let identity = session
         .peer_certificates()

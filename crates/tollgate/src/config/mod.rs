@@ -264,8 +264,8 @@ pub struct ServerTlsConfig {
     /// [`TlsConfigBuilder::session_ticket_key_file`]: crate::TlsConfigBuilder::session_ticket_key_file
     #[serde(default)]
     pub session_ticket_key_files: Vec<PathBuf>,
-    /// How long a session may be resumed, by ticket or from the session
-    /// cache (see
+    /// How long after it is issued a ticket or cached session may be
+    /// resumed (see
     /// [`TlsConfigBuilder::session_timeout`]). Default 2 hours.
     ///
     /// [`TlsConfigBuilder::session_timeout`]: crate::TlsConfigBuilder::session_timeout
