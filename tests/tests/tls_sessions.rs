@@ -644,6 +644,12 @@ async fn session_settings_come_from_the_config() {
             "line 3: server.tls: tls: session timeout 0ns is out of range (1s to 7 days)".to_owned(),
         ),
         (
+            "session_cache = 100000000000".to_owned(),
+            "line 3: server.tls: tls: a session cache of 100000000000 sessions is too large \
+             (at most 1000000)"
+                .to_owned(),
+        ),
+        (
             format!("session_tickets = false\nsession_ticket_key_files = [{ticket_key:?}]"),
             "line 3: server.tls: tls: session ticket key files are given but session tickets are off"
                 .to_owned(),

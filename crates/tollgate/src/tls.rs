@@ -298,9 +298,11 @@ impl TlsConfigBuilder {
 
     /// How many sessions the server keeps for resumption by session id
     /// (TLS 1.2) or by a ticket naming a kept session (TLS 1.3 without
-    /// [`session_tickets`](Self::session_tickets)); the least recently used
-    /// go first. Default [`DEFAULT_SESSION_CACHE`] (20,480, OpenSSL's
-    /// default); 0 keeps none. Kept across certificate reloads; a reload
+    /// [`session_tickets`](Self::session_tickets)); the oldest go first
+    /// (rustls's cache: a session resumed is not moved up). Default
+    /// [`DEFAULT_SESSION_CACHE`] (20,480, OpenSSL's default); 0 keeps
+    /// none, 1,000,000 at most (rustls allocates room for every session
+    /// up front; more is refused by [`build`](Self::build)). Kept across certificate reloads; a reload
     /// with [`client_auth`](Self::client_auth) starts an empty one, so a
     /// session whose client certificate was checked against the old CA
     /// bundle or CRLs is not resumed.

@@ -246,7 +246,8 @@ pub struct ServerTlsConfig {
     #[serde(default)]
     pub key_exchange_groups: Option<Vec<String>>,
     /// Sessions kept for resumption by id (see
-    /// [`TlsConfigBuilder::session_cache`]); default 20,480, 0 for none.
+    /// [`TlsConfigBuilder::session_cache`]); default 20,480, 0 for none,
+    /// 1,000,000 at most.
     ///
     /// [`TlsConfigBuilder::session_cache`]: crate::TlsConfigBuilder::session_cache
     #[serde(default = "default_session_cache")]

@@ -39,6 +39,11 @@ use super::{read_file, tls_error};
 /// default server cache size.
 pub const DEFAULT_SESSION_CACHE: usize = 20_480;
 
+/// The most sessions the cache may keep: rustls allocates room for all of
+/// them when it makes the cache (and again on each client-auth reload), so
+/// a value past memory would abort the process.
+const MAX_SESSION_CACHE: usize = 1_000_000;
+
 /// How long a session may be resumed by default: two hours, OpenSSL's
 /// default session timeout.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
@@ -97,6 +102,15 @@ impl SessionSettings {
                 format!(
                     "tls: session timeout {:?} is out of range (1s to 7 days)",
                     self.timeout
+                ),
+            ));
+        }
+        if self.cache > MAX_SESSION_CACHE {
+            return Err(ConfigError::new(
+                tollgate_core::ConfigErrorKind::InvalidValue,
+                format!(
+                    "tls: a session cache of {} sessions is too large (at most {MAX_SESSION_CACHE})",
+                    self.cache
                 ),
             ));
         }
@@ -562,6 +576,13 @@ mod tests {
             ..SessionSettings::default()
         };
         assert!(long.check().is_err());
+        for (cache, ok) in [(MAX_SESSION_CACHE, true), (MAX_SESSION_CACHE + 1, false)] {
+            let settings = SessionSettings {
+                cache,
+                ..SessionSettings::default()
+            };
+            assert_eq!(settings.check().is_ok(), ok, "{cache}");
+        }
         let contradiction = SessionSettings {
             tickets: false,
             key_files: vec!["k".into()],
