@@ -366,3 +366,57 @@ async fn settings_in_code_and_in_the_config_file() {
         assert!(err.contains(message), "{table}: {err}");
     }
 }
+
+/// A client that refuses `identity` and every encoding offered
+/// (`identity;q=0`, `*;q=0`) still gets the upstream's answer, status
+/// included, as it came: tower-http's `CompressionLayer` would turn any
+/// answer into a `406` carrying the upstream's body after the upstream
+/// has run, a `101` upgrade included, which breaks the WebSocket.
+#[tokio::test]
+async fn a_client_refusing_every_encoding_gets_the_answer_as_it_came() {
+    let gw = gateway(Compression::new().encodings([Encoding::Gzip])).await;
+    for (path, accept) in [
+        ("/json", "identity;q=0"),
+        ("/json", "*;q=0"),
+        ("/json", "br, identity;q=0"),
+        ("/png", "identity;q=0"),
+        ("/range", "*;q=0"),
+    ] {
+        let (status, headers, body) = fetch(&gw, path, accept).await;
+        assert!(status.is_success(), "{path} {accept:?}: {status}");
+        assert_eq!(encoding_of(&headers), None, "{path} {accept:?}");
+        assert!(!body.is_empty(), "{path} {accept:?}");
+    }
+    let (status, _, body) = fetch(&gw, "/json", "identity;q=0").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json_of(4096).as_bytes());
+
+    // A WebSocket through the same compressed route upgrades.
+    let ws = tollgate_tests::spawn_ws_echo().await;
+    let router = Gateway::builder()
+        .upstream(Upstream::builder("ws").endpoint(format!("http://{ws}")))
+        .route(
+            Route::prefix("/ws")
+                .to("ws")
+                .compression(Compression::new()),
+        )
+        .build()
+        .unwrap();
+    let gw = spawn_gateway(router).await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        gw.url("/ws").replacen("http://", "ws://", 1),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert(header::ACCEPT_ENCODING, "identity;q=0".parse().unwrap());
+    let (mut ws, res) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    futures_util::SinkExt::send(&mut ws, tokio_tungstenite::tungstenite::Message::text("hi"))
+        .await
+        .unwrap();
+    let echoed = futures_util::StreamExt::next(&mut ws)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, tokio_tungstenite::tungstenite::Message::text("hi"));
+}

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::{
-    HeaderMap, HeaderValue, Request, Response,
+    HeaderMap, HeaderValue, Request, Response, StatusCode,
     header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG},
 };
 use tollgate_core::{ConfigError, ConfigErrorKind};
@@ -306,16 +306,22 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CompressionService<S> {
     }
 }
 
-/// Marks responses that come encoded from inside, so the outside can
-/// tell the ones tower-http encoded.
+/// Notes, on each response from inside, what the outside needs to undo
+/// or keep: its status and whether it came encoded.
 #[derive(Clone, Debug)]
 pub struct Marked<S> {
     inner: S,
 }
 
-/// The response came with a `Content-Encoding` of its own.
+/// What the response was like before tower-http saw it.
 #[derive(Clone, Copy, Debug)]
-struct EncodedInside;
+struct Inside {
+    /// Its status: tower-http turns any answer into a `406` when the
+    /// client refuses `identity` and every encoding offered.
+    status: StatusCode,
+    /// It came with a `Content-Encoding` of its own.
+    encoded: bool,
+}
 
 impl<S> Service<Request<Body>> for Marked<S>
 where
@@ -337,9 +343,11 @@ where
 }
 
 fn mark(mut res: Response<Body>) -> Response<Body> {
-    if res.headers().contains_key(CONTENT_ENCODING) {
-        res.extensions_mut().insert(EncodedInside);
-    }
+    let inside = Inside {
+        status: res.status(),
+        encoded: res.headers().contains_key(CONTENT_ENCODING),
+    };
+    res.extensions_mut().insert(inside);
     res
 }
 
@@ -364,15 +372,29 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         use futures_util::TryFutureExt;
-        self.inner.call(req).map_ok(weaken_etag as fn(_) -> _)
+        self.inner.call(req).map_ok(finish as fn(_) -> _)
     }
 }
 
-/// A strong `ETag` of a response encoded here becomes weak: the encoded
-/// bytes differ from those the tag was made for.
-fn weaken_etag<B>(mut res: Response<B>) -> Response<B> {
-    let encoded_here = res.headers().contains_key(CONTENT_ENCODING)
-        && res.extensions_mut().remove::<EncodedInside>().is_none();
+/// Undoes tower-http's `406` and weakens a strong `ETag` of a response
+/// encoded here.
+///
+/// When the client refuses `identity` and every encoding offered
+/// (`identity;q=0`, `*;q=0`), tower-http keeps the body and headers it
+/// got from inside and only sets the status to `406`: after the upstream
+/// has run, with the upstream's body and type under it, a `101` upgrade
+/// included. The answer as it came is the one to send (RFC 9110, 12.5.3
+/// lets a server ignore the header, as nginx and Envoy do), so its status
+/// is put back; the body goes out unencoded.
+///
+/// A strong `ETag` of a body encoded here becomes weak: the encoded bytes
+/// differ from those the tag was made for.
+fn finish<B>(mut res: Response<B>) -> Response<B> {
+    let Some(inside) = res.extensions_mut().remove::<Inside>() else {
+        return res;
+    };
+    *res.status_mut() = inside.status;
+    let encoded_here = !inside.encoded && res.headers().contains_key(CONTENT_ENCODING);
     if encoded_here
         && let Some(tag) = res.headers().get(ETAG)
         && !tag.as_bytes().starts_with(b"W/")
