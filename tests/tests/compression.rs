@@ -139,6 +139,18 @@ fn upstream() -> Router {
         )
         .route("/untyped", get(|| async { vec![b'a'; 4096] }))
         .route(
+            "/no-content",
+            get(|| async {
+                (
+                    StatusCode::NO_CONTENT,
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::ETAG, "\"n1\""),
+                    ],
+                )
+            }),
+        )
+        .route(
             "/range",
             get(move || async move {
                 (
@@ -419,4 +431,35 @@ async fn a_client_refusing_every_encoding_gets_the_answer_as_it_came() {
         .unwrap()
         .unwrap();
     assert_eq!(echoed, tokio_tungstenite::tungstenite::Message::text("hi"));
+}
+
+/// `HEAD` answers with the headers `GET` would get: the upstream's
+/// answer to `HEAD` has an empty body and the `GET`'s `Content-Length`,
+/// and the size of the body (nothing) must not decide. A `204` is never
+/// encoded, even with `min_size(0)`: it has no content to encode.
+#[tokio::test]
+async fn head_answers_like_get_and_no_content_is_left_alone() {
+    let gw = gateway(Compression::new()).await;
+    let (_, get_headers, _) = fetch(&gw, "/json", "gzip").await;
+    let req = Request::head(gw.url("/json"))
+        .header(header::ACCEPT_ENCODING, "gzip")
+        .body(empty())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    let head = res.headers().clone();
+    assert!(body_bytes(res).await.is_empty());
+    for name in [header::CONTENT_ENCODING, header::VARY, header::ETAG] {
+        assert_eq!(head.get(&name), get_headers.get(&name), "{name}");
+    }
+    assert!(head.get(header::CONTENT_LENGTH).is_none());
+
+    let gw = gateway(Compression::new().min_size(0)).await;
+    for _ in 0..2 {
+        // Twice on one pooled connection: nothing stray is left on it.
+        let (status, headers, body) = fetch(&gw, "/no-content", "gzip").await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(encoding_of(&headers), None);
+        assert_eq!(headers[header::ETAG], "\"n1\"");
+        assert!(body.is_empty());
+    }
 }

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::{
-    HeaderMap, HeaderValue, Request, Response, StatusCode,
-    header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG},
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
+    header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG},
 };
 use tollgate_core::{ConfigError, ConfigErrorKind};
 use tower::{Layer, Service};
@@ -89,7 +89,9 @@ pub enum Level {
 /// - its `Content-Type` is in [`content_types`](Self::content_types)
 ///   ([`DEFAULT_COMPRESSIBLE_TYPES`]), never `text/event-stream`;
 /// - its size, when known, is at least [`min_size`](Self::min_size)
-///   ([`DEFAULT_MIN_COMPRESS_SIZE`]).
+///   ([`DEFAULT_MIN_COMPRESS_SIZE`]); for `HEAD`, the `Content-Length`
+///   `GET` would have, so both get the same headers;
+/// - it has content: not a `1xx`, `204` or `304`.
 ///
 /// A compressed response loses `Content-Length` and `Accept-Ranges`,
 /// gains `Vary: Accept-Encoding`, and a strong `ETag` becomes weak
@@ -212,6 +214,7 @@ impl Compression {
             })
             .compress_when(Compressible {
                 size: SizeAbove::new(self.min_size),
+                min_size: self.min_size,
                 types: self
                     .content_types
                     .iter()
@@ -226,6 +229,7 @@ impl Compression {
 #[derive(Clone, Debug)]
 pub struct Compressible {
     size: SizeAbove,
+    min_size: u64,
     types: std::sync::Arc<[String]>,
 }
 
@@ -234,9 +238,32 @@ impl Predicate for Compressible {
     where
         B: http_body::Body,
     {
+        let status = response.status();
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            // No content to encode.
+            return false;
+        }
+        // The answer to `HEAD` has no body and the `Content-Length` of
+        // `GET`'s: that decides, so both get the same headers.
+        let head = response
+            .extensions()
+            .get::<Inside>()
+            .is_some_and(|inside| inside.head);
+        let big_enough = if head {
+            response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_none_or(|len| len >= self.min_size)
+        } else {
+            self.size.should_compress(response)
+        };
         compressible_type(&self.types, response.headers())
             && !no_transform(response.headers())
-            && self.size.should_compress(response)
+            && big_enough
     }
 }
 
@@ -321,6 +348,8 @@ struct Inside {
     status: StatusCode,
     /// It came with a `Content-Encoding` of its own.
     encoded: bool,
+    /// It answers a `HEAD` request.
+    head: bool,
 }
 
 impl<S> Service<Request<Body>> for Marked<S>
@@ -338,14 +367,28 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         use futures_util::TryFutureExt;
-        self.inner.call(req).map_ok(mark as fn(_) -> _)
+        let mark: fn(_) -> _ = if req.method() == Method::HEAD {
+            mark_head
+        } else {
+            mark
+        };
+        self.inner.call(req).map_ok(mark)
     }
 }
 
-fn mark(mut res: Response<Body>) -> Response<Body> {
+fn mark(res: Response<Body>) -> Response<Body> {
+    mark_inside(res, false)
+}
+
+fn mark_head(res: Response<Body>) -> Response<Body> {
+    mark_inside(res, true)
+}
+
+fn mark_inside(mut res: Response<Body>, head: bool) -> Response<Body> {
     let inside = Inside {
         status: res.status(),
         encoded: res.headers().contains_key(CONTENT_ENCODING),
+        head,
     };
     res.extensions_mut().insert(inside);
     res
@@ -356,14 +399,14 @@ where
     S: Service<Request<Body>, Response = Response<Body>>,
     S::Future: Send + 'static,
 {
-    type Response = Response<CompressionBody<Body>>;
+    type Response = Response<Body>;
     type Error = S::Error;
     type Future = futures_util::future::MapOk<
         tower_http::compression::ResponseFuture<
             futures_util::future::MapOk<S::Future, fn(Response<Body>) -> Response<Body>>,
             Compressible,
         >,
-        fn(Response<CompressionBody<Body>>) -> Response<CompressionBody<Body>>,
+        fn(Response<CompressionBody<Body>>) -> Response<Body>,
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -388,13 +431,21 @@ where
 /// is put back; the body goes out unencoded.
 ///
 /// A strong `ETag` of a body encoded here becomes weak: the encoded bytes
-/// differ from those the tag was made for.
-fn finish<B>(mut res: Response<B>) -> Response<B> {
+/// differ from those the tag was made for. The answer to `HEAD` keeps the
+/// encoded headers and no body: the encoder would write its frame of an
+/// empty body, and HTTP/2 would send it.
+fn finish(mut res: Response<CompressionBody<Body>>) -> Response<Body> {
     let Some(inside) = res.extensions_mut().remove::<Inside>() else {
-        return res;
+        return res.map(Body::new);
     };
     *res.status_mut() = inside.status;
     let encoded_here = !inside.encoded && res.headers().contains_key(CONTENT_ENCODING);
+    let res = if encoded_here && inside.head {
+        res.map(|_| Body::empty())
+    } else {
+        res.map(Body::new)
+    };
+    let mut res = res;
     if encoded_here
         && let Some(tag) = res.headers().get(ETAG)
         && !tag.as_bytes().starts_with(b"W/")
