@@ -68,10 +68,13 @@ pub enum Level {
     /// zstd 3).
     #[default]
     Default,
-    /// Smallest bodies, most CPU: brotli's level 11 encodes about a
-    /// hundred times slower than its default, and any client that asks
-    /// for `br` chooses it; keep it off public routes, or leave
-    /// [`Encoding::Br`] out with it.
+    /// Smallest bodies, most CPU: gzip and deflate 9, brotli 11, zstd 19
+    /// (the highest of zstd's regular levels; tower-http's own "best" is
+    /// 22, an "ultra" level that took about 600 MB and 50 s for one
+    /// 10 MB answer). Brotli 11 and zstd 19 each encode several hundred
+    /// times slower than their defaults, and any client that asks for
+    /// `br` or `zstd` chooses them; keep `Best` off public routes, or
+    /// leave [`Encoding::Br`] and [`Encoding::Zstd`] out with it.
     Best,
 }
 
@@ -207,11 +210,7 @@ impl Compression {
             .br(on(Encoding::Br))
             .zstd(on(Encoding::Zstd))
             .deflate(on(Encoding::Deflate))
-            .quality(match self.level {
-                Level::Fastest => CompressionLevel::Fastest,
-                Level::Default => CompressionLevel::Default,
-                Level::Best => CompressionLevel::Best,
-            })
+            .quality(quality(self.level))
             .compress_when(Compressible {
                 size: SizeAbove::new(self.min_size),
                 min_size: self.min_size,
@@ -223,6 +222,23 @@ impl Compression {
             })
     }
 }
+
+/// tower-http's level for `level`. One level serves every encoding, each
+/// clamping it to its own range: 19 is gzip's and deflate's 9, brotli's
+/// 11 and zstd's 19, never zstd's "ultra" levels 20 to 22 (tower-http's
+/// `Best`), whose memory zstd's own command line refuses without
+/// `--ultra`.
+fn quality(level: Level) -> CompressionLevel {
+    match level {
+        Level::Fastest => CompressionLevel::Fastest,
+        Level::Default => CompressionLevel::Default,
+        Level::Best => CompressionLevel::Precise(BEST_LEVEL),
+    }
+}
+
+/// The level of [`Level::Best`]: zstd's highest regular level, over
+/// every other encoding's highest.
+const BEST_LEVEL: i32 = 19;
 
 /// Whether a response may be compressed: [`Compression`]'s rules past
 /// those tower-http applies itself (already encoded, ranges).
@@ -520,6 +536,16 @@ mod tests {
         )])));
         assert!(!no_transform(&headers(&[("cache-control", "no-store")])));
         assert!(!no_transform(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn best_is_zstd_19_not_an_ultra_level() {
+        assert!(matches!(
+            quality(Level::Best),
+            CompressionLevel::Precise(BEST_LEVEL)
+        ));
+        assert_eq!(BEST_LEVEL, 19);
+        assert!(matches!(quality(Level::Default), CompressionLevel::Default));
     }
 
     #[test]
