@@ -1,5 +1,6 @@
 //! The admin listener's router: liveness, readiness, metrics, the
-//! effective configuration and reopening the log files.
+//! effective configuration, taking the instance out of its load balancer
+//! and reopening the log files.
 //!
 //! [`Admin`] builds an `axum::Router` with:
 //!
@@ -10,6 +11,7 @@
 //! | `GET /metrics` | the [`Metrics`] exposition (OpenMetrics text), when set        |
 //! | `GET /config`  | the [`ConfigSnapshot`] as `application/json`, when set         |
 //! | `GET /upstreams` | every upstream's endpoints: in or out, active health check, time left out, requests in flight (see [`Health::upstreams_json`]) |
+//! | `POST /healthcheck/fail`, `POST /healthcheck/ok` | take the instance out of its load balancer and back ([`Health::set_draining`]): `/readyz` fails with a first check `draining` meanwhile; `200` JSON `{"draining": bool}`, logged and audited |
 //! | `POST /reopen_logs` | reopens the log files after rotation, when set: `200` JSON `{"reopened": n}`, or a 500 problem+json (see [`Admin::reopen_logs`]) |
 //!
 //! Anything else is a 404 problem+json. A part that was not given
