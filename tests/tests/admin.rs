@@ -483,6 +483,21 @@ async fn healthcheck_fail_and_ok_take_the_instance_out_and_back() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(names(&body_json(res).await), ["upstream users"]);
 
+    // A web page cannot post to the admin listener: a browser's request
+    // carries `Origin` or `Sec-Fetch-Site`, and is refused before it acts.
+    for (name, value) in [
+        ("origin", "https://attacker.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let req = Request::post(format!("http://{admin}/healthcheck/fail"))
+            .header(name, value)
+            .body(empty())
+            .expect("a request");
+        let res = client().request(req).await.expect("an answer");
+        assert_problem(res, 403, tollgate::core::problem::FORBIDDEN).await;
+        assert_eq!(get(&readyz_url).await.status(), StatusCode::OK, "{name}");
+    }
+
     // After a shutdown begins, `ok` does not make the instance ready.
     let health = Health::new();
     let admin = admin_for(&health).await;

@@ -14,6 +14,10 @@
 //! | `POST /healthcheck/fail`, `POST /healthcheck/ok` | take the instance out of its load balancer and back ([`Health::set_draining`]): `/readyz` fails with a first check `draining` meanwhile; `200` JSON `{"draining": bool}`, logged and audited |
 //! | `POST /reopen_logs` | reopens the log files after rotation, when set: `200` JSON `{"reopened": n}`, or a 500 problem+json (see [`Admin::reopen_logs`]) |
 //!
+//! The `POST` endpoints answer `403` problem+json to a request that a web
+//! page sent (one with `Origin` or `Sec-Fetch-Site`), so a page on any site
+//! cannot post a form to the listener on `127.0.0.1`.
+//!
 //! Anything else is a 404 problem+json. A part that was not given
 //! (`metrics`, `config`, `reopen_logs`) is not routed, so it is a 404 too;
 //! without [`health`](Admin::health), `/readyz` has no checks and answers
@@ -205,12 +209,34 @@ async fn readyz(State(health): State<Health>) -> Response {
     json_response(status, &report.to_json())
 }
 
-async fn healthcheck_fail(State(health): State<Health>) -> Response {
-    set_draining(&health, true)
+async fn healthcheck_fail(State(health): State<Health>, req: Request) -> Result<Response, Problem> {
+    if let Some(refused) = from_a_page(&req) {
+        return Err(refused);
+    }
+    Ok(set_draining(&health, true))
 }
 
-async fn healthcheck_ok(State(health): State<Health>) -> Response {
-    set_draining(&health, false)
+async fn healthcheck_ok(State(health): State<Health>, req: Request) -> Result<Response, Problem> {
+    if let Some(refused) = from_a_page(&req) {
+        return Err(refused);
+    }
+    Ok(set_draining(&health, false))
+}
+
+/// Refuses a `POST` that a web page sent: a browser marks its requests
+/// with `Origin` (every cross-origin `POST`) or `Sec-Fetch-Site`, and a
+/// page on any site could otherwise post a form to the admin listener on
+/// `127.0.0.1` and drain the instance or reopen its logs. Operators'
+/// tools (`curl`, scripts, probes) send neither.
+fn from_a_page(req: &Request) -> Option<Problem> {
+    let headers = req.headers();
+    (headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site")).then(|| {
+        Problem::forbidden()
+            .detail(
+                "the admin listener refuses POST requests from web pages (Origin or Sec-Fetch-Site)",
+            )
+            .for_request(req)
+    })
 }
 
 /// Takes the instance out or puts it back, logged and audited (an
@@ -242,6 +268,9 @@ async fn config_json(State(config): State<ConfigSnapshot>) -> Response {
 }
 
 async fn reopen_logs(State(reopen): State<ReopenLogs>, req: Request) -> Result<Response, Problem> {
+    if let Some(refused) = from_a_page(&req) {
+        return Err(refused);
+    }
     // Opening files blocks.
     let reopened = tokio::task::spawn_blocking(move || (reopen.0)()).await;
     let detail = match reopened {
