@@ -212,7 +212,6 @@ impl Compression {
             .deflate(on(Encoding::Deflate))
             .quality(quality(self.level))
             .compress_when(Compressible {
-                size: SizeAbove::new(self.min_size),
                 min_size: self.min_size,
                 types: self
                     .content_types
@@ -244,7 +243,6 @@ const BEST_LEVEL: i32 = 19;
 /// those tower-http applies itself (already encoded, ranges).
 #[derive(Clone, Debug)]
 pub struct Compressible {
-    size: SizeAbove,
     min_size: u64,
     types: std::sync::Arc<[String]>,
 }
@@ -275,7 +273,7 @@ impl Predicate for Compressible {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .is_none_or(|len| len >= self.min_size)
         } else {
-            self.size.should_compress(response)
+            SizeAbove::new(self.min_size).should_compress(response)
         };
         compressible_type(&self.types, response.headers())
             && !no_transform(response.headers())
@@ -456,12 +454,11 @@ fn finish(mut res: Response<CompressionBody<Body>>) -> Response<Body> {
     };
     *res.status_mut() = inside.status;
     let encoded_here = !inside.encoded && res.headers().contains_key(CONTENT_ENCODING);
-    let res = if encoded_here && inside.head {
+    let mut res = if encoded_here && inside.head {
         res.map(|_| Body::empty())
     } else {
         res.map(Body::new)
     };
-    let mut res = res;
     if encoded_here
         && let Some(tag) = res.headers().get(ETAG)
         && !tag.as_bytes().starts_with(b"W/")
